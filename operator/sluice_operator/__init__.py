@@ -1,0 +1,1 @@
+"""Sluice operator: the control plane."""

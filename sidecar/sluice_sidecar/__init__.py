@@ -1,0 +1,1 @@
+"""Sluice sidecar: the data plane proxy."""
