@@ -1,0 +1,144 @@
+"""The admin port: health, readiness, metrics, and the token-protected /admin/* API.
+
+``/healthz``, ``/readyz`` and ``/metrics`` are open (probes and Prometheus scrape them);
+everything under ``/admin/`` needs ``Authorization: Bearer <token>``. Without a configured
+token the admin API is refused outright rather than left open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from sluice_sidecar.proxy import STATE
+from sluice_sidecar.state import ConfigRejected, SidecarState
+from sluice_sidecar.telemetry import CONTENT_TYPE_LATEST
+
+ADMIN_BODY_LIMIT = 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(data, option=orjson.OPT_INDENT_2),
+        content_type="application/json",
+    )
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/admin/"):
+        return await handler(request)
+    token = request.app[STATE].settings.admin_token
+    if token is None:
+        return _json(
+            {
+                "error": "the admin API is disabled: no admin token is configured "
+                "(set SLUICE_ADMIN_TOKEN or --admin-token-file)"
+            },
+            status=403,
+        )
+    offered = request.headers.get("authorization", "")
+    expected = f"Bearer {token.get_secret_value()}"
+    if not hmac.compare_digest(offered.encode(), expected.encode()):
+        return web.Response(
+            status=401,
+            body=orjson.dumps({"error": "missing or wrong admin bearer token"}),
+            content_type="application/json",
+            headers={"www-authenticate": 'Bearer realm="sluice-admin"'},
+        )
+    return await handler(request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.runtime is None:
+        return _json({"status": "not ready", "reason": "no configuration loaded"}, status=503)
+    return _json({"status": "ready", "version": state.version})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[STATE].metrics.exposition()
+    return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
+
+
+async def get_config(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.runtime is None:
+        return _json({"version": None, "config": None})
+    config = state.runtime.config
+    return _json(
+        {"version": state.version, "config": config.model_dump(mode="json", by_alias=True)}
+    )
+
+
+async def put_config(request: web.Request) -> web.Response:
+    state: SidecarState = request.app[STATE]
+    try:
+        document = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as error:
+        return _json({"error": "invalid configuration", "problems": [f"not JSON: {error}"]}, 400)
+    try:
+        result = state.apply_document(document, source="PUT /admin/config")
+    except ConfigRejected as error:
+        return _json(
+            {
+                "error": "invalid configuration",
+                "problems": error.problems,
+                "activeVersion": state.version,
+            },
+            status=400,
+        )
+    return _json(
+        {
+            "version": result.version,
+            "previousVersion": result.previous_version,
+            "changed": result.changed,
+        }
+    )
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return _json(
+        {
+            "version": state.version,
+            "uptimeSeconds": round(time.time() - state.started_at, 1),
+            "calls": state.stats.snapshot(),
+        }
+    )
+
+
+async def get_circuits(request: web.Request) -> web.Response:
+    breakers = request.app[STATE].breakers.all()
+    return _json({"circuits": [b.snapshot() for b in breakers]})
+
+
+async def reset_circuits(request: web.Request) -> web.Response:
+    provider = request.query.get("provider")
+    model = request.query.get("model")
+    count = request.app[STATE].breakers.reset(provider, model)
+    return _json({"reset": count})
+
+
+def build_admin_app(state: SidecarState) -> web.Application:
+    app = web.Application(middlewares=[require_token], client_max_size=ADMIN_BODY_LIMIT)
+    app[STATE] = state
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/admin/config", get_config)
+    app.router.add_put("/admin/config", put_config)
+    app.router.add_get("/admin/stats", get_stats)
+    app.router.add_get("/admin/circuits", get_circuits)
+    app.router.add_post("/admin/circuits/reset", reset_circuits)
+    return app

@@ -1,0 +1,160 @@
+"""The sidecar's one error hierarchy, translated into each caller's API format at the boundary.
+
+::
+
+    SluiceError                      status, error type, message; rendered by ``render_error``
+    ├── RequestError                 the caller's request is wrong: never retried
+    │   ├── MalformedRequest         400 (bad JSON, missing model, unknown operation)
+    │   ├── RouteNotFound            404
+    │   ├── BodyTooLarge             413
+    │   └── NoProviderForModel       400
+    ├── Refused                      the sidecar protects the provider: answered at once
+    │   ├── CircuitOpen              503 + Retry-After (every candidate provider is open)
+    │   └── BulkheadFull             503 + Retry-After
+    ├── DeadlineExceeded             504 (the operation's single deadline, retries included)
+    └── UpstreamError                the provider answered badly or not at all
+        ├── TransientUpstreamError   retried: 429, 500, 502, 503, 504, connection errors,
+        │                            upstream timeouts, invalid JSON, broken streams
+        └── PermanentUpstreamError   not retried: 400, 401, 403, 404, 422 and the rest;
+                                     the provider's own body is relayed unchanged
+
+Upstream HTTP statuses are mapped here, in ``classify_upstream_status``, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+ApiFamily = Literal["openai", "anthropic"]
+
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+
+class SluiceError(Exception):
+    """Base of every error the sidecar answers with; carries what the caller sees."""
+
+    status: int = 500
+    openai_type: str = "server_error"
+    anthropic_type: str = "api_error"
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class RequestError(SluiceError):
+    status = 400
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class MalformedRequest(RequestError):
+    def __init__(self, message: str, *, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RouteNotFound(RequestError):
+    status = 404
+    anthropic_type = "not_found_error"
+    code = "not_found"
+
+
+class BodyTooLarge(RequestError):
+    status = 413
+    anthropic_type = "request_too_large"
+    code = "request_too_large"
+
+
+class NoProviderForModel(RequestError):
+    code = "model_not_routed"
+
+
+class Refused(SluiceError):
+    status = 503
+    openai_type = "server_error"
+    anthropic_type = "overloaded_error"
+
+
+class CircuitOpen(Refused):
+    code = "circuit_open"
+
+
+class BulkheadFull(Refused):
+    code = "concurrency_limit"
+
+
+class DeadlineExceeded(SluiceError):
+    status = 504
+    openai_type = "timeout_error"
+    anthropic_type = "timeout_error"
+    code = "timeout"
+
+
+class UpstreamError(SluiceError):
+    """The provider failed. ``reason`` is a short phrase for logs ("rate limit exceeded")."""
+
+    status = 502
+    code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        upstream_status: int | None = None,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.reason = reason
+        self.upstream_status = upstream_status
+        self.body = body
+        self.headers = headers or {}
+        if upstream_status is not None:
+            self.status = upstream_status
+
+
+class TransientUpstreamError(UpstreamError):
+    """Worth another attempt (possibly at another provider)."""
+
+
+class PermanentUpstreamError(UpstreamError):
+    """Retrying cannot help: the provider rejected this request."""
+
+
+def classify_upstream_status(status: int) -> type[UpstreamError]:
+    return TransientUpstreamError if status in TRANSIENT_STATUSES else PermanentUpstreamError
+
+
+STATUS_REASONS = {
+    429: "rate limit exceeded",
+    500: "server error",
+    502: "bad gateway",
+    503: "service unavailable",
+    504: "gateway timeout",
+    529: "provider overloaded",
+    408: "request timeout",
+}
+
+
+def reason_for_status(status: int) -> str:
+    return STATUS_REASONS.get(status, f"HTTP {status}")
+
+
+def render_error(error: SluiceError, api: ApiFamily) -> dict[str, object]:
+    """The error body in the caller's own API format."""
+    if api == "anthropic":
+        return {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}}
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.openai_type,
+            "param": None,
+            "code": error.code,
+        }
+    }

@@ -1,0 +1,82 @@
+"""Circuit breaker and bulkhead around each attempt at a provider.
+
+Open circuit: refuse at once (the fallback stage moves on). Full bulkhead: refuse at once with
+503 and Retry-After. Otherwise the attempt's outcome is recorded: transient failures and
+deadline expiry count against the provider, permanent errors (the caller's fault) do not.
+For a stream the bulkhead slot is held until the stream is finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sluice_sidecar.errors import (
+    BulkheadFull,
+    CircuitOpen,
+    PermanentUpstreamError,
+    TransientUpstreamError,
+)
+from sluice_sidecar.pipeline.breaker import BreakerRegistry
+from sluice_sidecar.pipeline.call import Call, Next
+from sluice_sidecar.telemetry import Metrics
+from sluice_sidecar.transports.base import UpstreamReply
+
+BULKHEAD_RETRY_AFTER_S = 1.0
+
+
+class CircuitStage:
+    def __init__(self, metrics: Metrics, breakers: BreakerRegistry) -> None:
+        self._metrics = metrics
+        self._breakers = breakers
+
+    async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
+        provider = call.provider
+        assert provider is not None
+        breaker = self._breakers.get(provider.name, call.model_name)
+        if not breaker.allows_call():
+            wait = breaker.retry_after()
+            raise CircuitOpen(
+                f"circuit for {breaker.key} is open; retry in {wait:.1f}s", retry_after=wait or 1.0
+            )
+        if breaker.bulkhead_full():
+            raise BulkheadFull(
+                f"{breaker.spec.max_concurrent} calls to {breaker.key} already in flight",
+                retry_after=BULKHEAD_RETRY_AFTER_S,
+            )
+        model = self._metrics.model_label(call.model_name)
+        breaker.acquire()
+        call.attempts += 1
+        try:
+            reply = await next_stage(call)
+        except TransientUpstreamError:
+            breaker.release()
+            breaker.record_failure()
+            self._metrics.attempts.labels(provider.name, model, "transient_error").inc()
+            raise
+        except PermanentUpstreamError:
+            breaker.release()
+            breaker.record_success()
+            self._metrics.attempts.labels(provider.name, model, "permanent_error").inc()
+            raise
+        except asyncio.CancelledError:
+            breaker.release()
+            timed_out = asyncio.get_running_loop().time() >= call.deadline
+            if timed_out:
+                breaker.record_failure()
+            else:
+                breaker.record_neutral()
+            self._metrics.attempts.labels(
+                provider.name, model, "timeout" if timed_out else "cancelled"
+            ).inc()
+            raise
+        except BaseException:
+            breaker.release()
+            breaker.record_neutral()
+            raise
+        breaker.record_success()
+        self._metrics.attempts.labels(provider.name, model, "success").inc()
+        if reply.streaming:
+            reply.on_close.append(breaker.release)
+        else:
+            breaker.release()
+        return reply

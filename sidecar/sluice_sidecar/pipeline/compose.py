@@ -1,0 +1,34 @@
+"""The one place the request pipeline is put together, once, at start-up.
+
+Order, outermost first:
+
+    fallback  -> for each candidate provider, in order
+    retry     -> attempts at that provider, with backoff, inside the deadline
+    circuit   -> breaker admission, bulkhead, outcome recording per attempt
+    upstream  -> preset, model map, credentials; send through the transport
+
+The call's deadline and timeout warning wrap the whole chain (``sluice_sidecar.proxy``), so one
+deadline covers every retry and fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sluice_sidecar.pipeline.call import Call, Next, Stage
+from sluice_sidecar.transports.base import UpstreamReply
+
+
+def compose(stages: Sequence[Stage], terminal: Next) -> Next:
+    """Chain stages so that ``stages[0]`` runs first and ``terminal`` last."""
+    handler = terminal
+    for stage in reversed(stages):
+        handler = _bind(stage, handler)
+    return handler
+
+
+def _bind(stage: Stage, next_stage: Next) -> Next:
+    async def run(call: Call) -> UpstreamReply:
+        return await stage(call, next_stage)
+
+    return run

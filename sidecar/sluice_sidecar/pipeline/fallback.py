@@ -1,0 +1,49 @@
+"""Provider fallback: try the call's candidate providers in order until one answers.
+
+A transient failure (after that provider's retries), an open circuit or a full bulkhead moves
+the call to the next provider. A permanent error (the request itself is wrong) does not.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sluice_sidecar.errors import CircuitOpen, Refused, SluiceError, TransientUpstreamError
+from sluice_sidecar.pipeline.call import Call, Next
+from sluice_sidecar.telemetry import Metrics
+from sluice_sidecar.transports.base import UpstreamReply
+
+logger = logging.getLogger("sluice.fallback")
+
+
+class FallbackStage:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
+        candidates = call.runtime.candidates(call.api, call.model, call.operation)
+        last_error: SluiceError | None = None
+        for index, provider in enumerate(candidates):
+            if index:
+                previous = candidates[index - 1].name
+                self._metrics.fallbacks.labels(previous, provider.name).inc()
+                logger.warning(
+                    "%s falling back from %s to %s: %s",
+                    call.operation.name,
+                    previous,
+                    provider.name,
+                    last_error,
+                )
+            call.provider = provider
+            try:
+                return await next_stage(call)
+            except (TransientUpstreamError, Refused) as error:
+                last_error = error
+        assert last_error is not None
+        if isinstance(last_error, Refused) and len(candidates) > 1:
+            waits = [e for e in (last_error.retry_after,) if e is not None]
+            raise CircuitOpen(
+                f"every provider for {call.model_name} is unavailable: {last_error.message}",
+                retry_after=min(waits) if waits else None,
+            ) from last_error
+        raise last_error

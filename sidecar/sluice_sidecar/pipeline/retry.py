@@ -1,0 +1,69 @@
+"""Retry transient failures of one provider, inside the call's single deadline.
+
+The wait before retry n is what the provider asked for (Retry-After and rate-limit reset
+headers) or else the configured backoff schedule. A retry that could not finish before the
+deadline is not started: the last error is answered instead of waiting into a timeout.
+Streams are retried only before their first byte reached the client, which holds by design:
+a transport returns a stream only after its first chunk arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sluice_sidecar.errors import TransientUpstreamError
+from sluice_sidecar.pipeline.backoff import retry_delay_ms
+from sluice_sidecar.pipeline.breaker import BreakerRegistry
+from sluice_sidecar.pipeline.call import Call, Next
+from sluice_sidecar.telemetry import Metrics
+from sluice_sidecar.transports.base import UpstreamReply
+
+logger = logging.getLogger("sluice.retry")
+
+
+class RetryStage:
+    def __init__(self, metrics: Metrics, breakers: BreakerRegistry) -> None:
+        self._metrics = metrics
+        self._breakers = breakers
+
+    async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
+        spec = call.operation.retry
+        provider = call.provider
+        assert provider is not None
+        loop = asyncio.get_running_loop()
+        attempt = 1
+        while True:
+            try:
+                return await next_stage(call)
+            except TransientUpstreamError as error:
+                if attempt >= spec.max_attempts:
+                    raise
+                if error.retry_after is not None:
+                    delay_ms = error.retry_after * 1000
+                else:
+                    rate = self._breakers.get(provider.name, call.model_name).failure_rate()
+                    delay_ms = retry_delay_ms(spec, attempt, failure_rate=rate)
+                if loop.time() + delay_ms / 1000 >= call.deadline:
+                    logger.warning(
+                        "%s %s not retrying %s: waiting %.0fms would pass the deadline",
+                        provider.display_name,
+                        call.operation.name,
+                        error.reason,
+                        delay_ms,
+                    )
+                    raise
+                self._metrics.retries.labels(provider.name, error.reason).inc()
+                self._metrics.errors.labels(error.reason.replace(" ", "_")).inc()
+                logger.warning(
+                    "%s %s retry %d/%d due to %s. Waiting %.0fms before retry",
+                    provider.display_name,
+                    call.operation.name,
+                    attempt,
+                    spec.max_attempts - 1,
+                    error.reason,
+                    delay_ms,
+                )
+                call.retries += 1
+                attempt += 1
+                await asyncio.sleep(delay_ms / 1000)

@@ -1,0 +1,117 @@
+"""Process lifecycle: create the state, load the first configuration, serve both ports.
+
+Start-up order: transport, state, first configuration (config file, then policy folder), data
+and admin listeners, policy watcher. Shutdown runs in reverse; listeners stop accepting first
+and in-flight calls get ``SHUTDOWN_GRACE_S`` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+
+import yaml
+from aiohttp import web
+
+from sluice_sidecar.admin import build_admin_app
+from sluice_sidecar.proxy import build_data_app
+from sluice_sidecar.settings import SidecarSettings
+from sluice_sidecar.standalone import load_policy_dir, watch_policy_dir
+from sluice_sidecar.state import ConfigRejected, SidecarState
+from sluice_sidecar.transports.http import HttpTransport
+
+logger = logging.getLogger("sluice.server")
+SHUTDOWN_GRACE_S = 10.0
+
+
+@dataclass
+class RunningSidecar:
+    state: SidecarState
+    data_port: int
+    admin_port: int
+    _runners: list[web.AppRunner] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stop_watch: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def close(self) -> None:
+        self._stop_watch.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for runner in self._runners:
+            await runner.cleanup()
+        await self.state.transport.close()  # type: ignore[attr-defined]
+
+
+def load_initial_config(state: SidecarState) -> None:
+    settings = state.settings
+    if settings.config_file is not None:
+        try:
+            document = yaml.safe_load(settings.config_file.read_text())
+            state.apply_document(document, source=str(settings.config_file))
+        except (OSError, yaml.YAMLError, ConfigRejected) as error:
+            problems = getattr(error, "problems", [str(error)])
+            logger.error("cannot load %s:\n  %s", settings.config_file, "\n  ".join(problems))
+    if settings.policy_dir is not None:
+        try:
+            load_policy_dir(state, settings.policy_dir)
+        except ConfigRejected as error:
+            logger.error(
+                "policies in %s rejected:\n  %s", settings.policy_dir, "\n  ".join(error.problems)
+            )
+    if state.runtime is None:
+        logger.warning("no configuration loaded yet: not ready until one is PUT to /admin/config")
+
+
+async def start_sidecar(settings: SidecarSettings) -> RunningSidecar:
+    transport = HttpTransport(connection_limit=settings.upstream_connection_limit)
+    await transport.start()
+    state = SidecarState(settings, transport)
+    load_initial_config(state)
+    access_log = logging.getLogger("sluice.access") if settings.access_log else None
+    running = RunningSidecar(state, settings.data_port, settings.admin_port)
+    apps = [
+        (build_data_app(state), settings.data_host, settings.data_port),
+        (build_admin_app(state), settings.admin_host, settings.admin_port),
+    ]
+    ports = []
+    for app, host, port in apps:
+        # handler_cancellation: a client that disconnects cancels its upstream call.
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=access_log)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_GRACE_S)
+        await site.start()
+        running._runners.append(runner)
+        ports.append(runner.addresses[0][1])
+    running.data_port, running.admin_port = ports
+    if settings.policy_dir is not None and settings.watch:
+        running._tasks.append(
+            asyncio.create_task(watch_policy_dir(state, settings.policy_dir, running._stop_watch))
+        )
+    logger.info(
+        "sluice sidecar serving LLM API on %s:%d, admin on %s:%d (config %s)",
+        settings.data_host,
+        running.data_port,
+        settings.admin_host,
+        running.admin_port,
+        state.version or "none",
+    )
+    return running
+
+
+async def serve(settings: SidecarSettings) -> None:
+    running = await start_sidecar(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        logger.info("shutting down")
+    finally:
+        await running.close()

@@ -1,0 +1,71 @@
+"""Standalone mode: run the policies of a local folder, reloading them when files change.
+
+The folder holds the same LlmPolicy YAML that is applied to a cluster; it is compiled by the
+same compiler the operator uses. ``SLUICE_*`` overrides (settings.ConfigOverrides) are applied
+on top. A change that does not validate is logged and the running configuration stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import watchfiles
+
+from sluice_sidecar.config.compiler import CompileError, compile_policies
+from sluice_sidecar.config.loader import PolicyLoadError, read_policy_dir
+from sluice_sidecar.config.model import SidecarConfig
+from sluice_sidecar.settings import ConfigOverrides
+from sluice_sidecar.state import ApplyResult, ConfigRejected, SidecarState
+
+logger = logging.getLogger("sluice.standalone")
+
+
+def apply_overrides(config: SidecarConfig, overrides: ConfigOverrides) -> SidecarConfig:
+    if overrides.empty:
+        return config
+    document = config.model_dump(by_alias=True, exclude_unset=False)
+    if overrides.default_timeout_seconds is not None:
+        document["defaults"]["timeoutSeconds"] = overrides.default_timeout_seconds
+    retry = document["retry"]
+    if overrides.retry_max_attempts is not None:
+        retry["maxAttempts"] = overrides.retry_max_attempts
+    if overrides.retry_strategy is not None:
+        retry["strategy"] = overrides.retry_strategy
+    if overrides.retry_base_delay_ms is not None:
+        retry["baseDelayMs"] = overrides.retry_base_delay_ms
+        retry["maxDelayMs"] = max(retry["maxDelayMs"], overrides.retry_base_delay_ms)
+    for provider in document["providers"]:
+        if (url := overrides.provider_base_urls.get(provider["name"])) is not None:
+            provider["baseUrl"] = url
+    return SidecarConfig.model_validate(document)
+
+
+def load_policy_dir(state: SidecarState, directory: Path) -> ApplyResult:
+    """Read, compile and apply the folder; raises ConfigRejected with every problem found."""
+    try:
+        config = compile_policies(read_policy_dir(directory))
+        config = apply_overrides(config, state.settings.overrides)
+    except PolicyLoadError as error:
+        raise ConfigRejected(error.problems) from error
+    except CompileError as error:
+        raise ConfigRejected([f"{directory}: {error}"]) from error
+    return state.apply(config, source=str(directory))
+
+
+async def watch_policy_dir(state: SidecarState, directory: Path, stop: asyncio.Event) -> None:
+    """Reload on every change until ``stop`` is set."""
+    async for _changes in watchfiles.awatch(directory, stop_event=stop, debounce=200, step=50):
+        try:
+            result = load_policy_dir(state, directory)
+        except ConfigRejected as error:
+            logger.error(
+                "policy change in %s rejected, keeping %s:\n  %s",
+                directory,
+                state.version,
+                "\n  ".join(error.problems),
+            )
+            continue
+        if not result.changed:
+            logger.info("policy files changed; compiled configuration is unchanged")

@@ -1,0 +1,109 @@
+"""The sidecar's long-lived objects and the atomic configuration swap.
+
+One ``SidecarState`` per process, created at start-up and shared by the data and admin apps.
+``apply`` validates a configuration completely (model, keys readable) before it swaps the
+``runtime`` reference in one assignment; a request holds the runtime it started with, so
+in-flight calls finish under their configuration and are never dropped by a reload.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from sluice_sidecar.config.model import SidecarConfig, config_problems
+from sluice_sidecar.pipeline.breaker import BreakerRegistry, CircuitBreaker, State
+from sluice_sidecar.pipeline.call import Next
+from sluice_sidecar.pipeline.circuit import CircuitStage
+from sluice_sidecar.pipeline.compose import compose
+from sluice_sidecar.pipeline.fallback import FallbackStage
+from sluice_sidecar.pipeline.retry import RetryStage
+from sluice_sidecar.pipeline.upstream import UpstreamStage
+from sluice_sidecar.runtime import Runtime, RuntimeBuildError, build_runtime
+from sluice_sidecar.settings import SidecarSettings
+from sluice_sidecar.stats import CallStats
+from sluice_sidecar.telemetry import Metrics
+from sluice_sidecar.transports.base import Transport
+
+logger = logging.getLogger("sluice.config")
+
+
+class ConfigRejected(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    version: str
+    previous_version: str | None
+    changed: bool
+
+
+class SidecarState:
+    def __init__(self, settings: SidecarSettings, transport: Transport) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.metrics = Metrics()
+        self.stats = CallStats()
+        self.started_at = time.time()
+        self.breakers = BreakerRegistry(
+            SidecarConfig.model_fields["circuit_breaker"].get_default(call_default_factory=True),
+            on_state_change=self._breaker_changed,
+        )
+        self.runtime: Runtime | None = None
+        self.pipeline: Next = compose(
+            [
+                FallbackStage(self.metrics),
+                RetryStage(self.metrics, self.breakers),
+                CircuitStage(self.metrics, self.breakers),
+            ],
+            UpstreamStage(transport),
+        )
+
+    @property
+    def version(self) -> str | None:
+        return self.runtime.version if self.runtime else None
+
+    def apply_document(self, document: Any, *, source: str) -> ApplyResult:
+        """Validate a raw SidecarConfig document (e.g. a PUT body) and apply it."""
+        try:
+            config = SidecarConfig.model_validate(document)
+        except ValidationError as error:
+            self.metrics.config_reloads.labels("rejected").inc()
+            raise ConfigRejected(config_problems(error)) from error
+        return self.apply(config, source=source)
+
+    def apply(self, config: SidecarConfig, *, source: str) -> ApplyResult:
+        try:
+            runtime = build_runtime(config, secrets_dir=self.settings.secrets_dir)
+        except RuntimeBuildError as error:
+            self.metrics.config_reloads.labels("rejected").inc()
+            raise ConfigRejected(error.problems) from error
+        previous = self.version
+        if previous == runtime.version:
+            self.metrics.config_reloads.labels("unchanged").inc()
+            return ApplyResult(runtime.version, previous, changed=False)
+        self.breakers.reconfigure(config.circuit_breaker)
+        self.runtime = runtime  # the atomic swap
+        self.metrics.set_config_version(runtime.version)
+        self.metrics.config_reloads.labels("applied").inc()
+        logger.info(
+            "configuration %s applied from %s (was %s; policies: %s)",
+            runtime.version,
+            source,
+            previous or "none",
+            ", ".join(config.sources) or "-",
+        )
+        return ApplyResult(runtime.version, previous, changed=True)
+
+    def _breaker_changed(self, breaker: CircuitBreaker, old: State, new: State) -> None:
+        labels = (breaker.key.provider, breaker.key.model)
+        self.metrics.breaker_state.labels(*labels).set(int(new))
+        if new is State.OPEN:
+            self.metrics.breaker_trips.labels(*labels).inc()

@@ -1,0 +1,112 @@
+"""Prometheus metrics of the sidecar; the only module that imports prometheus_client.
+
+Metric names follow the reference design (``llm_*``). Each application gets its own registry,
+so tests can run several sidecars in one process. Label values that come from callers (model
+names) are bounded: past ``MAX_MODELS`` distinct models, new ones are counted as "other".
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# The *_created series double the exposition for no use on dashboards.
+disable_created_metrics()
+
+MAX_MODELS = 200
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "llm_requests",
+            "LLM calls answered by the sidecar, by final status.",
+            ["provider", "model", "operation", "status"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "llm_request_duration_seconds",
+            "Time from request received to answer finished (streams included), in seconds.",
+            ["provider", "model", "operation", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "llm_requests_in_flight", "LLM calls currently being handled.", registry=r
+        )
+        self.attempts = Counter(
+            "llm_upstream_attempts",
+            "Calls sent to a provider (each retry and fallback counts), by outcome.",
+            ["provider", "model", "outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "llm_retries", "Retries, by provider and reason.", ["provider", "reason"], registry=r
+        )
+        self.errors = Counter(
+            "llm_errors_by_type",
+            "Errors answered to callers or absorbed by retries, by error type.",
+            ["type"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "llm_circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.breaker_trips = Counter(
+            "llm_circuit_breaker_trips",
+            "Times a circuit breaker opened.",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.timeout_warnings = Counter(
+            "llm_timeout_warnings",
+            "Calls that passed their operation's warning threshold.",
+            ["operation"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "llm_fallbacks",
+            "Calls moved from one provider to the next.",
+            ["from_provider", "to_provider"],
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "sluice_config_info",
+            "The active configuration version (value 1).",
+            ["version"],
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "sluice_config_reloads", "Configuration loads, by result.", ["result"], registry=r
+        )
+        self._models: set[str] = set()
+
+    def model_label(self, model: str) -> str:
+        if model in self._models:
+            return model
+        if len(self._models) < MAX_MODELS:
+            self._models.add(model)
+            return model
+        return "other"
+
+    def set_config_version(self, version: str) -> None:
+        self.config_info.clear()
+        self.config_info.labels(version).set(1)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
