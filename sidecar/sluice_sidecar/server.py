@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import yaml
@@ -68,10 +70,12 @@ def load_initial_config(state: SidecarState) -> None:
         logger.warning("no configuration loaded yet: not ready until one is PUT to /admin/config")
 
 
-async def start_sidecar(settings: SidecarSettings) -> RunningSidecar:
+async def start_sidecar(
+    settings: SidecarSettings, *, clock: Callable[[], float] = time.monotonic
+) -> RunningSidecar:
     transport = HttpTransport(connection_limit=settings.upstream_connection_limit)
     await transport.start()
-    state = SidecarState(settings, transport)
+    state = SidecarState(settings, transport, clock=clock)
     load_initial_config(state)
     access_log = logging.getLogger("sluice.access") if settings.access_log else None
     running = RunningSidecar(state, settings.data_port, settings.admin_port)
@@ -82,9 +86,14 @@ async def start_sidecar(settings: SidecarSettings) -> RunningSidecar:
     ports = []
     for app, host, port in apps:
         # handler_cancellation: a client that disconnects cancels its upstream call.
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=access_log)
+        runner = web.AppRunner(
+            app,
+            handler_cancellation=True,
+            access_log=access_log,
+            shutdown_timeout=SHUTDOWN_GRACE_S,
+        )
         await runner.setup()
-        site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_GRACE_S)
+        site = web.TCPSite(runner, host, port)
         await site.start()
         running._runners.append(runner)
         ports.append(runner.addresses[0][1])

@@ -8,8 +8,10 @@ in-flight calls finish under their configuration and are never dropped by a relo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +48,13 @@ class ApplyResult:
 
 
 class SidecarState:
-    def __init__(self, settings: SidecarSettings, transport: Transport) -> None:
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        transport: Transport,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.transport = transport
         self.metrics = Metrics()
@@ -54,8 +62,10 @@ class SidecarState:
         self.started_at = time.time()
         self.breakers = BreakerRegistry(
             SidecarConfig.model_fields["circuit_breaker"].get_default(call_default_factory=True),
+            clock=clock,
             on_state_change=self._breaker_changed,
         )
+        self._version_waiters: list[asyncio.Future[str]] = []
         self.runtime: Runtime | None = None
         self.pipeline: Next = compose(
             [
@@ -91,6 +101,10 @@ class SidecarState:
             return ApplyResult(runtime.version, previous, changed=False)
         self.breakers.reconfigure(config.circuit_breaker)
         self.runtime = runtime  # the atomic swap
+        waiters, self._version_waiters = self._version_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(runtime.version)
         self.metrics.set_config_version(runtime.version)
         self.metrics.config_reloads.labels("applied").inc()
         logger.info(
@@ -101,6 +115,12 @@ class SidecarState:
             ", ".join(config.sources) or "-",
         )
         return ApplyResult(runtime.version, previous, changed=True)
+
+    async def next_version(self) -> str:
+        """Wait for the next configuration swap (tests and tools await it, never poll)."""
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._version_waiters.append(waiter)
+        return await waiter
 
     def _breaker_changed(self, breaker: CircuitBreaker, old: State, new: State) -> None:
         labels = (breaker.key.provider, breaker.key.model)

@@ -184,5 +184,6 @@ async def _guarded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             yield chunk
     except (aiohttp.ClientError, asyncio.IncompleteReadError) as error:
         raise TransientUpstreamError(
-            f"upstream stream broke mid-way: {error!r}", reason="broken stream"
+            f"upstream stream broke mid-way: {type(error).__name__}: {error}",
+            reason="broken stream",
         ) from error
