@@ -1,4 +1,4 @@
-"""The OpenAI wire format through the sidecar, driven by the official openai SDK (sync and async)."""
+"""The OpenAI wire format through the sidecar, driven by the official openai SDK."""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ class SidecarHandle:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def state(self):  # noqa: ANN201 - SidecarState
+    def state(self):
         return self.running.state
 
     @property

@@ -18,12 +18,12 @@ import argparse
 import asyncio
 import collections
 import itertools
-import json
 import random
 import signal
 import time
 from typing import Any
 
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -184,8 +184,8 @@ class SimulatedLLM:
         body: Any = None
         if raw:
             try:
-                body = json.loads(raw)
-            except ValueError:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
                 body = _INVALID
         if self.record:
             self.requests.append(

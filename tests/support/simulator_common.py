@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import json
 import random
 import re
 import struct
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import orjson
 
 DEFAULT_MODELS = (
     "gpt-4o-mini",
@@ -96,7 +97,7 @@ class Route(Protocol):
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(obj)
 
 
 def content_text(content: Any) -> str:
