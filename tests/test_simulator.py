@@ -95,6 +95,18 @@ async def test_chat_answer_usage_and_headers(llm: SimulatedLLM, oai: OpenAIFacto
     assert reply.usage.total_tokens == 19
 
 
+async def test_repeated_requests_get_fresh_ids(
+    llm: SimulatedLLM, oai: OpenAIFactory, ant: AnthropicFactory
+) -> None:
+    first = await oai(llm).chat.completions.create(model="gpt-4o", messages=USER)
+    second = await oai(llm).chat.completions.create(model="gpt-4o", messages=USER)
+    assert first.id != second.id
+    assert first.choices[0].message.content == second.choices[0].message.content
+    one = await ant(llm).messages.create(model="c", max_tokens=9, messages=USER)
+    two = await ant(llm).messages.create(model="c", max_tokens=9, messages=USER)
+    assert one.id != two.id and one.content == two.content
+
+
 async def test_chat_stream_with_usage(llm: SimulatedLLM, oai: OpenAIFactory) -> None:
     stream = await oai(llm).chat.completions.create(
         model="gpt-4o-mini", messages=USER, stream=True, stream_options={"include_usage": True}

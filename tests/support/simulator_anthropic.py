@@ -18,6 +18,7 @@ from tests.support.simulator_common import (
     count_words,
     dumps,
     generate,
+    renew,
 )
 
 ERROR_TYPES = {
@@ -51,6 +52,11 @@ def _stop(gen: Generation) -> str:
 
 class Messages:
     """``POST /v1/messages``."""
+
+    id_format: str | None = "msg_01{:022x}"
+
+    def renew(self, answer: dict[str, Any], env: Env) -> dict[str, Any]:
+        return renew(answer, env, self.id_format)
 
     def check(self, body: Any, env: Env) -> Problem | None:
         if not isinstance(body, dict):
@@ -164,6 +170,8 @@ def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
 
 class Models(Messages):
     """``GET /v1/models`` when the client sends ``anthropic-version``."""
+
+    id_format = None
 
     def check(self, body: Any, env: Env) -> Problem | None:
         return None

@@ -94,6 +94,17 @@ class Route(Protocol):
     def stream(self, body: Any, env: Env) -> StreamPlan: ...
     def error_body(self, problem: Problem) -> dict[str, Any]: ...
     def error_headers(self, status: int, retry_after: float | None) -> dict[str, str]: ...
+    def renew(self, answer: dict[str, Any], env: Env) -> dict[str, Any]: ...
+
+
+def renew(answer: dict[str, Any], env: Env, id_format: str | None) -> dict[str, Any]:
+    """A remembered answer with this request's id and timestamp (nested parts are shared)."""
+    fresh = dict(answer)
+    if id_format is not None:
+        fresh["id"] = id_format.format(env.seq)
+    if "created" in fresh:
+        fresh["created"] = env.created
+    return fresh
 
 
 def dumps(obj: Any) -> bytes:

@@ -21,6 +21,7 @@ from tests.support.simulator_common import (
     embedding,
     embedding_base64,
     generate,
+    renew,
 )
 
 ERROR_TYPES = {
@@ -89,6 +90,11 @@ def _require(body: Any, env: Env, *fields: str) -> Problem | None:
 class OpenAIRoute:
     """The OpenAI error format, shared by every OpenAI endpoint."""
 
+    id_format: str | None = None
+
+    def renew(self, answer: dict[str, Any], env: Env) -> dict[str, Any]:
+        return renew(answer, env, self.id_format)
+
     def error_body(self, problem: Problem) -> dict[str, Any]:
         status = problem.status
         kind = ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
@@ -120,6 +126,8 @@ def _seconds(value: float) -> str:
 class ChatCompletions(OpenAIRoute):
     """``POST /v1/chat/completions``."""
 
+    id_format = "chatcmpl-{:024x}"
+
     def check(self, body: Any, env: Env) -> Problem | None:
         return _require(body, env, "messages")
 
@@ -133,7 +141,7 @@ class ChatCompletions(OpenAIRoute):
 
     def _base(self, body: dict[str, Any], env: Env, kind: str) -> dict[str, Any]:
         return {
-            "id": f"chatcmpl-{env.seq:024x}",
+            "id": self.id_format.format(env.seq),
             "object": kind,
             "created": env.created,
             "model": body["model"],
@@ -174,6 +182,8 @@ class ChatCompletions(OpenAIRoute):
 class Completions(OpenAIRoute):
     """``POST /v1/completions`` (legacy): one choice per prompt."""
 
+    id_format = "cmpl-{:024x}"
+
     def check(self, body: Any, env: Env) -> Problem | None:
         return _require(body, env, "prompt")
 
@@ -183,7 +193,7 @@ class Completions(OpenAIRoute):
 
     def _base(self, body: dict[str, Any], env: Env) -> dict[str, Any]:
         return {
-            "id": f"cmpl-{env.seq:024x}",
+            "id": self.id_format.format(env.seq),
             "object": "text_completion",
             "created": env.created,
             "model": body["model"],

@@ -1,0 +1,240 @@
+"""What the sidecar adds to a request, side by side with no proxy, nginx and (optionally) LiteLLM.
+
+Run from the repository root::
+
+    .venv/bin/python bench/proxy_overhead.py [--duration 5] [--peers] [--json FILE]
+
+One run starts the simulated upstream (``tests.support.simulator``), then nginx as a plain
+keep-alive reverse proxy, the sidecar and, with ``--peers``, the LiteLLM proxy, all in front of
+that same upstream on loopback. wrk sends non-streaming chat completions at 1 and 32
+connections to each; the table shows throughput, p50/p99 latency and what each proxy adds over
+the direct path. Every server is stopped when the script ends, also on errors and Ctrl-C.
+See bench/README.md for the method and the CPU pinning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import overhead_targets as targets
+import overhead_wrk as wrk
+
+SERVER_CPU = 0  # the upstream and the proxy under test share this core
+LOAD_CPU = 1  # wrk runs alone on this one
+
+
+def echo(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
+    parser.add_argument("--connections", default="1,32", help="comma-separated wrk connections")
+    parser.add_argument("--peers", action="store_true", help="also measure the LiteLLM proxy")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    args = parser.parse_args(argv)
+    args.connections = [int(c) for c in args.connections.split(",") if c.strip()]
+    if not 1 <= args.duration <= 60 or not 0 <= args.warmup <= 30:
+        parser.error("--duration must be 1..60 s and --warmup 0..30 s")
+    return args
+
+
+def smoke_check(server: targets.Server) -> None:
+    """One request by hand: a proxy that answers errors fast must not look fast."""
+    body = json.dumps(wrk.REQUEST_BODY).encode()
+    request = urllib.request.Request(
+        server.chat_url,
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": "Bearer test"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        answer = json.loads(reply.read())
+    content = answer["choices"][0]["message"]["content"]
+    if "Simulated answer" not in content:
+        raise RuntimeError(f"{server.name} answered something else: {answer}")
+
+
+def measure(
+    name: str, server: targets.Server, args: argparse.Namespace, script: Path, cpu: int | None
+) -> list[dict[str, Any]]:
+    smoke_check(server)
+    if args.warmup:
+        wrk.run(server.chat_url, script, connections=max(args.connections),
+                duration_s=args.warmup, cpu=cpu)  # fmt: skip
+    rows = []
+    for connections in args.connections:
+        result = wrk.run(
+            server.chat_url, script, connections=connections, duration_s=args.duration, cpu=cpu
+        )
+        echo(f"{name:>8} c={connections:<3} {result.rps:9.0f} req/s  "
+             f"p50 {result.p50_us / 1000:.2f} ms  p99 {result.p99_us / 1000:.2f} ms")  # fmt: skip
+        rows.append(
+            {
+                "target": name,
+                "connections": connections,
+                "rps": round(result.rps, 1),
+                "p50_ms": round(result.p50_us / 1000, 3),
+                "p90_ms": round(result.p90_us / 1000, 3),
+                "p99_ms": round(result.p99_us / 1000, 3),
+                "requests": result.requests,
+                "errors": result.status_errors + result.socket_errors,
+            }
+        )
+    return rows
+
+
+def add_overheads(rows: list[dict[str, Any]]) -> None:
+    direct = {r["connections"]: r for r in rows if r["target"] == "direct"}
+    for row in rows:
+        base = direct.get(row["connections"])
+        if base is None or row["target"] == "direct":
+            row["added_p50_ms"] = row["added_p99_ms"] = None
+            continue
+        row["added_p50_ms"] = round(row["p50_ms"] - base["p50_ms"], 3)
+        row["added_p99_ms"] = round(row["p99_ms"] - base["p99_ms"], 3)
+
+
+def ratios(rows: list[dict[str, Any]], low: int, high: int) -> dict[str, float | None]:
+    def get(target: str, connections: int, key: str) -> float | None:
+        for row in rows:
+            if row["target"] == target and row["connections"] == connections:
+                return row[key]
+        return None
+
+    def div(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a is not None and b else None
+
+    wanted = [
+        ("sidecar_vs_direct_rps", "sidecar", "direct", high, "rps"),
+        ("nginx_vs_direct_rps", "nginx", "direct", high, "rps"),
+        ("sidecar_vs_litellm_rps", "sidecar", "litellm", high, "rps"),
+        ("sidecar_vs_nginx_added_p50", "sidecar", "nginx", low, "added_p50_ms"),
+        ("sidecar_vs_nginx_added_p99", "sidecar", "nginx", low, "added_p99_ms"),
+    ]
+    return {
+        f"{name}_{conns}c": div(get(top, conns, key), get(bottom, conns, key))
+        for name, top, bottom, conns, key in wanted
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    def ms(value: float | None) -> str:
+        return "" if value is None else f"{value:+.2f}"
+
+    lines = [
+        "| target | conns | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["results"]:
+        lines.append(
+            f"| {r['target']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} "
+            f"| {r['p99_ms']:.2f} | {ms(r['added_p50_ms'])} | {ms(r['added_p99_ms'])} "
+            f"| {r['errors']} |"
+        )
+    lines.append("")
+    for name, value in report["ratios"].items():
+        lines.append(f"- {name}: {'n/a' if value is None else value}")
+    for name, server in report["servers"].items():
+        if server.get("rss_mib") is not None:
+            lines.append(
+                f"- {name}: ready in {server['ready_s']:.2f} s, "
+                f"resident memory after the run {server['rss_mib']:.1f} MiB"
+            )
+    for name, reason in report["skipped"].items():
+        lines.append(f"- {name}: not measured ({reason})")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    targets.ensure_tools(echo)
+    pin = not args.no_pin and (targets.shutil.which("taskset") is not None)
+    server_cpu, load_cpu = (SERVER_CPU, LOAD_CPU) if pin else (None, None)
+    skipped: dict[str, str] = {}
+    litellm = None
+    if args.peers:
+        try:
+            litellm = targets.ensure_litellm(echo)
+        except (subprocess.SubprocessError, OSError) as error:
+            skipped["litellm"] = f"install failed: {error}"
+    rows: list[dict[str, Any]] = []
+    servers: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp, \
+            targets.Fleet(Path(tmp), server_cpu) as fleet:  # fmt: skip
+        script = wrk.write_script(Path(tmp))
+        sim = targets.start_simulator(fleet)
+        echo(f"simulator ready at {sim.base_url} in {sim.ready_s:.2f} s")
+        started = [("direct", sim)]
+        started.append(("nginx", targets.start_nginx(fleet, sim)))
+        if (reason := targets.sidecar_missing()) is None:
+            started.append(("sidecar", targets.start_sidecar(fleet, sim)))
+        else:
+            skipped["sidecar"] = reason
+        if litellm is not None:
+            started.append(("litellm", targets.start_litellm(fleet, sim, litellm)))
+        for name, server in started:
+            echo(f"measuring {name} ({server.chat_url})")
+            rows.extend(measure(name, server, args, script, load_cpu))
+            if name != "direct":
+                servers[name] = {
+                    "ready_s": round(server.ready_s, 3),
+                    "rss_mib": round(_rss_kib(name, server) / 1024, 1),
+                }
+    add_overheads(rows)
+    return {
+        "meta": {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "machine": targets.describe_cpu(),
+            "python": platform.python_version(),
+            "pinning": f"servers on CPU {server_cpu}, wrk on CPU {load_cpu}" if pin else "none",
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "request": wrk.REQUEST_BODY,
+        },
+        "results": rows,
+        "ratios": ratios(rows, min(args.connections), max(args.connections)),
+        "servers": servers,
+        "skipped": skipped,
+    }
+
+
+def _rss_kib(name: str, server: targets.Server) -> int:
+    # The sidecar is one process: its own VmRSS. nginx and LiteLLM may fork: the whole group.
+    if name == "sidecar":
+        return targets.rss_kib(server.proc.pid)
+    return targets.group_rss_kib(server.proc.pid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the Fleet's exit stops every server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    began = time.monotonic()
+    try:
+        report = run(args)
+    except KeyboardInterrupt:
+        echo("interrupted; servers stopped")
+        return 130
+    report["meta"]["total_s"] = round(time.monotonic() - began, 1)
+    print(render(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        echo(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
