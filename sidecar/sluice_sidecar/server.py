@@ -21,7 +21,12 @@ from aiohttp import web
 from sluice_sidecar.admin import build_admin_app
 from sluice_sidecar.proxy import build_data_app
 from sluice_sidecar.settings import SidecarSettings
-from sluice_sidecar.standalone import load_policy_dir, watch_policy_dir
+from sluice_sidecar.standalone import (
+    Fingerprint,
+    fingerprint,
+    load_policy_dir,
+    watch_policy_dir,
+)
 from sluice_sidecar.state import ConfigRejected, SidecarState
 from sluice_sidecar.transports.http import HttpTransport
 
@@ -50,7 +55,8 @@ class RunningSidecar:
         await self.state.transport.close()  # type: ignore[attr-defined]
 
 
-def load_initial_config(state: SidecarState) -> None:
+def load_initial_config(state: SidecarState) -> Fingerprint:
+    """Load the config file, then the policy folder; returns the folder's fingerprint."""
     settings = state.settings
     if settings.config_file is not None:
         try:
@@ -59,7 +65,9 @@ def load_initial_config(state: SidecarState) -> None:
         except (OSError, yaml.YAMLError, ConfigRejected) as error:
             problems = getattr(error, "problems", [str(error)])
             logger.error("cannot load %s:\n  %s", settings.config_file, "\n  ".join(problems))
+    seen: Fingerprint = frozenset()
     if settings.policy_dir is not None:
+        seen = fingerprint(settings.policy_dir) if settings.policy_dir.is_dir() else seen
         try:
             load_policy_dir(state, settings.policy_dir)
         except ConfigRejected as error:
@@ -68,6 +76,7 @@ def load_initial_config(state: SidecarState) -> None:
             )
     if state.runtime is None:
         logger.warning("no configuration loaded yet: not ready until one is PUT to /admin/config")
+    return seen
 
 
 async def start_sidecar(
@@ -76,7 +85,7 @@ async def start_sidecar(
     transport = HttpTransport(connection_limit=settings.upstream_connection_limit)
     await transport.start()
     state = SidecarState(settings, transport, clock=clock)
-    load_initial_config(state)
+    seen = load_initial_config(state)
     access_log = logging.getLogger("sluice.access") if settings.access_log else None
     running = RunningSidecar(state, settings.data_port, settings.admin_port)
     apps = [
@@ -100,7 +109,9 @@ async def start_sidecar(
     running.data_port, running.admin_port = ports
     if settings.policy_dir is not None and settings.watch:
         running._tasks.append(
-            asyncio.create_task(watch_policy_dir(state, settings.policy_dir, running._stop_watch))
+            asyncio.create_task(
+                watch_policy_dir(state, settings.policy_dir, running._stop_watch, seen=seen)
+            )
         )
     logger.info(
         "sluice sidecar serving LLM API on %s:%d, admin on %s:%d (config %s)",

@@ -20,6 +20,7 @@ from sluice_sidecar.settings import ConfigOverrides
 from sluice_sidecar.state import ApplyResult, ConfigRejected, SidecarState
 
 logger = logging.getLogger("sluice.standalone")
+RESCAN_INTERVAL_S = 1.0
 
 
 def apply_overrides(config: SidecarConfig, overrides: ConfigOverrides) -> SidecarConfig:
@@ -42,6 +43,22 @@ def apply_overrides(config: SidecarConfig, overrides: ConfigOverrides) -> Sideca
     return SidecarConfig.model_validate(document)
 
 
+Fingerprint = frozenset[tuple[str, int, int]]
+
+
+def fingerprint(directory: Path) -> Fingerprint:
+    """Names, sizes and modification times of the folder's policy files (symlinks followed)."""
+    entries = set()
+    for path in directory.iterdir():
+        if path.suffix in (".yaml", ".yml"):
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            entries.add((path.name, info.st_size, info.st_mtime_ns))
+    return frozenset(entries)
+
+
 def load_policy_dir(state: SidecarState, directory: Path) -> ApplyResult:
     """Read, compile and apply the folder; raises ConfigRejected with every problem found."""
     try:
@@ -54,9 +71,27 @@ def load_policy_dir(state: SidecarState, directory: Path) -> ApplyResult:
     return state.apply(config, source=str(directory))
 
 
-async def watch_policy_dir(state: SidecarState, directory: Path, stop: asyncio.Event) -> None:
-    """Reload on every change until ``stop`` is set."""
-    async for _changes in watchfiles.awatch(directory, stop_event=stop, debounce=200, step=50):
+async def watch_policy_dir(
+    state: SidecarState, directory: Path, stop: asyncio.Event, *, seen: Fingerprint
+) -> None:
+    """Reload when the folder's files change, until ``stop`` is set.
+
+    File events wake the loop at once; a periodic tick compares fingerprints too, which catches
+    changes made before the watcher was set up and file systems that miss events.
+    """
+    changes = watchfiles.awatch(
+        directory,
+        stop_event=stop,
+        debounce=100,
+        step=50,
+        rust_timeout=int(RESCAN_INTERVAL_S * 1000),
+        yield_on_timeout=True,
+    )
+    async for _changes in changes:
+        current = fingerprint(directory)
+        if current == seen:
+            continue
+        seen = current
         try:
             result = load_policy_dir(state, directory)
         except ConfigRejected as error:
@@ -68,4 +103,4 @@ async def watch_policy_dir(state: SidecarState, directory: Path, stop: asyncio.E
             )
             continue
         if not result.changed:
-            logger.info("policy files changed; compiled configuration is unchanged")
+            logger.info("policy files changed; the compiled configuration is the same")
