@@ -168,7 +168,13 @@ async def test_metrics_exposition_has_the_reference_names_and_passes_promtool(
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (scripts/system-packages installs Debian's prometheus)")
-    result = subprocess.run(
-        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    process = await asyncio.create_subprocess_exec(
+        promtool,
+        "check",
+        "metrics",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    output, _ = await process.communicate(text.encode())
+    assert process.returncode == 0, output.decode()

@@ -46,9 +46,10 @@ async def test_message_sync_client(claude_sidecar: SidecarHandle) -> None:
 
 
 async def test_message_stream(claude_sidecar: SidecarHandle) -> None:
-    async with client(claude_sidecar) as c, c.messages.stream(
-        model="claude-sonnet-4-5", max_tokens=100, messages=MESSAGES
-    ) as stream:
+    async with (
+        client(claude_sidecar) as c,
+        c.messages.stream(model="claude-sonnet-4-5", max_tokens=100, messages=MESSAGES) as stream,
+    ):
         text = "".join([t async for t in stream.text_stream])
         final = await stream.get_final_message()
     assert text.startswith("Simulated answer")

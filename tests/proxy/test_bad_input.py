@@ -36,9 +36,9 @@ async def test_bad_openai_requests(small_sidecar, llm, body, status, needle) -> 
 
 
 async def test_bad_anthropic_request_in_anthropic_format(small_sidecar) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.post(small_sidecar.anthropic_url + "/v1/messages", data=b"{") as response:
-            error = await response.json()
+    url = small_sidecar.anthropic_url + "/v1/messages"
+    async with aiohttp.ClientSession() as http, http.post(url, data=b"{") as response:
+        error = await response.json()
     assert response.status == 400
     assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
 
@@ -55,9 +55,9 @@ async def test_chunked_oversized_body_is_413(small_sidecar) -> None:
 
 
 async def test_unknown_path_is_404(small_sidecar) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(small_sidecar.openai_url + "/assistants") as response:
-            error = await response.json()
+    url = small_sidecar.openai_url + "/assistants"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        error = await response.json()
     assert response.status == 404 and "no route GET /v1/assistants" in error["error"]["message"]
 
 
