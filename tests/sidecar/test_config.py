@@ -1,0 +1,130 @@
+"""Policy model validation and the compiler's precedence rules (unit)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from sluice_sidecar.config import (
+    LlmPolicy,
+    PolicyLoadError,
+    compile_policies,
+    config_problems,
+    load_policy_documents,
+)
+from sluice_sidecar.config.compiler import CompileError
+
+PROVIDERS = [{"name": "openai", "type": "openai"}]
+
+
+def make(name: str, priority: int = 0, **spec: object) -> LlmPolicy:
+    return LlmPolicy.model_validate(
+        {
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "LlmPolicy",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"priority": priority, **spec},
+        }
+    )
+
+
+def problems_of(**spec: object) -> str:
+    with pytest.raises(ValidationError) as caught:
+        make("p", **spec)
+    return "\n".join(config_problems(caught.value))
+
+
+def test_builtin_presets_and_timeouts() -> None:
+    config = compile_policies([make("p", providers=PROVIDERS)])
+    ops = config.operations
+    assert len([n for n, o in ops.items() if o.preset is not None]) == 13
+    assert (ops["Scripting"].preset.temperature, ops["Scripting"].preset.max_tokens) == (0.8, 4000)
+    assert ops["ScriptGeneration"].timeout_seconds == 120
+    assert ops["ScriptRefinement"].timeout_seconds == 180
+    assert ops["NarrationOptimization"].timeout_seconds == 30
+    assert config.defaults.timeout_seconds == 60 and config.defaults.warning_threshold == 0.5
+
+
+def test_policy_overrides_merge_per_field() -> None:
+    config = compile_policies(
+        [make("p", providers=PROVIDERS, operations={"Scripting": {"preset": {"maxTokens": 100}}})]
+    )
+    preset = config.operations["Scripting"].preset
+    assert (preset.temperature, preset.max_tokens) == (0.8, 100)
+
+
+def test_precedence_priority_then_name() -> None:
+    low = make("a-low", providers=[{"name": "low", "type": "openai"}], retry={"maxAttempts": 2})
+    high = make(
+        "z-high",
+        priority=5,
+        providers=[{"name": "high", "type": "openai"}],
+        operations={"Custom": {"timeoutSeconds": 5}},
+    )
+    config = compile_policies([low, high])
+    assert [p.name for p in config.providers] == ["high"]  # sections from the winner
+    assert config.retry.max_attempts == 2  # ... or from the first policy that sets them
+    assert config.operations["Custom"].timeout_seconds == 5
+    assert config.sources == ["ns/z-high", "ns/a-low"]
+
+
+def test_compile_needs_providers() -> None:
+    with pytest.raises(CompileError, match=r"no policy defines spec\.providers"):
+        compile_policies([make("p")])
+
+
+def test_hash_is_stable_and_content_based() -> None:
+    a = compile_policies([make("a", providers=PROVIDERS)])
+    b = compile_policies([make("b", providers=PROVIDERS)])
+    c = compile_policies([make("a", providers=PROVIDERS, retry={"maxAttempts": 2})])
+    assert a.content_hash() == b.content_hash() != c.content_hash()
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ({"retri": {}}, "retri: Extra inputs are not permitted"),
+        ({"providers": [{"name": "x", "type": "azure"}]}, "providers.0.type"),
+        ({"providers": [{"name": "x", "type": "openai-compatible"}]}, "baseUrl is required"),
+        ({"providers": PROVIDERS * 2}, "provider names must be unique: openai"),
+        ({"circuitBreaker": {"successThreshold": 0}}, "circuitBreaker.successThreshold"),
+        ({"defaults": {"warningThreshold": 1.5}}, "defaults.warningThreshold"),
+        (
+            {"providers": PROVIDERS, "operations": {"X": {"providers": ["nope"]}}},
+            "operation X names unknown provider(s) nope",
+        ),
+        ({"operations": {"bad name!": {}}}, "operations.bad name!"),
+        (
+            {"providers": [{"name": "x", "type": "openai", "apiKeyEnv": "A", "apiKeyFile": "/k"}]},
+            "set at most one of",
+        ),
+    ],
+)
+def test_invalid_policies_are_explained(spec: dict, needle: str) -> None:
+    assert needle in problems_of(**spec)
+
+
+def test_loader_reports_file_and_document() -> None:
+    text = """
+apiVersion: sluice.dev/v1alpha1
+kind: LlmPolicy
+metadata: {name: good}
+spec: {providers: [{name: openai, type: openai}]}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: LlmBudget
+metadata: {name: skipped}
+spec: {}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: LlmPolicy
+metadata: {name: broken}
+spec: {retry: {maxAttempts: 99}}
+"""
+    with pytest.raises(PolicyLoadError) as caught:
+        load_policy_documents(text, origin="team.yaml")
+    assert caught.value.problems == [
+        "team.yaml (broken): spec.retry.maxAttempts: Input should be less than or equal to 10"
+    ]
+    with pytest.raises(PolicyLoadError, match="invalid YAML"):
+        load_policy_documents("a: [", origin="x.yaml")

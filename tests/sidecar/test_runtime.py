@@ -1,0 +1,104 @@
+"""Building the request-path runtime from a config: keys, routing, presets (unit)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sluice_sidecar.config import LlmPolicy, compile_policies
+from sluice_sidecar.errors import MalformedRequest, NoProviderForModel
+from sluice_sidecar.runtime import RuntimeBuildError, apply_preset, build_runtime
+
+
+def runtime_for(tmp_path: Path, environ: dict[str, str] | None = None, **spec: object):
+    policy = LlmPolicy.model_validate(
+        {"apiVersion": "sluice.dev/v1alpha1", "kind": "LlmPolicy", "spec": spec}
+    )
+    return build_runtime(compile_policies([policy]), secrets_dir=tmp_path, environ=environ or {})
+
+
+def test_keys_from_secret_file_and_env(tmp_path: Path) -> None:
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "key").write_text("sk-secret\n")
+    runtime = runtime_for(
+        tmp_path,
+        {"ANTHROPIC_KEY": "sk-ant"},
+        providers=[
+            {"name": "a", "type": "openai", "apiKeySecretRef": {"name": "creds", "key": "key"}},
+            {"name": "b", "type": "anthropic", "apiKeyEnv": "ANTHROPIC_KEY"},
+            {
+                "name": "c",
+                "type": "openai-compatible",
+                "baseUrl": "http://h/v1",
+                "apiKeyEnv": "ANTHROPIC_KEY",
+                "authHeader": "api-key",
+            },
+            {"name": "d", "type": "openai"},
+        ],
+    )
+    a, b, c, d = runtime.providers
+    assert a.auth_headers == {"authorization": "Bearer sk-secret"}
+    assert b.auth_headers == {"x-api-key": "sk-ant"}
+    assert c.auth_headers == {"api-key": "sk-ant"}
+    assert d.auth_headers == {}  # the caller's own key passes through
+
+
+def test_unreadable_keys_are_problems(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeBuildError) as caught:
+        runtime_for(
+            tmp_path,
+            providers=[
+                {"name": "a", "type": "openai", "apiKeySecretRef": {"name": "s", "key": "k"}},
+                {"name": "b", "type": "openai", "apiKeyEnv": "MISSING"},
+            ],
+        )
+    assert caught.value.problems[0].startswith("provider a: cannot read Secret s key k")
+    assert caught.value.problems[1] == "provider b: environment variable MISSING is not set"
+
+
+def test_candidates_in_order_by_family_and_model(tmp_path: Path) -> None:
+    runtime = runtime_for(
+        tmp_path,
+        providers=[
+            {"name": "gpt", "type": "openai", "models": ["gpt-*"]},
+            {"name": "any", "type": "openai-compatible", "baseUrl": "http://h/v1"},
+            {"name": "claude", "type": "anthropic"},
+        ],
+        operations={"Pinned": {"providers": ["any"]}},
+    )
+    default = runtime.operation(None)
+    assert [p.name for p in runtime.candidates("openai", "gpt-4o", default)] == ["gpt", "any"]
+    assert [p.name for p in runtime.candidates("openai", "llama", default)] == ["any"]
+    assert [p.name for p in runtime.candidates("anthropic", "claude-x", default)] == ["claude"]
+    pinned = runtime.operation("Pinned")
+    assert [p.name for p in runtime.candidates("openai", "gpt-4o", pinned)] == ["any"]
+    with pytest.raises(NoProviderForModel):
+        runtime.candidates("anthropic", "x", pinned)
+
+
+def test_unknown_operation_rejected_or_allowed(tmp_path: Path) -> None:
+    providers = [{"name": "a", "type": "openai"}]
+    with pytest.raises(MalformedRequest, match="unknown operation 'Nope'"):
+        runtime_for(tmp_path, providers=providers).operation("Nope")
+    allowed = runtime_for(
+        tmp_path, providers=providers, defaults={"unknownOperation": "allow", "timeoutSeconds": 9}
+    )
+    assert allowed.operation("Nope").timeout_s == 9
+
+
+def test_timeouts_and_warning_points(tmp_path: Path) -> None:
+    runtime = runtime_for(tmp_path, providers=[{"name": "a", "type": "openai"}])
+    generation = runtime.operation("ScriptGeneration")
+    assert (generation.timeout_s, generation.warn_after_s) == (120, 60)
+    assert runtime.operation(None).name == "Completion"
+
+
+def test_preset_fills_only_unset_fields(tmp_path: Path) -> None:
+    runtime = runtime_for(tmp_path, providers=[{"name": "a", "type": "openai"}])
+    op = runtime.operation("Scripting")
+    body = {"temperature": 0.1}
+    assert apply_preset(body, op, "max_completion_tokens")
+    assert body == {"temperature": 0.1, "max_completion_tokens": 4000}
+    untouched = {"temperature": 0.2, "max_tokens": 10}
+    assert not apply_preset(untouched, op, "max_completion_tokens")

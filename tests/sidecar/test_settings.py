@@ -1,0 +1,37 @@
+"""Settings from flags and SLUICE_* variables (unit)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sluice_sidecar.settings import load_settings
+
+
+def test_defaults() -> None:
+    settings = load_settings([], {})
+    assert (settings.data_port, settings.admin_port) == (15000, 15090)
+    assert settings.admin_token is None and settings.max_body_bytes == 10 * 1024 * 1024
+    assert settings.overrides.empty
+
+
+def test_environment_then_flags(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    settings = load_settings(
+        ["--data-port", "9000", "--admin-token-file", str(token)],
+        {
+            "SLUICE_DATA_PORT": "8000",
+            "SLUICE_ADMIN_PORT": "8090",
+            "SLUICE_POLICY_DIR": "/policies",
+            "SLUICE_RETRY_MAX_ATTEMPTS": "2",
+            "SLUICE_DEFAULT_TIMEOUT_SECONDS": "30",
+            "SLUICE_PROVIDER_BASE_URL_OPENAI_MAIN": "http://localhost:11434/v1",
+        },
+    )
+    assert settings.data_port == 9000 and settings.admin_port == 8090
+    assert settings.policy_dir == Path("/policies")
+    assert settings.admin_token is not None and settings.admin_token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)  # never printed by accident
+    assert settings.overrides.retry_max_attempts == 2
+    assert settings.overrides.default_timeout_seconds == 30
+    assert settings.overrides.provider_base_urls == {"openai-main": "http://localhost:11434/v1"}
