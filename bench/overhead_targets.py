@@ -270,6 +270,9 @@ model_list:
 litellm_settings:
   telemetry: false
   drop_params: true
+general_settings:
+  # No key checks, like nginx and the sidecar here (newer LiteLLM refuses that by default).
+  dangerously_permit_weak_or_unset_master_key: true
 """
 
 
@@ -325,6 +328,31 @@ def ensure_tools(echo: Callable[[str], None]) -> None:
 
 def _has(exe: str) -> bool:
     return shutil.which(exe) is not None or Path("/usr/sbin", exe).exists()
+
+
+def versions(litellm: Path | None) -> dict[str, str]:
+    """Versions of what was measured, for the record."""
+
+    def first_line(argv: list[str]) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return "unknown"
+        return (
+            (done.stdout or done.stderr).strip().splitlines()[0]
+            if done.stdout or done.stderr
+            else ""
+        )
+
+    found = {
+        "nginx": first_line([_nginx(), "-v"]).removeprefix("nginx version: "),
+        "wrk": first_line(["wrk", "-v"]).split(" [")[0],
+    }
+    if litellm is not None:
+        python = str(litellm.parent / "python")
+        query = "import importlib.metadata as m; print(m.version('litellm'))"
+        found["litellm"] = first_line([python, "-c", query])
+    return found
 
 
 def describe_cpu() -> str:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,14 +44,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
+    parser.add_argument("--rounds", type=int, default=1, help="measure every target N times")
     parser.add_argument("--connections", default="1,32", help="comma-separated wrk connections")
     parser.add_argument("--peers", action="store_true", help="also measure the LiteLLM proxy")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     args = parser.parse_args(argv)
     args.connections = [int(c) for c in args.connections.split(",") if c.strip()]
-    if not 1 <= args.duration <= 60 or not 0 <= args.warmup <= 30:
-        parser.error("--duration must be 1..60 s and --warmup 0..30 s")
+    if not 1 <= args.duration <= 60 or not 0 <= args.warmup <= 30 or not 1 <= args.rounds <= 10:
+        parser.error("--duration must be 1..60 s, --warmup 0..30 s, --rounds 1..10")
     return args
 
 
@@ -68,32 +71,50 @@ def smoke_check(server: targets.Server) -> None:
         raise RuntimeError(f"{server.name} answered something else: {answer}")
 
 
-def measure(
-    name: str, server: targets.Server, args: argparse.Namespace, script: Path, cpu: int | None
-) -> list[dict[str, Any]]:
+def warm_up(
+    server: targets.Server, args: argparse.Namespace, script: Path, cpu: int | None
+) -> None:
     smoke_check(server)
     if args.warmup:
         wrk.run(server.chat_url, script, connections=max(args.connections),
                 duration_s=args.warmup, cpu=cpu)  # fmt: skip
+
+
+def measure(
+    name: str, server: targets.Server, connections: int, args: argparse.Namespace,
+    script: Path, cpu: int | None,
+) -> dict[str, Any]:  # fmt: skip
+    result = wrk.run(
+        server.chat_url, script, connections=connections, duration_s=args.duration, cpu=cpu
+    )
+    echo(f"{name:>8} c={connections:<3} {result.rps:9.0f} req/s  "
+         f"p50 {result.p50_us / 1000:.2f} ms  p99 {result.p99_us / 1000:.2f} ms")  # fmt: skip
+    return {
+        "target": name,
+        "connections": connections,
+        "rps": round(result.rps, 1),
+        "p50_ms": round(result.p50_us / 1000, 3),
+        "p90_ms": round(result.p90_us / 1000, 3),
+        "p99_ms": round(result.p99_us / 1000, 3),
+        "requests": result.requests,
+        "errors": result.status_errors + result.socket_errors,
+    }
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per target and connection count: the median of each figure over the rounds."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["target"], run["connections"]), []).append(run)
     rows = []
-    for connections in args.connections:
-        result = wrk.run(
-            server.chat_url, script, connections=connections, duration_s=args.duration, cpu=cpu
-        )
-        echo(f"{name:>8} c={connections:<3} {result.rps:9.0f} req/s  "
-             f"p50 {result.p50_us / 1000:.2f} ms  p99 {result.p99_us / 1000:.2f} ms")  # fmt: skip
-        rows.append(
-            {
-                "target": name,
-                "connections": connections,
-                "rps": round(result.rps, 1),
-                "p50_ms": round(result.p50_us / 1000, 3),
-                "p90_ms": round(result.p90_us / 1000, 3),
-                "p99_ms": round(result.p99_us / 1000, 3),
-                "requests": result.requests,
-                "errors": result.status_errors + result.socket_errors,
-            }
-        )
+    for (target, connections), group in groups.items():
+        row: dict[str, Any] = {"target": target, "connections": connections}
+        for key in ("rps", "p50_ms", "p90_ms", "p99_ms"):
+            row[key] = statistics.median(r[key] for r in group)
+        row["requests"] = sum(r["requests"] for r in group)
+        row["errors"] = sum(r["errors"] for r in group)
+        row["rounds"] = len(group)
+        rows.append(row)
     return rows
 
 
@@ -116,7 +137,8 @@ def ratios(rows: list[dict[str, Any]], low: int, high: int) -> dict[str, float |
         return None
 
     def div(a: float | None, b: float | None) -> float | None:
-        return round(a / b, 3) if a is not None and b else None
+        # A proxy "adding" zero or negative latency is noise: no meaningful ratio then.
+        return round(a / b, 3) if a is not None and b is not None and b > 0 else None
 
     wanted = [
         ("sidecar_vs_direct_rps", "sidecar", "direct", high, "rps"),
@@ -170,8 +192,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             litellm = targets.ensure_litellm(echo)
         except (subprocess.SubprocessError, OSError) as error:
             skipped["litellm"] = f"install failed: {error}"
-    rows: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     servers: dict[str, dict[str, Any]] = {}
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        echo(f"note: load average {load:.2f} before the run: other work may skew the figures")
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp, \
             targets.Fleet(Path(tmp), server_cpu) as fleet:  # fmt: skip
         script = wrk.write_script(Path(tmp))
@@ -186,13 +211,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if litellm is not None:
             started.append(("litellm", targets.start_litellm(fleet, sim, litellm)))
         for name, server in started:
-            echo(f"measuring {name} ({server.chat_url})")
-            rows.extend(measure(name, server, args, script, load_cpu))
-            if name != "direct":
-                servers[name] = {
-                    "ready_s": round(server.ready_s, 3),
-                    "rss_mib": round(_rss_kib(name, server) / 1024, 1),
-                }
+            echo(f"warming up {name} ({server.chat_url})")
+            warm_up(server, args, script, load_cpu)
+        for round_no in range(1, args.rounds + 1):
+            echo(f"round {round_no} of {args.rounds}")
+            for name, server in started:
+                for connections in args.connections:
+                    runs.append(measure(name, server, connections, args, script, load_cpu))
+        for name, server in started[1:]:
+            servers[name] = {
+                "ready_s": round(server.ready_s, 3),
+                "rss_mib": round(_rss_kib(name, server) / 1024, 1),
+            }
+    rows = summarize(runs)
     add_overheads(rows)
     return {
         "meta": {
@@ -202,9 +233,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "pinning": f"servers on CPU {server_cpu}, wrk on CPU {load_cpu}" if pin else "none",
             "duration_s": args.duration,
             "warmup_s": args.warmup,
+            "rounds": args.rounds,
+            "loadavg_before": round(load, 2),
             "request": wrk.REQUEST_BODY,
+            "versions": targets.versions(litellm),
         },
         "results": rows,
+        "runs": runs,
         "ratios": ratios(rows, min(args.connections), max(args.connections)),
         "servers": servers,
         "skipped": skipped,
