@@ -27,7 +27,10 @@ class FallbackStage:
             if index:
                 previous = candidates[index - 1].name
                 self._metrics.fallbacks.labels(previous, provider.name).inc()
-                logger.warning(
+                # An open circuit is already reported when it opens: skipping it is routine.
+                level = logging.DEBUG if isinstance(last_error, CircuitOpen) else logging.WARNING
+                logger.log(
+                    level,
                     "%s falling back from %s to %s: %s",
                     call.operation.name,
                     previous,
