@@ -1,0 +1,171 @@
+"""Fixtures for tests against a real local control plane (see docs/testing.md).
+
+Session-scoped: ``k8s_binaries``, ``control_plane``, ``helm``, ``service_account_kubeconfig``,
+``loopback_ips``. Per test: ``namespace``, ``fake_kubelet``. Tests that need a program that
+``e2e/k8s/build`` has not built skip with the reason it recorded. When a test that used the
+control plane fails, the tail of every component's log is added to its report.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from e2e.harness import processes, rbac
+from e2e.harness.binaries import Binaries, BinariesUnavailable, find_binaries
+from e2e.harness.client import ApiError, JsonObject
+from e2e.harness.controlplane import ControlPlane
+from e2e.harness.kubelet import FakeKubelet, IpAllocator, KubeletFactory, LaunchFactory
+from e2e.harness.rbac import ServiceAccountFactory
+
+CONTROL_PLANE_KEY = pytest.StashKey[ControlPlane]()
+KUBELETS_KEY = pytest.StashKey[list[FakeKubelet]]()
+
+
+@pytest.fixture(scope="session")
+def k8s_binaries() -> Binaries:
+    """The built etcd, kube-apiserver, kube-controller-manager and kubectl, or a skip."""
+    try:
+        return find_binaries("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+    except BinariesUnavailable as exc:
+        pytest.skip(f"control plane binaries unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def helm(k8s_binaries: Binaries) -> Path:
+    """Path of the built helm, or a skip with the reason it is missing."""
+    try:
+        k8s_binaries.require("helm")
+    except BinariesUnavailable as exc:
+        pytest.skip(f"helm unavailable: {exc}")
+    return k8s_binaries.helm
+
+
+@pytest.fixture(scope="session")
+def control_plane(
+    k8s_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ControlPlane]:
+    """A started etcd + kube-apiserver + kube-controller-manager for the whole session."""
+    processes.install_cleanup()
+    cp = ControlPlane(k8s_binaries, tmp_path_factory.mktemp("control-plane"))
+    request.config.stash[CONTROL_PLANE_KEY] = cp
+    cp.start()
+    try:
+        yield cp
+        cp.check_watch_progress()
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def service_account_kubeconfig(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> ServiceAccountFactory:
+    """Factory: ``(name, *, namespace="default", cluster_role=None, rules=None,
+    bind_in_namespace=None) -> Path`` of a kubeconfig for a ServiceAccount bound to one
+    ClusterRole (existing, or made from ``rules``), cluster-wide or in one namespace."""
+    directory = tmp_path_factory.mktemp("kubeconfigs")
+
+    def make(
+        name: str,
+        *,
+        namespace: str = "default",
+        cluster_role: str | None = None,
+        rules: Sequence[JsonObject] | None = None,
+        bind_in_namespace: str | None = None,
+    ) -> Path:
+        return rbac.service_account_kubeconfig(
+            control_plane.api,
+            control_plane.server,
+            control_plane.ca_file,
+            directory,
+            name,
+            namespace=namespace,
+            cluster_role=cluster_role,
+            rules=rules,
+            bind_in_namespace=bind_in_namespace,
+        )
+
+    return make
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test (with its default ServiceAccount), deleted after."""
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{stem}-{secrets.token_hex(3)}"
+    control_plane.api.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    # Pods are admitted only once the controller-manager has made the default SA.
+    processes.wait_until(
+        lambda: control_plane.api.exists(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+        30,
+        what=f"ServiceAccount {name}/default",
+    )
+    yield name
+    try:
+        control_plane.api.delete(f"/api/v1/namespaces/{name}")
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+
+
+@pytest.fixture(scope="session")
+def loopback_ips() -> IpAllocator:
+    """Distinct loopback addresses (127.0.0.2 upward) for Pods run by fake kubelets."""
+    return IpAllocator()
+
+
+@pytest.fixture
+def fake_kubelet(
+    control_plane: ControlPlane,
+    loopback_ips: IpAllocator,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[KubeletFactory]:
+    """Factory: ``(namespace, label_selector, launch) -> FakeKubelet`` (started); every
+    kubelet and its Pod processes stop when the test ends."""
+    started: list[FakeKubelet] = []
+    request.node.stash[KUBELETS_KEY] = started
+    log_dir = tmp_path_factory.mktemp("pods")
+
+    def make(namespace: str, selector: str, launch: LaunchFactory) -> FakeKubelet:
+        kubelet = FakeKubelet(control_plane.api, namespace, selector, launch, log_dir, loopback_ips)
+        started.append(kubelet)
+        return kubelet.start()
+
+    yield make
+    for kubelet in reversed(started):
+        kubelet.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Attach control-plane (and fake-kubelet Pod) log tails to failing e2e tests."""
+    report = yield
+    if report.failed and "control_plane" in getattr(item, "fixturenames", ()):
+        cp = item.config.stash.get(CONTROL_PLANE_KEY, None)
+        if cp is not None:
+            for name, tail in cp.log_tails().items():
+                report.sections.append((f"{name} log (tail)", tail or "(empty)"))
+        for kubelet in item.stash.get(KUBELETS_KEY, []):
+            if kubelet.errors:
+                report.sections.append(("fake kubelet errors", "\n".join(kubelet.errors)))
+            for slot in kubelet.slots().values():
+                proc = kubelet.process(slot.name)
+                if proc is not None:
+                    report.sections.append((f"pod {slot.name} log (tail)", proc.tail(20)))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line saying how long the control plane took to start, when one ran."""
+    cp = terminalreporter.config.stash.get(CONTROL_PLANE_KEY, None)
+    if cp is not None and cp.start_seconds is not None:
+        terminalreporter.write_line(
+            f"control plane {cp.version_string}: ready in {cp.start_seconds:.1f}s "
+            f"(logs: {cp.log_dir})"
+        )
