@@ -122,23 +122,6 @@ async def test_chat_stream_with_usage(llm: SimulatedLLM, oai: OpenAIFactory) -> 
     assert chunks[-1].usage.completion_tokens == 12
 
 
-def test_chat_stream_sync_client_without_usage() -> None:
-    async def run() -> list[openai.types.chat.ChatCompletionChunk]:
-        async with SimulatedLLM(chunks=3) as sim:
-
-            def consume() -> list[openai.types.chat.ChatCompletionChunk]:
-                with openai.OpenAI(base_url=sim.openai_base_url, api_key="test") as client:
-                    stream = client.chat.completions.create(model="m", messages=USER, stream=True)
-                    return list(stream)
-
-            return await asyncio.to_thread(consume)
-
-    chunks = asyncio.run(run())
-    assert "".join(c.choices[0].delta.content or "" for c in chunks) == ANSWER
-    assert len(chunks) == 1 + 3 + 1
-    assert all(c.usage is None for c in chunks)
-
-
 async def test_chat_max_tokens_truncates_with_length(llm: SimulatedLLM, oai: OpenAIFactory) -> None:
     client = oai(llm)
     reply = await client.chat.completions.create(
@@ -213,22 +196,6 @@ async def test_embeddings_raw_base64_is_float32(llm: SimulatedLLM) -> None:
     assert reply["object"] == "list" and reply["data"][0]["object"] == "embedding"
 
 
-def test_embeddings_and_models_sync_client() -> None:
-    async def run() -> tuple[list[float], list[str]]:
-        async with SimulatedLLM(models=["only-model"]) as sim:
-
-            def call() -> tuple[list[float], list[str]]:
-                with openai.OpenAI(base_url=sim.openai_base_url, api_key="test") as client:
-                    vec = client.embeddings.create(model="only-model", input="hello").data[0]
-                    return vec.embedding, [m.id for m in client.models.list()]
-
-            return await asyncio.to_thread(call)
-
-    vector, models = asyncio.run(run())
-    assert len(vector) == 8
-    assert models == ["only-model"]
-
-
 async def test_unknown_model_is_404_when_models_given(
     llm_factory, oai: OpenAIFactory, ant: AnthropicFactory
 ) -> None:
@@ -238,6 +205,9 @@ async def test_unknown_model_is_404_when_models_given(
     assert err.value.code == "model_not_found"
     with pytest.raises(anthropic.NotFoundError):
         await ant(sim, max_retries=0).messages.create(model="x", max_tokens=5, messages=USER)
+    assert [m.id async for m in oai(sim).models.list()] == ["gpt-4o"]
+    reply = await oai(sim).chat.completions.create(model="gpt-4o", messages=USER)
+    assert reply.model == "gpt-4o"
 
 
 # -- Anthropic ------------------------------------------------------------------------------
@@ -281,28 +251,79 @@ async def test_messages_stream_events(llm: SimulatedLLM, ant: AnthropicFactory) 
     assert (final.usage.input_tokens, final.usage.output_tokens) == (7, 4)
 
 
-def test_messages_sync_client_stream() -> None:
-    async def run() -> tuple[str, str | None]:
-        async with SimulatedLLM(name="claude-sim") as sim:
-
-            def call() -> tuple[str, str | None]:
-                with (
-                    anthropic.Anthropic(base_url=sim.anthropic_base_url, api_key="test") as client,
-                    client.messages.stream(model="c", max_tokens=50, messages=USER) as s,
-                ):
-                    final = s.get_final_message()
-                return final.content[0].text, final.stop_reason
-
-            return await asyncio.to_thread(call)
-
-    text, stop = asyncio.run(run())
-    assert text.startswith("Simulated answer from claude-sim to: Tell")
-    assert stop == "end_turn"
-
-
 async def test_anthropic_models_list(llm: SimulatedLLM, ant: AnthropicFactory) -> None:
     page = await ant(llm).models.list()
     assert "claude-sonnet-4-6" in [m.id for m in page.data]
+
+
+# -- the synchronous clients, in a worker thread --------------------------------------------
+
+
+async def test_openai_sync_client_every_route(llm: SimulatedLLM) -> None:
+    def tour() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        with openai.OpenAI(base_url=llm.openai_base_url, api_key="test", max_retries=0) as c:
+            seen["chat"] = c.chat.completions.create(model="m", messages=USER)
+            seen["chat_stream"] = list(
+                c.chat.completions.create(
+                    model="m", messages=USER, stream=True, stream_options={"include_usage": True}
+                )
+            )
+            seen["legacy"] = c.completions.create(model="m", prompt=["one", "two words"])
+            seen["legacy_stream"] = list(c.completions.create(model="m", prompt="x", stream=True))
+            seen["embeddings"] = c.embeddings.create(model="e", input="hello")
+            seen["models"] = [m.id for m in c.models.list()]
+            llm.enqueue(Fail(429, retry_after=1), BreakStream(1))
+            for name, call in [
+                ("fail", lambda: c.chat.completions.create(model="m", messages=USER)),
+                (
+                    "break",
+                    lambda: list(c.chat.completions.create(model="m", messages=USER, stream=True)),
+                ),
+            ]:
+                try:
+                    call()
+                except openai.APIError as error:
+                    seen[name] = error
+        return seen
+
+    seen = await asyncio.to_thread(tour)
+    assert seen["chat"].choices[0].message.content == ANSWER
+    stream = seen["chat_stream"]
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == ANSWER
+    assert stream[-1].usage.total_tokens == 19
+    assert [c.index for c in seen["legacy"].choices] == [0, 1]
+    assert seen["legacy"].usage.prompt_tokens == 3
+    assert "".join(c.choices[0].text for c in seen["legacy_stream"]).endswith("to: x")
+    assert len(seen["embeddings"].data[0].embedding) == 8
+    assert "gpt-4o" in seen["models"]
+    assert isinstance(seen["fail"], openai.RateLimitError)
+    assert seen["fail"].response.headers["retry-after"] == "1"
+    assert isinstance(seen["break"], openai.APIConnectionError)
+
+
+async def test_anthropic_sync_client(llm: SimulatedLLM) -> None:
+    def tour() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        with anthropic.Anthropic(
+            base_url=llm.anthropic_base_url, api_key="test", max_retries=0
+        ) as c:
+            seen["message"] = c.messages.create(model="c", max_tokens=50, messages=USER)
+            with c.messages.stream(model="c", max_tokens=50, messages=USER) as stream:
+                seen["text"] = "".join(stream.text_stream)
+                seen["final"] = stream.get_final_message()
+            llm.enqueue(Fail(529))
+            try:
+                c.messages.create(model="c", max_tokens=50, messages=USER)
+            except anthropic.APIStatusError as error:
+                seen["fail"] = error
+        return seen
+
+    seen = await asyncio.to_thread(tour)
+    assert seen["message"].content[0].text == ANSWER
+    assert seen["text"] == ANSWER
+    assert seen["final"].usage.output_tokens == 12
+    assert isinstance(seen["fail"], anthropic.OverloadedError)
 
 
 # -- scripted failures ------------------------------------------------------------------------
