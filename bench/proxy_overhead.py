@@ -147,10 +147,17 @@ def ratios(rows: list[dict[str, Any]], low: int, high: int) -> dict[str, float |
         ("sidecar_vs_nginx_added_p50", "sidecar", "nginx", low, "added_p50_ms"),
         ("sidecar_vs_nginx_added_p99", "sidecar", "nginx", low, "added_p99_ms"),
     ]
-    return {
+    found = {
         f"{name}_{conns}c": div(get(top, conns, key), get(bottom, conns, key))
         for name, top, bottom, conns, key in wanted
     }
+    # Upstream and proxy share one saturated core: 1/rps is the CPU time of one request.
+    direct = get("direct", high, "rps")
+    for proxy in ("nginx", "sidecar", "litellm"):
+        rps = get(proxy, high, "rps")
+        if rps and direct:
+            found[f"{proxy}_cpu_us_per_request"] = round(1e6 / rps - 1e6 / direct, 1)
+    return found
 
 
 def render(report: dict[str, Any]) -> str:
