@@ -203,6 +203,9 @@ class FakeKubelet:
                 **launch.env,
             },
             cwd=launch.cwd,
+            # The watch thread outlives its processes (stop() ends them first), so the
+            # kernel only uses this when the test process is killed outright.
+            die_with_parent=True,
         )
         with self._lock:
             if self._stopped.is_set():

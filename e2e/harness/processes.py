@@ -27,10 +27,22 @@ _live: set[ManagedProcess] = set()
 _live_lock = threading.Lock()
 
 
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+    except OSError:
+        return None
+
+
+# Loaded once here, so the child does no dlopen between fork and exec.
+_LIBC = _load_libc()
+
+
 def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: ask for SIGKILL when the parent dies."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    """Runs in the child between fork and exec: ask for SIGKILL when the thread that
+    started it dies (the pytest process, or a fake kubelet's watch thread)."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ManagedProcess:
