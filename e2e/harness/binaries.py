@@ -98,7 +98,7 @@ def pinned_versions() -> dict[str, str]:
     """The versions pinned at the top of e2e/k8s/build, e.g. ``{"KUBE": "v1.35.8"}``."""
     found: dict[str, str] = {}
     for line in BUILD_SCRIPT.read_text().splitlines():
-        key, sep, rest = line.partition("_VERSION=")
+        key, sep, rest = line.strip().partition("_VERSION=")
         if sep and key.isupper() and key.isalpha():
             found[key] = rest.split()[0]
     return found
