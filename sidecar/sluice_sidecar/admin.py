@@ -118,6 +118,12 @@ async def get_stats(request: web.Request) -> web.Response:
     )
 
 
+async def get_usage(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    workload = state.runtime.config.workload.identity if state.runtime else None
+    return _json({"workload": workload, **state.usage.snapshot()})
+
+
 async def get_circuits(request: web.Request) -> web.Response:
     breakers = request.app[STATE].breakers.all()
     return _json({"circuits": [b.snapshot() for b in breakers]})
@@ -139,6 +145,7 @@ def build_admin_app(state: SidecarState) -> web.Application:
     app.router.add_get("/admin/config", get_config)
     app.router.add_put("/admin/config", put_config)
     app.router.add_get("/admin/stats", get_stats)
+    app.router.add_get("/admin/usage", get_usage)
     app.router.add_get("/admin/circuits", get_circuits)
     app.router.add_post("/admin/circuits/reset", reset_circuits)
     return app

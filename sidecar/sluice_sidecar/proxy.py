@@ -204,6 +204,7 @@ def _sluice_headers(call: Call) -> dict[str, str]:
         "x-sluice-provider": call.provider.name if call.provider else "none",
         "x-sluice-attempts": str(call.attempts),
         "x-sluice-operation": call.operation.name,
+        **call.response_headers,
     }
 
 

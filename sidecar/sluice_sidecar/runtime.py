@@ -19,6 +19,7 @@ from typing import Any
 from sluice_sidecar.config.builtins import DEFAULT_OPERATION
 from sluice_sidecar.config.model import OperationSpec, ProviderSpec, RetrySpec, SidecarConfig
 from sluice_sidecar.errors import ApiFamily, MalformedRequest, NoProviderForModel
+from sluice_sidecar.pricing import PriceTable
 
 DISPLAY_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
 MAX_CANDIDATE_CACHE = 1024
@@ -79,6 +80,7 @@ class Runtime:
     providers: tuple[Provider, ...]
     operations: dict[str, Operation]
     fallback_operation: Operation | None  # used for unknown operations when allowed
+    prices: PriceTable
     _candidates: dict[tuple[str, str, str], tuple[Provider, ...]] = field(default_factory=dict)
 
     def operation(self, name: str | None) -> Operation:
@@ -141,12 +143,23 @@ def build_runtime(
     fallback = None
     if config.defaults.unknown_operation == "allow":
         fallback = _build_operation("other", OperationSpec(), config)
+    prices = PriceTable(
+        {
+            name: (
+                p.input_per_1m,
+                p.output_per_1m,
+                p.input_per_1m if p.cached_input_per_1m is None else p.cached_input_per_1m,
+            )
+            for name, p in config.pricing.items()
+        }
+    )
     return Runtime(
         config=config,
         version=config.content_hash(),
         providers=tuple(providers),
         operations=operations,
         fallback_operation=fallback,
+        prices=prices,
     )
 
 

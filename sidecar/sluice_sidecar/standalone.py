@@ -14,8 +14,9 @@ from pathlib import Path
 import watchfiles
 
 from sluice_sidecar.config.compiler import CompileError, compile_policies
-from sluice_sidecar.config.loader import PolicyLoadError, read_policy_dir
-from sluice_sidecar.config.model import SidecarConfig
+from sluice_sidecar.config.economics import WorkloadRef
+from sluice_sidecar.config.loader import PolicyLoadError, read_resource_dir
+from sluice_sidecar.config.model import LlmBudget, LlmPolicy, SidecarConfig
 from sluice_sidecar.settings import ConfigOverrides
 from sluice_sidecar.state import ApplyResult, ConfigRejected, SidecarState
 
@@ -62,7 +63,12 @@ def fingerprint(directory: Path) -> Fingerprint:
 def load_policy_dir(state: SidecarState, directory: Path) -> ApplyResult:
     """Read, compile and apply the folder; raises ConfigRejected with every problem found."""
     try:
-        config = compile_policies(read_policy_dir(directory))
+        resources = read_resource_dir(directory)
+        config = compile_policies(
+            [r for r in resources if isinstance(r, LlmPolicy)],
+            [r for r in resources if isinstance(r, LlmBudget)],
+            workload=WorkloadRef(namespace="standalone", name=directory.resolve().name or "root"),
+        )
         config = apply_overrides(config, state.settings.overrides)
     except PolicyLoadError as error:
         raise ConfigRejected(error.problems) from error

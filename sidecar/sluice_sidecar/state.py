@@ -18,11 +18,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from sluice_sidecar.config.model import SidecarConfig, config_problems
+from sluice_sidecar.ledger import UsageLedger
 from sluice_sidecar.pipeline.breaker import BreakerRegistry, CircuitBreaker, State
 from sluice_sidecar.pipeline.call import Next
 from sluice_sidecar.pipeline.circuit import CircuitStage
 from sluice_sidecar.pipeline.compose import compose
 from sluice_sidecar.pipeline.fallback import FallbackStage
+from sluice_sidecar.pipeline.metering import MeteringStage
 from sluice_sidecar.pipeline.retry import RetryStage
 from sluice_sidecar.pipeline.upstream import UpstreamStage
 from sluice_sidecar.runtime import Runtime, RuntimeBuildError, build_runtime
@@ -60,6 +62,7 @@ class SidecarState:
         self.metrics = Metrics()
         self.stats = CallStats()
         self.started_at = time.time()
+        self.usage = UsageLedger()
         self.breakers = BreakerRegistry(
             SidecarConfig.model_fields["circuit_breaker"].get_default(call_default_factory=True),
             clock=clock,
@@ -69,6 +72,7 @@ class SidecarState:
         self.runtime: Runtime | None = None
         self.pipeline: Next = compose(
             [
+                MeteringStage(self.metrics, [self.usage.record]),
                 FallbackStage(self.metrics),
                 RetryStage(self.metrics, self.breakers),
                 CircuitStage(self.metrics, self.breakers),

@@ -94,6 +94,30 @@ class Metrics:
         self.config_reloads = Counter(
             "sluice_config_reloads", "Configuration loads, by result.", ["result"], registry=r
         )
+        self.tokens = Counter(
+            "llm_tokens",
+            "Tokens reported by providers, by kind (input, output, cached_input).",
+            ["provider", "model", "operation", "kind"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "llm_cost_usd",
+            "Cost of answered calls in US dollars, from the price table.",
+            ["provider", "model", "operation"],
+            registry=r,
+        )
+        self.unpriced = Counter(
+            "llm_unpriced_model",
+            "Calls whose model has no price (bundled table or policy pricing).",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.usage_unknown = Counter(
+            "llm_usage_unknown",
+            "Answered calls whose usage the provider did not report.",
+            ["provider", "model"],
+            registry=r,
+        )
         self._models: set[str] = set()
 
     def model_label(self, model: str) -> str:

@@ -8,6 +8,10 @@ alphabetical order. Sections (``providers``, ``defaults``, ``retry``, ``circuitB
 whole from the first policy in that order that sets them. Operations merge per operation name
 and per field: the built-in table is the base, policies of lower precedence are applied first,
 so the winning policy's fields override, and a field a policy leaves unset keeps the value below.
+The economics sections (``cache``, ``batching``, ``queue``, ``latency``) come whole like the
+others; ``pricing`` merges per model, the winning policy's price overriding. LlmBudgets are
+selected by the caller (the operator by labels, standalone mode: every budget of the folder)
+and compiled in as ``budgets``, ordered by namespace/name.
 """
 
 from __future__ import annotations
@@ -16,7 +20,19 @@ from collections.abc import Iterable
 from typing import Any
 
 from sluice_sidecar.config.builtins import builtin_operations
-from sluice_sidecar.config.model import LlmPolicy, OperationSpec, SidecarConfig
+from sluice_sidecar.config.economics import ModelPriceSpec, WorkloadRef
+from sluice_sidecar.config.model import LlmBudget, LlmPolicy, OperationSpec, SidecarConfig
+
+SECTIONS = (
+    "providers",
+    "defaults",
+    "retry",
+    "circuit_breaker",
+    "cache",
+    "batching",
+    "queue",
+    "latency",
+)
 
 
 class CompileError(ValueError):
@@ -27,12 +43,17 @@ def order_by_precedence(policies: Iterable[LlmPolicy]) -> list[LlmPolicy]:
     return sorted(policies, key=lambda policy: (-policy.spec.priority, policy.identity))
 
 
-def compile_policies(policies: Iterable[LlmPolicy]) -> SidecarConfig:
+def compile_policies(
+    policies: Iterable[LlmPolicy],
+    budgets: Iterable[LlmBudget] = (),
+    *,
+    workload: WorkloadRef | None = None,
+) -> SidecarConfig:
     ordered = order_by_precedence(policies)
     if not ordered:
         raise CompileError("no LlmPolicy to compile")
     sections: dict[str, Any] = {}
-    for section in ("providers", "defaults", "retry", "circuit_breaker"):
+    for section in SECTIONS:
         for policy in ordered:
             value = getattr(policy.spec, section)
             if value is not None:
@@ -46,8 +67,15 @@ def compile_policies(policies: Iterable[LlmPolicy]) -> SidecarConfig:
         for name, spec in policy.spec.operations.items():
             operations[name] = _merge_operation(operations.get(name), spec)
 
+    pricing: dict[str, ModelPriceSpec] = {}
+    for policy in reversed(ordered):
+        pricing.update(policy.spec.pricing or {})
+    if workload is not None:
+        sections["workload"] = workload
     return SidecarConfig(
         operations=operations,
+        pricing=pricing,
+        budgets=sorted((b.compiled() for b in budgets), key=lambda b: b.identity),
         sources=[policy.identity for policy in ordered],
         **sections,
     )

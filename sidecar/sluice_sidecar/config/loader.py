@@ -1,7 +1,8 @@
-"""Read LlmPolicy documents from YAML text or from a directory of YAML files.
+"""Read LlmPolicy and LlmBudget documents from YAML text or from a directory of YAML files.
 
 Standalone mode uses this on a folder (``*.yaml``, ``*.yml``, multi-document files allowed);
-documents of other kinds (for example LlmBudget, Deployments in the same file) are skipped.
+documents of other kinds (for example Deployments in the same file) are skipped.
+``read_policy_dir`` returns the policies only; ``read_resource_dir`` both kinds.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from sluice_sidecar.config.model import LlmPolicy, config_problems
+from sluice_sidecar.config.model import LlmBudget, LlmPolicy, config_problems
 
 POLICY_KIND = "LlmPolicy"
+BUDGET_KIND = "LlmBudget"
+Resource = LlmPolicy | LlmBudget
 
 
 class PolicyLoadError(ValueError):
@@ -25,17 +28,23 @@ class PolicyLoadError(ValueError):
 
 
 def load_policy_documents(text: str, *, origin: str = "<text>") -> list[LlmPolicy]:
+    return [r for r in load_documents(text, origin=origin) if isinstance(r, LlmPolicy)]
+
+
+def load_documents(text: str, *, origin: str = "<text>") -> list[Resource]:
     problems: list[str] = []
-    policies: list[LlmPolicy] = []
+    policies: list[Resource] = []
     try:
         documents = list(yaml.safe_load_all(text))
     except yaml.YAMLError as error:
         raise PolicyLoadError([f"{origin}: invalid YAML: {error}"]) from error
     for index, document in enumerate(documents):
-        if not isinstance(document, dict) or document.get("kind") != POLICY_KIND:
+        kind = document.get("kind") if isinstance(document, dict) else None
+        model = {POLICY_KIND: LlmPolicy, BUDGET_KIND: LlmBudget}.get(kind)  # type: ignore[arg-type]
+        if model is None:
             continue
         try:
-            policies.append(LlmPolicy.model_validate(document))
+            policies.append(model.model_validate(document))
         except ValidationError as error:
             name = (document.get("metadata") or {}).get("name", f"document {index}")
             problems.extend(f"{origin} ({name}): {p}" for p in config_problems(error))
@@ -45,14 +54,18 @@ def load_policy_documents(text: str, *, origin: str = "<text>") -> list[LlmPolic
 
 
 def read_policy_dir(directory: Path) -> list[LlmPolicy]:
+    return [r for r in read_resource_dir(directory) if isinstance(r, LlmPolicy)]
+
+
+def read_resource_dir(directory: Path) -> list[Resource]:
     if not directory.is_dir():
         raise PolicyLoadError([f"{directory}: not a directory"])
-    policies: list[LlmPolicy] = []
+    policies: list[Resource] = []
     problems: list[str] = []
     files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     for path in files:
         try:
-            policies.extend(load_policy_documents(path.read_text(), origin=path.name))
+            policies.extend(load_documents(path.read_text(), origin=path.name))
         except PolicyLoadError as error:
             problems.extend(error.problems)
         except OSError as error:

@@ -13,9 +13,20 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic.alias_generators import to_camel
 
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+from sluice_sidecar.config.base import NAME_PATTERN, Spec
+from sluice_sidecar.config.economics import (
+    BatchingSpec,
+    CacheSpec,
+    CompiledBudget,
+    LatencySpec,
+    LlmBudgetSpec,
+    OperationCacheSpec,
+    PricingSpec,
+    QueueSpec,
+    WorkloadRef,
+)
+
 OPERATION_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 
 ProviderType = Literal["openai", "openai-compatible", "anthropic"]
@@ -26,12 +37,6 @@ DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
 }
-
-
-class Spec(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
 
 
 class SecretKeyRef(Spec):
@@ -159,6 +164,9 @@ class OperationSpec(Spec):
     providers: list[str] | None = Field(
         default=None, description="Provider names to use, in order (restricts the fallback list)."
     )
+    cache: OperationCacheSpec | None = Field(
+        default=None, description="Cache switch and TTL of this operation; null: the policy's."
+    )
 
 
 class LlmPolicySpec(Spec):
@@ -169,6 +177,13 @@ class LlmPolicySpec(Spec):
     operations: dict[OperationName, OperationSpec] = Field(default_factory=dict)
     retry: RetrySpec | None = None
     circuit_breaker: CircuitBreakerSpec | None = None
+    cache: CacheSpec | None = Field(default=None, description="Exact-match answer cache.")
+    batching: BatchingSpec | None = Field(default=None, description="Coalescing and batching.")
+    queue: QueueSpec | None = Field(default=None, description="Priority admission queue.")
+    latency: LatencySpec | None = Field(default=None, description="Latency prediction.")
+    pricing: PricingSpec | None = Field(
+        default=None, description="Model -> price per 1M tokens; overrides the bundled table."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LlmPolicySpec:
@@ -197,6 +212,24 @@ class LlmPolicy(BaseModel):
         return f"{self.metadata.namespace or 'default'}/{self.metadata.name}"
 
 
+class LlmBudget(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    api_version: Literal["sluice.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["LlmBudget"]
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: LlmBudgetSpec
+
+    @property
+    def identity(self) -> str:
+        return f"{self.metadata.namespace or 'default'}/{self.metadata.name}"
+
+    def compiled(self) -> CompiledBudget:
+        rules = self.spec.model_dump(exclude={"selector"})
+        return CompiledBudget(
+            namespace=self.metadata.namespace or "default", name=self.metadata.name, **rules
+        )
+
+
 class SidecarConfig(Spec):
     """What one sidecar runs with: every selecting policy compiled into one resolved document."""
 
@@ -205,6 +238,19 @@ class SidecarConfig(Spec):
     operations: dict[OperationName, OperationSpec] = Field(default_factory=dict)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     circuit_breaker: CircuitBreakerSpec = Field(default_factory=CircuitBreakerSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    queue: QueueSpec = Field(default_factory=QueueSpec)
+    latency: LatencySpec = Field(default_factory=LatencySpec)
+    pricing: PricingSpec = Field(
+        default_factory=dict, description="Model -> price per 1M tokens; over the bundled table."
+    )
+    workload: WorkloadRef = Field(
+        default_factory=WorkloadRef, description="The workload served (cache key, usage reports)."
+    )
+    budgets: list[CompiledBudget] = Field(
+        default_factory=list, description="LlmBudgets selecting this workload."
+    )
     sources: list[str] = Field(default_factory=list, description="Policies compiled into this.")
 
     @model_validator(mode="after")

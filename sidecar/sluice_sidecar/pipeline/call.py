@@ -7,15 +7,32 @@ on the ``Call``; everything configuration-specific on ``call.runtime``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 from sluice_sidecar.errors import ApiFamily
 from sluice_sidecar.runtime import Operation, Provider, Runtime
 from sluice_sidecar.transports.base import UpstreamReply
+from sluice_sidecar.usage import Usage
 
 RouteKind = Literal["chat", "completions", "embeddings", "messages", "models"]
+CacheStatus = Literal["hit", "miss", "bypass", "off"]
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Before the call: prompt tokens from the text, output bounded by max_tokens."""
+
+    prompt_tokens: int
+    max_output_tokens: int
+    cost: Decimal | None  # None: the model has no price
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.max_output_tokens
 
 
 @dataclass(slots=True)
@@ -37,6 +54,13 @@ class Call:
     attempts: int = 0
     retries: int = 0
     prepared_bodies: dict[str, bytes | None] = field(default_factory=dict)
+    started_wall: float = field(default_factory=time.time)
+    # Economics, filled by the stages (metering, cache, budget, ...):
+    estimate: Estimate | None = None
+    usage: Usage | None = None  # what the provider reported; None: unknown (yet)
+    cost: Decimal | None = None  # None: unknown usage or unpriced model
+    cache_status: CacheStatus = "off"
+    response_headers: dict[str, str] = field(default_factory=dict)  # x-sluice-* to the client
 
     @property
     def model_name(self) -> str:

@@ -2,6 +2,7 @@
 
 Order, outermost first:
 
+    metering  -> estimate; usage from the answer (streams too); price; record
     fallback  -> for each candidate provider, in order
     retry     -> attempts at that provider, with backoff, inside the deadline
     circuit   -> breaker admission, bulkhead, outcome recording per attempt

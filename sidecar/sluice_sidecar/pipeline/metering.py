@@ -1,0 +1,174 @@
+"""Cost tracking: estimate before the call, read usage from the answer, price it, record it.
+
+The outermost stage. Before: ``call.estimate`` (prompt tokens from the text, output bounded by
+max_tokens, priced by the configuration's ``PriceTable``), which the budget stage reserves.
+For OpenAI-style streams whose client did not ask for usage, ``stream_options.include_usage``
+is added upstream and the extra usage chunk is stripped from what the client sees. After: the
+usage comes from the JSON answer, or from the stream as it passes (``usage.SseUsageReader``);
+the call is priced and recorded once (``call.usage``, ``call.cost``, metrics, the usage ledger,
+listeners such as session reports) when the answer is complete or the reply is closed, before
+inner stages' close callbacks (budget reconciliation) run. A cache hit records what it saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+
+import orjson
+
+from sluice_sidecar.ledger import CallRecord
+from sluice_sidecar.pipeline.call import Call, Estimate, Next
+from sluice_sidecar.telemetry import Metrics
+from sluice_sidecar.transports.base import UpstreamReply
+from sluice_sidecar.usage import (
+    SseUsageReader,
+    Usage,
+    estimate_prompt_tokens,
+    output_token_bound,
+    usage_from_json,
+)
+
+logger = logging.getLogger("sluice.cost")
+USAGE_KINDS = frozenset({"chat", "completions"})  # OpenAI routes with stream_options
+MAX_WARNED_MODELS = 1024
+
+Recorder = Callable[[CallRecord], None]
+
+
+class MeteringStage:
+    def __init__(self, metrics: Metrics, recorders: list[Recorder]) -> None:
+        self._metrics = metrics
+        self._recorders = recorders
+        self._warned: set[str] = set()
+
+    async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
+        call.estimate = self._estimate(call)
+        strip = _ask_for_stream_usage(call)
+        reply = await next_stage(call)
+        meter = _Meter(self, call)
+        if reply.streaming:
+            assert reply.chunks is not None
+            reader = SseUsageReader(strip_openai_usage=strip)
+            first = reader.feed(reply.first_chunk)
+            reply.chunks = _metered(reply.chunks, reader, meter)
+            reply.first_chunk = first
+            reply.on_close.append(lambda: meter.finish(reader.usage))
+        else:
+            meter.finish(usage_from_json(reply.json))
+        return reply
+
+    def _estimate(self, call: Call) -> Estimate:
+        prompt = estimate_prompt_tokens(call.body)
+        output = output_token_bound(call.body, call.kind, call.operation.max_tokens)
+        price = call.runtime.prices.lookup(None, call.model) if call.model else None
+        cost = price.cost(prompt, output) if price is not None else None
+        return Estimate(prompt, output, cost)
+
+    def record(self, call: Call, usage: Usage | None, cost: Decimal | None, priced: bool) -> None:
+        provider = call.provider.name if call.provider else "none"
+        model = self._metrics.model_label(call.model_name)
+        operation = call.operation.name
+        hit = call.cache_status == "hit"
+        if usage is None:
+            self._metrics.usage_unknown.labels(provider, model).inc()
+        elif not hit:
+            m = self._metrics.tokens
+            m.labels(provider, model, operation, "input").inc(usage.input_tokens)
+            m.labels(provider, model, operation, "output").inc(usage.output_tokens)
+            if usage.cached_input_tokens:
+                m.labels(provider, model, operation, "cached_input").inc(usage.cached_input_tokens)
+            if cost is not None:
+                self._metrics.cost.labels(provider, model, operation).inc(float(cost))
+        if usage is not None and not priced:
+            self._metrics.unpriced.labels(provider, model).inc()
+            if call.model_name not in self._warned and len(self._warned) < MAX_WARNED_MODELS:
+                self._warned.add(call.model_name)
+                logger.warning(
+                    "model %s (provider %s) has no price: its cost is reported as unknown; "
+                    "add it to the policy's pricing",
+                    call.model_name,
+                    provider,
+                )
+        started = call.deadline - call.operation.timeout_s
+        record = CallRecord(
+            at=call.started_wall,
+            session=call.session,
+            operation=operation,
+            provider=provider,
+            model=call.model_name,
+            usage=usage,
+            cost=None if hit else cost,
+            estimated_cost=call.estimate.cost if call.estimate else None,
+            cache=call.cache_status,
+            saved=cost if hit else None,
+            latency_ms=round((asyncio.get_running_loop().time() - started) * 1000, 2),
+            retries=call.retries,
+            status=200,
+        )
+        for recorder in self._recorders:
+            recorder(record)
+
+
+class _Meter:
+    """Prices and records one call exactly once."""
+
+    __slots__ = ("call", "done", "stage")
+
+    def __init__(self, stage: MeteringStage, call: Call) -> None:
+        self.stage = stage
+        self.call = call
+        self.done = False
+
+    def finish(self, usage: Usage | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        call = self.call
+        cost = None
+        priced = False
+        if usage is not None and call.model:
+            provider = call.provider
+            model = provider.upstream_model(call.model) if provider else call.model
+            price = call.runtime.prices.lookup(provider.name if provider else None, model)
+            if price is not None:
+                priced = True
+                cost = price.cost(
+                    usage.input_tokens, usage.output_tokens, usage.cached_input_tokens
+                )
+        call.usage = usage
+        call.cost = cost
+        self.stage.record(call, usage, cost, priced)
+
+
+async def _metered(
+    chunks: AsyncIterator[bytes], reader: SseUsageReader, meter: _Meter
+) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        out = reader.feed(chunk)
+        if out:
+            yield out
+    rest = reader.flush()
+    if rest:
+        yield rest
+    meter.finish(reader.usage)
+
+
+def _ask_for_stream_usage(call: Call) -> bool:
+    """Ask an OpenAI-style stream for its usage chunk; True when the client did not."""
+    body = call.body
+    if not call.stream or call.api != "openai" or call.kind not in USAGE_KINDS or body is None:
+        return False
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return False
+    body = dict(body)
+    body["stream_options"] = {
+        **(options if isinstance(options, dict) else {}),
+        "include_usage": True,
+    }
+    call.body = body
+    call.raw_body = orjson.dumps(body)
+    return True

@@ -1,0 +1,192 @@
+"""Token usage: read from provider answers (JSON and SSE streams) and estimated before a call.
+
+Shared by the metering, budget and cache stages (none of which import each other).
+
+* ``usage_from_json``: OpenAI ``usage`` (``prompt_tokens``, ``completion_tokens``,
+  ``prompt_tokens_details.cached_tokens``) or Anthropic ``usage`` (``input_tokens``,
+  ``output_tokens``, ``cache_read_input_tokens``, ``cache_creation_input_tokens``).
+  ``Usage.input_tokens`` always includes cached input tokens.
+* ``SseUsageReader``: fed the raw stream, re-cut into whole SSE events; finds the OpenAI usage
+  chunk (and drops it when the sidecar asked for it on the client's behalf) and the Anthropic
+  ``message_start`` / ``message_delta`` usage. Only events that mention ``"usage"`` are parsed.
+* ``estimate_prompt_tokens``: an offline estimate, about 4 characters a token plus a few tokens
+  per message (no tokenizer data is downloaded at run time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_REQUEST = 3
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+MAX_PENDING_EVENT_BYTES = 1024 * 1024  # a partial SSE event larger than this is passed on as is
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def usage_from_json(document: Any) -> Usage | None:
+    """Usage of a non-streamed answer (or of one usage object); None when it has none."""
+    usage = document.get("usage") if isinstance(document, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    return usage_from_object(usage)
+
+
+def usage_from_object(usage: dict[str, Any]) -> Usage | None:
+    if "input_tokens" in usage or "output_tokens" in usage:  # Anthropic
+        cached = _int(usage.get("cache_read_input_tokens"))
+        created = _int(usage.get("cache_creation_input_tokens"))
+        inputs = _int(usage.get("input_tokens")) + cached + created
+        return Usage(inputs, _int(usage.get("output_tokens")), cached)
+    if "prompt_tokens" in usage:  # OpenAI
+        details = usage.get("prompt_tokens_details")
+        cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        return Usage(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached)
+    return None
+
+
+class SseUsageReader:
+    """Watch an SSE stream for usage; ``feed`` returns the bytes to pass on to the client.
+
+    Bytes are passed on at whole-event boundaries. With ``strip_openai_usage`` the OpenAI
+    usage-only chunk (``"choices": []`` with a ``usage``) is removed from what is passed on.
+    """
+
+    def __init__(self, *, strip_openai_usage: bool = False) -> None:
+        self.strip = strip_openai_usage
+        self._pending = b""
+        self._input = 0
+        self._output = 0
+        self._cached = 0
+        self.found = False
+
+    @property
+    def usage(self) -> Usage | None:
+        return Usage(self._input, self._output, self._cached) if self.found else None
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk
+        cut = data.rfind(b"\n\n")
+        if cut < 0:
+            if len(data) > MAX_PENDING_EVENT_BYTES:
+                self._pending = b""
+                return data
+            self._pending = data
+            return b""
+        complete, self._pending = data[: cut + 2], data[cut + 2 :]
+        if not _has_usage(complete):
+            return complete
+        kept = [e for e in complete.split(b"\n\n")[:-1] if self._event(e)]
+        return b"".join(e + b"\n\n" for e in kept)
+
+    def flush(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        if rest and _has_usage(rest) and not self._event(rest):
+            return b""
+        return rest
+
+    def _event(self, event: bytes) -> bool:
+        """Read usage from one event; False when the event must not reach the client."""
+        if not _has_usage(event):
+            return True
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                payload = orjson.loads(line[5:])
+            except orjson.JSONDecodeError:
+                return True
+            if isinstance(payload, dict):
+                return self._payload(payload)
+        return True
+
+    def _payload(self, payload: dict[str, Any]) -> bool:
+        kind = payload.get("type")
+        if kind == "message_start":
+            message = payload.get("message")
+            usage = message.get("usage") if isinstance(message, dict) else None
+            if isinstance(usage, dict):
+                self._take(usage_from_object(usage), output=False)
+            return True
+        if kind == "message_delta":
+            usage = payload.get("usage")
+            if isinstance(usage, dict):
+                if usage.get("input_tokens"):
+                    self._take(usage_from_object(usage), output=False)
+                self._output = _int(usage.get("output_tokens"))
+                self.found = True
+            return True
+        usage = payload.get("usage")
+        if isinstance(usage, dict):
+            self._take(usage_from_object(usage), output=True)
+            if self.strip and payload.get("choices") == []:
+                return False
+        return True
+
+    def _take(self, usage: Usage | None, *, output: bool) -> None:
+        if usage is None:
+            return
+        self.found = True
+        self._input, self._cached = usage.input_tokens, usage.cached_input_tokens
+        if output:
+            self._output = usage.output_tokens
+
+
+def _has_usage(data: bytes) -> bool:
+    # OpenAI repeats "usage":null in every chunk once usage is requested: skip those cheaply.
+    return b'"usage":{' in data or b'"usage": {' in data
+
+
+def _text_chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_text_chars(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_text_chars(v) for k, v in value.items() if k not in ("type", "role"))
+    return 0
+
+
+def estimate_prompt_tokens(body: dict[str, Any] | None) -> int:
+    """Prompt tokens from the request text: ~4 characters a token, plus message overhead."""
+    if not body:
+        return 0
+    chars = 0
+    messages = 0
+    for field in ("messages", "system", "prompt", "input", "tools", "functions"):
+        value = body.get(field)
+        if value is None:
+            continue
+        chars += _text_chars(value)
+        if field == "messages" and isinstance(value, list):
+            messages += len(value)
+    return -(-chars // CHARS_PER_TOKEN) + messages * TOKENS_PER_MESSAGE + TOKENS_PER_REQUEST
+
+
+def output_token_bound(body: dict[str, Any] | None, kind: str, preset: int | None) -> int:
+    """The most output tokens the call can produce: max_tokens, else the preset, else a default."""
+    if kind in ("embeddings", "models") or body is None:
+        return 0
+    for field in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(field)
+        if isinstance(value, int) and value > 0:
+            return value
+    return preset or DEFAULT_MAX_OUTPUT_TOKENS

@@ -1,0 +1,102 @@
+"""Usage extraction from answers and streams, and the offline prompt-token estimate."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sluice_sidecar.usage import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    SseUsageReader,
+    Usage,
+    estimate_prompt_tokens,
+    output_token_bound,
+    usage_from_json,
+)
+
+
+def _frame(obj: object) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+OPENAI_STREAM = (
+    _frame({"choices": [{"delta": {"content": "Hel"}}], "usage": None})
+    + _frame({"choices": [{"delta": {"content": "lo"}}], "usage": None})
+    + _frame(
+        {
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 12,
+                "completion_tokens": 2,
+                "prompt_tokens_details": {"cached_tokens": 4},
+            },
+        }
+    )
+    + b"data: [DONE]\n\n"
+)
+ANTHROPIC_STREAM = (
+    b"event: message_start\n"
+    + _frame(
+        {
+            "type": "message_start",
+            "message": {
+                "usage": {"input_tokens": 9, "output_tokens": 1, "cache_read_input_tokens": 3}
+            },
+        }
+    )
+    + b"event: content_block_delta\n"
+    + _frame({"type": "content_block_delta", "delta": {"text": "Hi"}})
+    + b"event: message_delta\n"
+    + _frame({"type": "message_delta", "usage": {"output_tokens": 7}})
+    + b"event: message_stop\n"
+    + _frame({"type": "message_stop"})
+)
+
+
+def test_openai_and_anthropic_json_usage() -> None:
+    openai = {"usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+    assert usage_from_json(openai) == Usage(10, 5, 0)
+    anthropic = {"usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 20}}
+    assert usage_from_json(anthropic) == Usage(30, 5, 20)
+    assert usage_from_json({"usage": {"prompt_tokens": 3, "total_tokens": 3}}) == Usage(3, 0)
+    assert usage_from_json({"choices": []}) is None
+
+
+def _feed(reader: SseUsageReader, data: bytes, size: int) -> bytes:
+    out = b"".join(reader.feed(data[i : i + size]) for i in range(0, len(data), size))
+    return out + reader.flush()
+
+
+@given(st.integers(min_value=1, max_value=64))
+def test_openai_stream_usage_whatever_the_chunking(size: int) -> None:
+    kept = SseUsageReader()
+    assert _feed(kept, OPENAI_STREAM, size) == OPENAI_STREAM
+    assert kept.usage == Usage(12, 2, 4)
+    stripped = SseUsageReader(strip_openai_usage=True)
+    out = _feed(stripped, OPENAI_STREAM, size)
+    assert b'"prompt_tokens"' not in out and out.endswith(b"data: [DONE]\n\n")
+    assert stripped.usage == Usage(12, 2, 4)
+
+
+@given(st.integers(min_value=1, max_value=64))
+def test_anthropic_stream_usage(size: int) -> None:
+    reader = SseUsageReader(strip_openai_usage=True)
+    assert _feed(reader, ANTHROPIC_STREAM, size) == ANTHROPIC_STREAM
+    assert reader.usage == Usage(12, 7, 3)
+
+
+def test_stream_without_usage_is_unknown() -> None:
+    reader = SseUsageReader()
+    reader.feed(_frame({"choices": [{"delta": {"content": "x"}}]}))
+    assert reader.usage is None
+
+
+def test_prompt_estimate_and_output_bound() -> None:
+    body = {"messages": [{"role": "user", "content": "x" * 400}, {"role": "user", "content": ""}]}
+    assert estimate_prompt_tokens(body) == 100 + 2 * 4 + 3
+    assert estimate_prompt_tokens({"input": ["abcd", "efgh"]}) == 2 + 3
+    assert output_token_bound({"max_tokens": 50}, "chat", 800) == 50
+    assert output_token_bound({}, "chat", 800) == 800
+    assert output_token_bound({}, "chat", None) == DEFAULT_MAX_OUTPUT_TOKENS
+    assert output_token_bound({"max_tokens": 50}, "embeddings", None) == 0
