@@ -25,6 +25,7 @@ from tests.support.simulator import (
     BreakStream,
     Delay,
     Fail,
+    FailStream,
     Garbage,
     Hang,
     Respond,
@@ -417,6 +418,32 @@ async def test_break_stream_makes_sdk_streams_raise(
         async for _ in events:
             pass
     assert llm.disconnects == 0  # the server dropped these, the clients did not go away
+
+
+async def test_fail_stream_sends_an_error_event_mid_stream(
+    llm: SimulatedLLM, oai: OpenAIFactory, ant: AnthropicFactory
+) -> None:
+    llm.enqueue(FailStream(after_chunks=1, status=500, message="mid-stream"), FailStream(2, 529))
+    stream = await oai(llm, max_retries=0).chat.completions.create(
+        model="gpt-4o", messages=USER, stream=True
+    )
+    received: list[str] = []
+    with pytest.raises(openai.APIError, match="mid-stream"):
+        async for chunk in stream:
+            received.append(chunk.choices[0].delta.content or "")
+    assert received == ["", "Simulated answer from"]
+    events = await ant(llm, max_retries=0).messages.create(
+        model="c", max_tokens=50, messages=USER, stream=True
+    )
+    kinds: list[str] = []
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        async for event in events:
+            kinds.append(event.type)
+    assert caught.value.body["error"]["type"] == "overloaded_error"
+    assert kinds.count("content_block_delta") == 2
+    llm.enqueue(FailStream(status=429))
+    with pytest.raises(openai.RateLimitError):
+        await oai(llm, max_retries=0).chat.completions.create(model="gpt-4o", messages=USER)
 
 
 async def test_break_stream_without_stream_drops_the_connection(

@@ -34,6 +34,7 @@ from tests.support.simulator_script import (
     BreakStream,
     Delay,
     Fail,
+    FailStream,
     Garbage,
     Hang,
     RecordedRequest,
@@ -45,6 +46,7 @@ __all__ = [
     "BreakStream",
     "Delay",
     "Fail",
+    "FailStream",
     "Garbage",
     "Hang",
     "RecordedRequest",
@@ -231,7 +233,7 @@ class SimulatedLLM:
             if problem is not None:
                 return self._error(route, problem, None, None)
             if streaming:
-                return await self._stream(request, route, body, env, None)
+                return await self._stream(request, route, body, env)
             answer = route.answer(body, env)
             if content is None:
                 self._remember(route, raw, answer)
@@ -279,10 +281,17 @@ class SimulatedLLM:
         if isinstance(behaviour, Garbage):
             headers = {**self._headers, "Content-Type": behaviour.content_type}
             return web.Response(status=behaviour.status, body=behaviour.body, headers=headers)
+        streams = streaming and route.check(body, env) is None
         if isinstance(behaviour, BreakStream):
-            if streaming and route.check(body, env) is None:
+            if streams:
                 return await self._stream(request, route, body, env, behaviour.after_chunks)
             return self._drop(request)
+        if isinstance(behaviour, FailStream):
+            problem = Problem(behaviour.status, behaviour.message or "")
+            if streams:
+                ending = route.stream_error(problem)
+                return await self._stream(request, route, body, env, behaviour.after_chunks, ending)
+            return self._error(route, problem, None, None)
         assert isinstance(behaviour, Hang)
         await asyncio.get_running_loop().create_future()  # until the client goes away
         raise AssertionError("unreachable")
@@ -300,8 +309,11 @@ class SimulatedLLM:
         route: Route,
         body: Any,
         env: Env,
-        break_after: int | None,
+        cut: int | None = None,
+        ending: bytes | None = None,
     ) -> web.StreamResponse:
+        """Send the SSE answer; with ``cut``, only that many content chunks, then ``ending``
+        (an in-stream error event) or, without one, drop the connection."""
         plan = route.stream(body, env)
         headers = {
             **self._headers,
@@ -312,24 +324,25 @@ class SimulatedLLM:
         delay = self.stream_chunk_delay_s
         try:
             await resp.prepare(request)
-            if break_after is None and not delay:
+            if cut is None and not delay:
                 await resp.write(b"".join(plan.head + plan.content + plan.tail))
                 await resp.write_eof()
                 return resp
             await resp.write(b"".join(plan.head))
-            for i, frame in enumerate(plan.content):
-                if break_after is not None and i >= break_after:
-                    self._drop(request)
-                    return resp
+            frames = plan.content if cut is None else plan.content[:cut]
+            for i, frame in enumerate(frames):
                 if delay and i:
                     await asyncio.sleep(delay)
                 await resp.write(frame)
-            if break_after is not None:
+            if cut is None:
+                if delay:
+                    await asyncio.sleep(delay)
+                await resp.write(b"".join(plan.tail))
+            elif ending is None:
                 self._drop(request)
                 return resp
-            if delay:
-                await asyncio.sleep(delay)
-            await resp.write(b"".join(plan.tail))
+            else:
+                await resp.write(ending)
             await resp.write_eof()
         except ConnectionResetError:
             self._note_disconnect()

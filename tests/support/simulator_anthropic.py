@@ -142,6 +142,9 @@ class Messages:
         message = problem.message or DEFAULT_MESSAGES.get(status, "Internal server error")
         return {"type": "error", "error": {"type": kind, "message": message}}
 
+    def stream_error(self, problem: Problem) -> bytes:
+        return _event("error", self.error_body(problem))
+
     def error_headers(self, status: int, retry_after: float | None) -> dict[str, str]:
         headers: dict[str, str] = {}
         if retry_after is not None:

@@ -118,6 +118,9 @@ class OpenAIRoute:
     def stream(self, body: Any, env: Env) -> StreamPlan:
         raise NotImplementedError
 
+    def stream_error(self, problem: Problem) -> bytes:
+        return _frame(self.error_body(problem))
+
 
 def _seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))

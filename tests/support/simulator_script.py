@@ -62,11 +62,25 @@ class BreakStream:
 
 
 @dataclass(frozen=True, slots=True)
+class FailStream:
+    """Streaming: send ``after_chunks`` content chunks, then an error event in the API's format
+    (OpenAI: a ``data: {"error": ...}`` chunk; Anthropic: ``event: error``) and end the stream
+    without its normal ending, as providers do when they fail mid-answer.
+
+    Non-streaming: the same as ``Fail(status, message)``.
+    """
+
+    after_chunks: int = 1
+    status: int = 500
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Hang:
     """Never answer; the request ends only when the client goes away (counted as a disconnect)."""
 
 
-Behaviour = Respond | Delay | Fail | Garbage | BreakStream | Hang
+Behaviour = Respond | Delay | Fail | FailStream | Garbage | BreakStream | Hang
 
 
 @dataclass(frozen=True, slots=True)
