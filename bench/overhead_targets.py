@@ -138,17 +138,31 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def group_rss_kib(pgid: int) -> int:
-    """Resident memory summed over a process group (e.g. nginx master and worker)."""
-    total = 0
+def _group_stats(pgid: int) -> list[tuple[int, list[str]]]:
+    """(pid, /proc/PID/stat fields after the command name) of every process in a group."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             if int(fields[2]) == pgid:
-                total += rss_kib(int(stat.parent.name))
+                found.append((int(stat.parent.name), fields))
         except (OSError, IndexError, ValueError):
             continue
-    return total
+    return found
+
+
+def group_rss_kib(pgid: int) -> int:
+    """Resident memory summed over a process group (e.g. nginx master and worker)."""
+    return sum(rss_kib(pid) for pid, _ in _group_stats(pgid))
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User plus system CPU time used so far by a process group's live processes, in seconds.
+
+    Unlike throughput, this does not depend on what else the machine is doing.
+    """
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in _group_stats(pgid))
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def start_simulator(fleet: Fleet) -> Server:

@@ -84,11 +84,14 @@ def measure(
     name: str, server: targets.Server, connections: int, args: argparse.Namespace,
     script: Path, cpu: int | None,
 ) -> dict[str, Any]:  # fmt: skip
+    cpu_before = targets.group_cpu_s(server.proc.pid)
     result = wrk.run(
         server.chat_url, script, connections=connections, duration_s=args.duration, cpu=cpu
     )
+    cpu_us = (targets.group_cpu_s(server.proc.pid) - cpu_before) * 1e6 / max(result.requests, 1)
     echo(f"{name:>8} c={connections:<3} {result.rps:9.0f} req/s  "
-         f"p50 {result.p50_us / 1000:.2f} ms  p99 {result.p99_us / 1000:.2f} ms")  # fmt: skip
+         f"p50 {result.p50_us / 1000:.2f} ms  p99 {result.p99_us / 1000:.2f} ms  "
+         f"cpu {cpu_us:.0f} us/req")  # fmt: skip
     return {
         "target": name,
         "connections": connections,
@@ -96,6 +99,7 @@ def measure(
         "p50_ms": round(result.p50_us / 1000, 3),
         "p90_ms": round(result.p90_us / 1000, 3),
         "p99_ms": round(result.p99_us / 1000, 3),
+        "cpu_us_per_req": round(cpu_us, 1),
         "requests": result.requests,
         "errors": result.status_errors + result.socket_errors,
     }
@@ -109,7 +113,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (target, connections), group in groups.items():
         row: dict[str, Any] = {"target": target, "connections": connections}
-        for key in ("rps", "p50_ms", "p90_ms", "p99_ms"):
+        for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_us_per_req"):
             row[key] = statistics.median(r[key] for r in group)
         row["requests"] = sum(r["requests"] for r in group)
         row["errors"] = sum(r["errors"] for r in group)
@@ -151,12 +155,12 @@ def ratios(rows: list[dict[str, Any]], low: int, high: int) -> dict[str, float |
         f"{name}_{conns}c": div(get(top, conns, key), get(bottom, conns, key))
         for name, top, bottom, conns, key in wanted
     }
-    # Upstream and proxy share one saturated core: 1/rps is the CPU time of one request.
-    direct = get("direct", high, "rps")
-    for proxy in ("nginx", "sidecar", "litellm"):
-        rps = get(proxy, high, "rps")
-        if rps and direct:
-            found[f"{proxy}_cpu_us_per_request"] = round(1e6 / rps - 1e6 / direct, 1)
+    found["sidecar_vs_nginx_cpu_per_request"] = div(
+        get("sidecar", high, "cpu_us_per_req"), get("nginx", high, "cpu_us_per_req")
+    )
+    found["sidecar_vs_litellm_cpu_per_request"] = div(
+        get("sidecar", high, "cpu_us_per_req"), get("litellm", high, "cpu_us_per_req")
+    )
     return found
 
 
@@ -165,14 +169,15 @@ def render(report: dict[str, Any]) -> str:
         return "" if value is None else f"{value:+.2f}"
 
     lines = [
-        "| target | conns | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | conns | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
+        "| CPU µs/req | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
         lines.append(
             f"| {r['target']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} "
             f"| {r['p99_ms']:.2f} | {ms(r['added_p50_ms'])} | {ms(r['added_p99_ms'])} "
-            f"| {r['errors']} |"
+            f"| {r['cpu_us_per_req']:.0f} | {r['errors']} |"
         )
     lines.append("")
     for name, value in report["ratios"].items():
