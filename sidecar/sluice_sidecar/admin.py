@@ -121,7 +121,15 @@ async def get_stats(request: web.Request) -> web.Response:
 async def get_usage(request: web.Request) -> web.Response:
     state = request.app[STATE]
     workload = state.runtime.config.workload.identity if state.runtime else None
-    return _json({"workload": workload, **state.usage.snapshot()})
+    rules = state.runtime.budget_rules if state.runtime else ()
+    budgets = await state.budgets.status(rules)
+    return _json({"workload": workload, **state.usage.snapshot(), "budgets": budgets})
+
+
+async def get_budgets(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    rules = state.runtime.budget_rules if state.runtime else ()
+    return _json({"budgets": await state.budgets.status(rules)})
 
 
 async def get_circuits(request: web.Request) -> web.Response:
@@ -146,6 +154,7 @@ def build_admin_app(state: SidecarState) -> web.Application:
     app.router.add_put("/admin/config", put_config)
     app.router.add_get("/admin/stats", get_stats)
     app.router.add_get("/admin/usage", get_usage)
+    app.router.add_get("/admin/budgets", get_budgets)
     app.router.add_get("/admin/circuits", get_circuits)
     app.router.add_post("/admin/circuits/reset", reset_circuits)
     return app

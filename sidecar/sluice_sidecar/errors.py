@@ -11,6 +11,8 @@
     ├── Refused                      the sidecar protects the provider: answered at once
     │   ├── CircuitOpen              503 + Retry-After (every candidate provider is open)
     │   └── BulkheadFull             503 + Retry-After
+    ├── BudgetExceeded               429 + Retry-After (period reset), type budget_exceeded;
+    │                                ``details`` names the budget, limit, spent, reset time
     ├── DeadlineExceeded             504 (the operation's single deadline, retries included)
     └── UpstreamError                the provider answered badly or not at all
         ├── TransientUpstreamError   retried: 429, 500, 502, 503, 504, connection errors,
@@ -37,6 +39,8 @@ class SluiceError(Exception):
     openai_type: str = "server_error"
     anthropic_type: str = "api_error"
     code: str = "internal_error"
+
+    details: dict[str, object] | None = None  # extra fields of the rendered error
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -85,6 +89,21 @@ class CircuitOpen(Refused):
 
 class BulkheadFull(Refused):
     code = "concurrency_limit"
+
+
+class BudgetExceeded(SluiceError):
+    """A hard budget would be overspent by this call: never retried by the sidecar."""
+
+    status = 429
+    openai_type = "budget_exceeded"
+    anthropic_type = "budget_exceeded"
+    code = "budget_exceeded"
+
+    def __init__(
+        self, message: str, *, retry_after: float | None, details: dict[str, object]
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.details = details
 
 
 class DeadlineExceeded(SluiceError):
@@ -148,13 +167,16 @@ def reason_for_status(status: int) -> str:
 
 def render_error(error: SluiceError, api: ApiFamily) -> dict[str, object]:
     """The error body in the caller's own API format."""
+    extra = error.details or {}
     if api == "anthropic":
-        return {"type": "error", "error": {"type": error.anthropic_type, "message": error.message}}
+        body = {"type": error.anthropic_type, "message": error.message, **extra}
+        return {"type": "error", "error": body}
     return {
         "error": {
             "message": error.message,
             "type": error.openai_type,
             "param": None,
             "code": error.code,
+            **extra,
         }
     }

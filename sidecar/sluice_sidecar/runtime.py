@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sluice_sidecar.budgets import BudgetRule, build_rules
 from sluice_sidecar.config.builtins import DEFAULT_OPERATION
 from sluice_sidecar.config.model import OperationSpec, ProviderSpec, RetrySpec, SidecarConfig
 from sluice_sidecar.errors import ApiFamily, MalformedRequest, NoProviderForModel
@@ -81,6 +82,7 @@ class Runtime:
     operations: dict[str, Operation]
     fallback_operation: Operation | None  # used for unknown operations when allowed
     prices: PriceTable
+    budget_rules: tuple[BudgetRule, ...]
     _candidates: dict[tuple[str, str, str], tuple[Provider, ...]] = field(default_factory=dict)
 
     def operation(self, name: str | None) -> Operation:
@@ -160,6 +162,7 @@ def build_runtime(
         operations=operations,
         fallback_operation=fallback,
         prices=prices,
+        budget_rules=build_rules(config.budgets),
     )
 
 

@@ -52,6 +52,7 @@ class RunningSidecar:
                 await task
         for runner in self._runners:
             await runner.cleanup()
+        await self.state.close()
         await self.state.transport.close()  # type: ignore[attr-defined]
 
 
@@ -85,6 +86,7 @@ async def start_sidecar(
     transport = HttpTransport(connection_limit=settings.upstream_connection_limit)
     await transport.start()
     state = SidecarState(settings, transport, clock=clock)
+    await state.start()
     seen = load_initial_config(state)
     access_log = logging.getLogger("sluice.access") if settings.access_log else None
     running = RunningSidecar(state, settings.data_port, settings.admin_port)

@@ -61,6 +61,14 @@ class SidecarSettings(BaseModel):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = False
+    state_dir: Path | None = Field(
+        default=None,
+        description="Where budget spend is saved (a volume) to survive restarts; None: memory.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis shared by the replicas (cache backend redis, budget counters).",
+    )
     overrides: ConfigOverrides = Field(default_factory=ConfigOverrides)
 
 
@@ -81,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level")
     parser.add_argument("--log-format", choices=["text", "json"])
     parser.add_argument("--access-log", action="store_true", default=None)
+    parser.add_argument("--state-dir", type=Path, help="folder for budget spend (a volume)")
+    parser.add_argument("--redis-url", help="redis://host:port/db shared by the replicas")
     return parser
 
 
@@ -104,6 +114,8 @@ def load_settings(
         "log_format": "LOG_FORMAT",
         "access_log": "ACCESS_LOG",
         "watch": "WATCH",
+        "state_dir": "STATE_DIR",
+        "redis_url": "REDIS_URL",
     }
     for field, suffix in env_names.items():
         if (value := environ.get(ENV_PREFIX + suffix)) not in (None, ""):

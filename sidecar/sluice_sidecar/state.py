@@ -17,9 +17,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from sluice_sidecar.budget_periods import Period
+from sluice_sidecar.budget_store import StateFile
+from sluice_sidecar.budgets import (
+    BudgetLedger,
+    BudgetRule,
+    Counters,
+    MemoryBudgetStore,
+    Refusal,
+    level,
+    utilization,
+)
 from sluice_sidecar.config.model import SidecarConfig, config_problems
 from sluice_sidecar.ledger import UsageLedger
 from sluice_sidecar.pipeline.breaker import BreakerRegistry, CircuitBreaker, State
+from sluice_sidecar.pipeline.budget import BudgetStage
 from sluice_sidecar.pipeline.call import Next
 from sluice_sidecar.pipeline.circuit import CircuitStage
 from sluice_sidecar.pipeline.compose import compose
@@ -34,6 +46,7 @@ from sluice_sidecar.telemetry import Metrics
 from sluice_sidecar.transports.base import Transport
 
 logger = logging.getLogger("sluice.config")
+LEVEL_ORDER = ("OK", "Warning", "Alert", "Exceeded")
 
 
 class ConfigRejected(ValueError):
@@ -63,6 +76,12 @@ class SidecarState:
         self.stats = CallStats()
         self.started_at = time.time()
         self.usage = UsageLedger()
+        self.budget_memory = MemoryBudgetStore()
+        self.budgets = BudgetLedger(
+            self.budget_memory, on_refusal=self._budget_refused, observer=self._budget_settled
+        )
+        self._budget_levels: dict[str, tuple[str, str]] = {}  # budget -> (period key, level)
+        self._state_file: StateFile | None = None
         self.breakers = BreakerRegistry(
             SidecarConfig.model_fields["circuit_breaker"].get_default(call_default_factory=True),
             clock=clock,
@@ -73,12 +92,24 @@ class SidecarState:
         self.pipeline: Next = compose(
             [
                 MeteringStage(self.metrics, [self.usage.record]),
+                BudgetStage(self.budgets),
                 FallbackStage(self.metrics),
                 RetryStage(self.metrics, self.breakers),
                 CircuitStage(self.metrics, self.breakers),
             ],
             UpstreamStage(transport),
         )
+
+    async def start(self) -> None:
+        """Load persisted state and start background writers (server start-up)."""
+        if self.settings.state_dir is not None:
+            self._state_file = StateFile(self.settings.state_dir, self.budget_memory)
+            self._state_file.load()
+            self._state_file.start()
+
+    async def close(self) -> None:
+        if self._state_file is not None:
+            await self._state_file.close()
 
     @property
     def version(self) -> str | None:
@@ -125,6 +156,33 @@ class SidecarState:
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._version_waiters.append(waiter)
         return await waiter
+
+    def _budget_refused(self, rule: BudgetRule, refused: Refusal) -> None:
+        self.metrics.budget_refusals.labels(
+            rule.identity, refused.reason, rule.spec.enforcement
+        ).inc()
+
+    def _budget_settled(self, rule: BudgetRule, period: Period, counters: Counters) -> None:
+        share = utilization(rule, counters)
+        self.metrics.budget_spent.labels(rule.identity).set(
+            float(counters.spent + counters.external_cost)
+        )
+        self.metrics.budget_utilization.labels(rule.identity).set(share)
+        now = level(rule, share)
+        before = self._budget_levels.get(rule.identity)
+        if before is None or before[0] != period.key:
+            before = (period.key, "OK")
+        if now != before[1]:
+            self._budget_levels[rule.identity] = (period.key, now)
+            if LEVEL_ORDER.index(now) > LEVEL_ORDER.index(before[1]):
+                self.metrics.budget_thresholds.labels(rule.identity, now).inc()
+                logger.warning(
+                    "budget %s at %.0f%% of its limit (%s, %s enforcement)",
+                    rule.identity,
+                    share * 100,
+                    now,
+                    rule.spec.enforcement,
+                )
 
     def _breaker_changed(self, breaker: CircuitBreaker, old: State, new: State) -> None:
         labels = (breaker.key.provider, breaker.key.model)

@@ -118,6 +118,30 @@ class Metrics:
             ["provider", "model"],
             registry=r,
         )
+        self.budget_spent = Gauge(
+            "llm_budget_spent_usd",
+            "Spend in the budget's current period (this sidecar's view), in US dollars.",
+            ["budget"],
+            registry=r,
+        )
+        self.budget_utilization = Gauge(
+            "llm_budget_utilization",
+            "Share of the budget's limit used in the current period (cost or tokens, the larger).",
+            ["budget"],
+            registry=r,
+        )
+        self.budget_refusals = Counter(
+            "llm_budget_refusals",
+            "Calls over a budget: refused (hard) or let through (soft), by limit kind.",
+            ["budget", "reason", "enforcement"],
+            registry=r,
+        )
+        self.budget_thresholds = Counter(
+            "llm_budget_threshold_crossings",
+            "Times a budget's utilisation crossed a threshold (Warning, Alert, Exceeded).",
+            ["budget", "level"],
+            registry=r,
+        )
         self._models: set[str] = set()
 
     def model_label(self, model: str) -> str:

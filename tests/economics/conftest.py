@@ -1,5 +1,48 @@
-"""Economics behaviour tests reuse the proxy tests' real-sidecar fixtures."""
+"""Fixtures of the economics behaviour tests: real sidecars with policies and budgets."""
 
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from sluice_sidecar.config import LlmPolicy, compile_policies
+from sluice_sidecar.config.model import LlmBudget
 from tests.proxy.conftest import sidecar, sidecar_factory
+from tests.support.sidecar import SidecarHandle, close_test_sidecar, start_test_sidecar
 
-__all__ = ["sidecar", "sidecar_factory"]
+__all__ = ["budget", "economics_sidecar", "sidecar", "sidecar_factory"]
+
+EconomicsSidecar = Callable[..., Awaitable[SidecarHandle]]
+
+
+def budget(name: str = "team", **spec: Any) -> dict[str, Any]:
+    """An LlmBudget document."""
+    return {
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "LlmBudget",
+        "metadata": {"name": name, "namespace": "tests"},
+        "spec": spec,
+    }
+
+
+@pytest.fixture
+async def economics_sidecar() -> AsyncIterator[EconomicsSidecar]:
+    """``await economics_sidecar(policy_doc, budgets=[...], **settings)``; closed at teardown."""
+    handles: list[SidecarHandle] = []
+
+    async def make(
+        document: dict[str, Any], budgets: list[dict[str, Any]] = (), **settings: Any
+    ) -> SidecarHandle:
+        config = compile_policies(
+            [LlmPolicy.model_validate(document)], [LlmBudget.model_validate(b) for b in budgets]
+        )
+        handle = await start_test_sidecar(config, **settings)
+        handles.append(handle)
+        return handle
+
+    yield make
+    for handle in reversed(handles):
+        if handle.running._runners:
+            await close_test_sidecar(handle)

@@ -13,6 +13,9 @@ from sluice_sidecar.config import (
     load_policy_documents,
 )
 from sluice_sidecar.config.compiler import CompileError
+from sluice_sidecar.config.economics import LlmBudgetSpec
+from sluice_sidecar.config.loader import load_documents
+from sluice_sidecar.config.model import LlmBudget
 
 PROVIDERS = [{"name": "openai", "type": "openai"}]
 
@@ -128,3 +131,39 @@ spec: {retry: {maxAttempts: 99}}
     ]
     with pytest.raises(PolicyLoadError, match="invalid YAML"):
         load_policy_documents("a: [", origin="x.yaml")
+
+
+def test_llm_budget_documents_are_loaded_and_compiled() -> None:
+    text = """
+apiVersion: sluice.dev/v1alpha1
+kind: LlmPolicy
+metadata: {name: p, namespace: studio}
+spec:
+  providers: [{name: openai, type: openai}]
+  pricing: {gpt-4o: {inputPer1M: 2.5, outputPer1M: 10}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: LlmBudget
+metadata: {name: monthly, namespace: studio}
+spec:
+  scope: {provider: openai}
+  period: monthly
+  limits: {costUSD: 500, tokens: 50000000, perRequestCostUSD: 0.5, perSessionCostUSD: 5}
+  thresholds: {warning: 0.75, alert: 0.9}
+  enforcement: hard
+"""
+    resources = load_documents(text)
+    policies = [r for r in resources if isinstance(r, LlmPolicy)]
+    budgets = [r for r in resources if isinstance(r, LlmBudget)]
+    config = compile_policies(policies, budgets)
+    [compiled] = config.budgets
+    assert compiled.identity == "studio/monthly"
+    assert str(compiled.limits.cost_usd) == "500"
+    assert str(config.pricing["gpt-4o"].input_per_1m) == "2.5"
+    again = type(config).model_validate(config.model_dump(mode="json", by_alias=True))
+    assert again.content_hash() == config.content_hash()
+
+
+def test_budget_thresholds_must_be_ordered() -> None:
+    with pytest.raises(ValidationError, match="warning < alert <= 1"):
+        LlmBudgetSpec.model_validate({"thresholds": {"warning": 0.9, "alert": 0.8}})

@@ -3,6 +3,7 @@
 Order, outermost first:
 
     metering  -> estimate; usage from the answer (streams too); price; record
+    budget    -> reserve the estimate in applicable budgets (429 when over); settle on close
     fallback  -> for each candidate provider, in order
     retry     -> attempts at that provider, with backoff, inside the deadline
     circuit   -> breaker admission, bulkhead, outcome recording per attempt

@@ -1,0 +1,185 @@
+"""Budgets through a real sidecar: refusal, remaining header, restart, concurrency bound."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import anthropic
+import openai
+import pytest
+
+from tests.economics.conftest import budget
+from tests.support.sidecar import (
+    SidecarHandle,
+    anthropic_provider_for,
+    close_test_sidecar,
+    policy,
+    provider_for,
+)
+from tests.support.simulator import SimulatedLLM
+
+MESSAGES = [{"role": "user", "content": "Name three rivers"}]
+# $1 per token makes the arithmetic readable: a call's cost is its token count in dollars.
+DOLLAR_PER_TOKEN = {"m": {"inputPer1M": 1_000_000, "outputPer1M": 1_000_000}}
+
+
+def priced_policy(llm: SimulatedLLM, **spec: object) -> dict:
+    return policy(providers=[provider_for(llm)], pricing=DOLLAR_PER_TOKEN, **spec)
+
+
+def client(sidecar: SidecarHandle) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=sidecar.openai_url, api_key="sk-app", max_retries=0)
+
+
+async def spent(sidecar: SidecarHandle) -> Decimal:
+    status, body = await sidecar.admin("GET", "/admin/budgets")
+    assert status == 200
+    return Decimal(body["budgets"][0]["spentUSD"])
+
+
+async def test_hard_budget_refuses_with_budget_exceeded(
+    llm: SimulatedLLM, economics_sidecar
+) -> None:
+    sidecar = await economics_sidecar(
+        priced_policy(llm), [budget(limits={"costUSD": 100}, period="daily")]
+    )
+    async with client(sidecar) as c:
+        raw = await c.chat.completions.with_raw_response.create(
+            model="m", messages=MESSAGES, max_tokens=10
+        )
+        remaining = Decimal(raw.headers["x-sluice-budget-remaining"])
+        assert 0 < remaining < 100
+        answer = raw.parse()
+        assert await spent(sidecar) == answer.usage.total_tokens
+        with pytest.raises(openai.RateLimitError) as caught:
+            await c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=100)
+    error = caught.value.body
+    assert caught.value.status_code == 429
+    assert error["type"] == "budget_exceeded" and error["code"] == "budget_exceeded"
+    assert error["budget"] == "tests/team" and error["limit"] == "100"
+    assert error["resetsAt"].endswith("T00:00:00+00:00")
+    assert int(caught.value.response.headers["retry-after"]) > 0
+    assert "budget tests/team exceeded: cost limit 100 USD" in error["message"]
+    assert len(llm.requests) == 1, "the refused call must not reach the provider"
+    metrics = await sidecar.metrics_text()
+    assert (
+        'llm_budget_refusals_total{budget="tests/team",enforcement="hard",reason="cost"} 1.0'
+        in metrics
+    )
+
+
+async def test_anthropic_caller_gets_its_own_error_format(
+    llm: SimulatedLLM, economics_sidecar
+) -> None:
+    document = policy(
+        providers=[anthropic_provider_for(llm, "claude")],
+        pricing={"claude-x": {"inputPer1M": 1_000_000, "outputPer1M": 1_000_000}},
+    )
+    sidecar = await economics_sidecar(document, [budget(limits={"perRequestCostUSD": 50})])
+    async with anthropic.AsyncAnthropic(
+        base_url=sidecar.anthropic_url, api_key="k", max_retries=0
+    ) as c:
+        with pytest.raises(anthropic.RateLimitError) as caught:
+            await c.messages.create(model="claude-x", max_tokens=100, messages=MESSAGES)
+    assert caught.value.body["error"]["type"] == "budget_exceeded"
+    assert caught.value.body["error"]["limitKind"] == "perRequest"
+
+
+async def test_soft_budget_lets_calls_through_and_counts(
+    llm: SimulatedLLM, economics_sidecar
+) -> None:
+    sidecar = await economics_sidecar(
+        priced_policy(llm), [budget(limits={"costUSD": 1}, enforcement="soft")]
+    )
+    async with client(sidecar) as c:
+        for _ in range(2):
+            await c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=10)
+    _, body = await sidecar.admin("GET", "/admin/budgets")
+    assert body["budgets"][0]["state"] == "Exceeded"
+    metrics = await sidecar.metrics_text()
+    assert 'llm_budget_refusals_total{budget="tests/team",enforcement="soft"' in metrics
+    assert 'llm_budget_threshold_crossings_total{budget="tests/team",level="Exceeded"} 1.0' in (
+        metrics
+    )
+
+
+async def test_session_cap(llm: SimulatedLLM, economics_sidecar) -> None:
+    sidecar = await economics_sidecar(
+        priced_policy(llm), [budget(limits={"perSessionCostUSD": 30})]
+    )
+    async with client(sidecar) as c:
+        job = {"X-LLM-Session": "job-1"}
+        await c.chat.completions.create(
+            model="m", messages=MESSAGES, max_tokens=10, extra_headers=job
+        )
+        with pytest.raises(openai.RateLimitError):
+            await c.chat.completions.create(
+                model="m", messages=MESSAGES, max_tokens=10, extra_headers=job
+            )
+        other = {"X-LLM-Session": "job-2"}
+        await c.chat.completions.create(
+            model="m", messages=MESSAGES, max_tokens=10, extra_headers=other
+        )
+
+
+async def test_spend_survives_a_restart(llm: SimulatedLLM, economics_sidecar, tmp_path) -> None:
+    document = priced_policy(llm)
+    budgets = [budget(limits={"costUSD": 1000}, period="monthly")]
+    first = await economics_sidecar(document, budgets, state_dir=tmp_path)
+    async with client(first) as c:
+        await c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=10)
+    before = await spent(first)
+    assert before > 0
+    await close_test_sidecar(first)  # flushes the state file
+    assert (tmp_path / "budgets.json").exists()
+    second = await economics_sidecar(document, budgets, state_dir=tmp_path)
+    assert await spent(second) == before
+
+
+async def test_scope_narrows_to_a_model(llm: SimulatedLLM, economics_sidecar) -> None:
+    sidecar = await economics_sidecar(
+        priced_policy(llm), [budget(scope={"model": "gpt-*"}, limits={"costUSD": 1})]
+    )
+    async with client(sidecar) as c:
+        await c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=5)  # $ tokens
+        answer = await c.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=5)
+    expected = (
+        Decimal(answer.usage.prompt_tokens) * Decimal("2.5")
+        + Decimal(answer.usage.completion_tokens) * 10
+    ) / 1_000_000
+    assert await spent(sidecar) == expected  # the out-of-scope model did not count
+
+
+async def test_hundred_parallel_calls_never_overspend(llm: SimulatedLLM, economics_sidecar):
+    """A nearly exhausted budget and 100 concurrent calls: reservations keep spend <= limit."""
+    limit = Decimal(400)
+    slow = SimulatedLLM(name="slow", latency_s=0.05)
+    await slow.start()
+    try:
+        sidecar = await economics_sidecar(
+            policy(providers=[provider_for(slow)], pricing=DOLLAR_PER_TOKEN),
+            [budget(limits={"costUSD": limit})],
+        )
+        async with client(sidecar) as c:
+            while await spent(sidecar) < limit * Decimal("0.8"):  # nearly exhausted
+                await c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=10)
+            before = await spent(sidecar)
+
+            async def one() -> bool:
+                try:
+                    await c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=10)
+                except openai.RateLimitError:
+                    return False
+                return True
+
+            results = await asyncio.gather(*(one() for _ in range(100)))
+        after = await spent(sidecar)
+        passed = sum(results)
+        assert 0 < passed < 100
+        assert after <= limit, f"overspent: {after} > {limit}"
+        _, body = await sidecar.admin("GET", "/admin/budgets")
+        assert body["budgets"][0]["reservedUSD"] == "0"
+        print(f"100 parallel calls at {before}/{limit} USD: {passed} passed, spent {after}")
+    finally:
+        await slow.close()

@@ -1,0 +1,99 @@
+"""Budget arithmetic: reservations, settlement, refusals, the state file form."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluice_sidecar.budgets import BudgetLedger, MemoryBudgetStore, build_rules
+from sluice_sidecar.config.economics import CompiledBudget
+from sluice_sidecar.errors import BudgetExceeded
+
+NOW = dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)
+
+
+def rules(**limits: object) -> tuple:
+    spec = CompiledBudget.model_validate({"namespace": "ns", "name": "b", "limits": limits})
+    return build_rules([spec])
+
+
+def ledger() -> BudgetLedger:
+    return BudgetLedger(MemoryBudgetStore(), now=lambda: NOW)
+
+
+money = st.decimals(min_value=0, max_value=50, places=4, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.decimals(min_value=1, max_value=500, places=2),
+    calls=st.lists(st.tuples(money, st.floats(min_value=0, max_value=1)), max_size=60),
+    interleave=st.integers(min_value=1, max_value=10),
+)
+async def test_concurrent_reservations_never_overspend(limit, calls, interleave) -> None:
+    """Admit in waves of ``interleave`` before settling any; actual cost <= estimate."""
+    book = ledger()
+    budget = rules(costUSD=limit)
+    pending = []
+    for estimate, share in calls:
+        try:
+            held = await book.admit(budget, estimate, 0, None)
+        except BudgetExceeded:
+            held = None
+        if held is not None:
+            pending.append((held, (estimate * Decimal(share)).quantize(Decimal("0.0001"))))
+        if len(pending) >= interleave:
+            for held_, actual in pending:
+                book.settle(held_, actual, 0)
+            pending.clear()
+    for held_, actual in pending:
+        book.settle(held_, actual, 0)
+    counters = book.store.get("ns/b", "m:2026-11")  # type: ignore[attr-defined]
+    assert counters.spent <= limit
+    assert counters.reserved_cost == 0
+
+
+async def test_refusal_names_the_budget_and_rolls_back_other_reservations() -> None:
+    store = MemoryBudgetStore()
+    book = BudgetLedger(store, now=lambda: NOW)
+    generous = CompiledBudget.model_validate({"name": "a", "limits": {"costUSD": 100}})
+    tight = CompiledBudget.model_validate({"name": "z", "limits": {"tokens": 10}})
+    both = build_rules([generous, tight])
+    with pytest.raises(BudgetExceeded) as caught:
+        await book.admit(both, Decimal(5), 11, None)
+    assert caught.value.details["budget"] == "default/z"
+    assert caught.value.details["limitKind"] == "tokens"
+    assert store.get("default/a", "m:2026-11").reserved_cost == 0
+
+
+async def test_exhausted_budget_refuses_even_unpriced_calls() -> None:
+    book = ledger()
+    budget = rules(costUSD=1)
+    [held] = await book.admit(budget, Decimal(1), 0, None)
+    book.settle([held], Decimal(1), 0)
+    with pytest.raises(BudgetExceeded):
+        await book.admit(budget, Decimal(0), 0, None)
+
+
+async def test_external_spend_counts() -> None:
+    store = MemoryBudgetStore()
+    book = BudgetLedger(store, now=lambda: NOW)
+    store.note_external("ns/b", "m:2026-11", Decimal(9), 0)
+    with pytest.raises(BudgetExceeded):
+        await book.admit(rules(costUSD=10), Decimal(2), 0, None)
+
+
+def test_state_file_form_round_trips() -> None:
+    store = MemoryBudgetStore()
+    c = store.get("ns/b", "d:2026-11-22")
+    c.spent, c.tokens = Decimal("1.25"), 7
+    c.sessions["job"] = [Decimal("0.5"), Decimal(0)]
+    again = MemoryBudgetStore()
+    again.load(store.dump())
+    restored = again.get("ns/b", "d:2026-11-22")
+    assert (restored.spent, restored.tokens) == (Decimal("1.25"), 7)
+    assert restored.sessions["job"][0] == Decimal("0.5")
