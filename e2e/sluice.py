@@ -1,0 +1,245 @@
+"""Sluice on the real control plane: CRDs, the operator under least privilege, sidecar pods.
+
+``SluiceDeployment.install`` does what ``helm install`` does for the parts a test needs (CRDs,
+the operator's ClusterRole from the chart's rules file, a ServiceAccount bound to it, the
+MutatingWebhookConfiguration pointing at the operator), then starts ``python -m
+sluice_operator`` with that ServiceAccount's kubeconfig. ``sidecar_launch`` plays the
+container runtime for injected Pods: it runs the real sidecar at the Pod's loopback IP with the
+ports, ConfigMap and admin token the injected container declares.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from e2e.harness import net, processes
+from e2e.harness.client import ApiError
+from e2e.harness.controlplane import ControlPlane
+from e2e.harness.kubelet import Launch, LaunchFactory, PodSlot
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES_FILE = ROOT / "helm/sluice/files/operator-clusterrole-rules.yaml"
+OPERATOR_NAMESPACE = "sluice-system"
+WEBHOOK_CONFIGURATION = "sluice-sidecar-injector"
+
+
+def webhook_configuration(port: int) -> dict[str, Any]:
+    """What the chart ships, with a loopback URL instead of the in-cluster Service."""
+    hook = {
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "NoneOnDryRun",
+        "failurePolicy": "Ignore",
+        "timeoutSeconds": 10,
+        "reinvocationPolicy": "Never",
+        "clientConfig": {"url": f"https://127.0.0.1:{port}/inject"},
+        "rules": [
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": ["CREATE"],
+                "resources": ["pods"],
+                "scope": "Namespaced",
+            }
+        ],
+    }
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": WEBHOOK_CONFIGURATION},
+        "webhooks": [
+            {
+                **hook,
+                "name": "pods.inject.sluice.dev",
+                "objectSelector": {"matchLabels": {"sluice.dev/inject": "true"}},
+            },
+            {
+                **hook,
+                "name": "pods.namespace.inject.sluice.dev",
+                "namespaceSelector": {"matchLabels": {"sluice.dev/inject": "enabled"}},
+                "objectSelector": {
+                    "matchExpressions": [
+                        {
+                            "key": "sluice.dev/inject",
+                            "operator": "NotIn",
+                            "values": ["false", "true"],
+                        }
+                    ]
+                },
+            },
+        ],
+    }
+
+
+@dataclass
+class SluiceDeployment:
+    cp: ControlPlane
+    kubeconfig: Path
+    workdir: Path
+    webhook_port: int
+    operator: processes.ManagedProcess | None = None
+
+    @classmethod
+    def install(cls, cp: ControlPlane, sa_kubeconfig: Any, workdir: Path) -> SluiceDeployment:
+        cp.kubectl("apply", "-f", str(ROOT / "crds"))
+        cp.kubectl("wait", "--for=condition=Established", "crd/llmpolicies.sluice.dev")
+        rules = yaml.safe_load(RULES_FILE.read_text())
+        kubeconfig = sa_kubeconfig("sluice-operator", namespace=OPERATOR_NAMESPACE, rules=rules)
+        port = net.free_port()
+        cp.apply(yaml.safe_dump(webhook_configuration(port)))
+        return cls(cp, kubeconfig, workdir, port)
+
+    def start_operator(self) -> None:
+        env = {
+            "KUBECONFIG": str(self.kubeconfig),
+            "SLUICE_OPERATOR_NAMESPACE": OPERATOR_NAMESPACE,
+            "SLUICE_OPERATOR_WEBHOOK_ADDR": "127.0.0.1",
+            "SLUICE_OPERATOR_WEBHOOK_PORT": str(self.webhook_port),
+            "SLUICE_OPERATOR_WEBHOOK_EXTRA_SANS": "127.0.0.1,localhost",
+            "SLUICE_OPERATOR_SIDECAR_IMAGE": "sluice-sidecar:e2e",
+        }
+        liveness = net.free_port()
+        self.operator = processes.ManagedProcess(
+            "operator",
+            [
+                sys.executable,
+                "-m",
+                "sluice_operator",
+                "--verbose",
+                "--liveness",
+                f"http://127.0.0.1:{liveness}/healthz",
+            ],
+            self.workdir / f"operator-{liveness}.log",
+            env=env,
+        )
+        processes.wait_until(
+            lambda: self._ca_bundle_set() or self._check_running(),
+            60,
+            what="the operator to start and set the webhook caBundle",
+        )
+        # The API server picks webhook configurations up through an informer: wait until a
+        # dry-run pod of an opted-in shape comes back injected.
+        processes.wait_until(self._webhook_active, 30, what="the injection webhook to answer")
+
+    def _check_running(self) -> bool:
+        assert self.operator is not None
+        if not self.operator.running():
+            raise RuntimeError(f"operator exited:\n{self.operator.tail(60)}")
+        return False
+
+    def _ca_bundle_set(self) -> bool:
+        config = self.cp.request(
+            "GET",
+            f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{WEBHOOK_CONFIGURATION}",
+        )
+        return all(h["clientConfig"].get("caBundle") for h in config["webhooks"])
+
+    def _webhook_active(self) -> bool:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"generateName": "probe-", "labels": {"sluice.dev/inject": "true"}},
+            "spec": {"containers": [{"name": "app", "image": "app"}]},
+        }
+        created = self.cp.request("POST", "/api/v1/namespaces/default/pods?dryRun=All", pod)
+        return any(
+            c["name"] == "sluice-proxy"
+            for c in created["spec"].get("initContainers", []) + created["spec"]["containers"]
+        )
+
+    def stop_operator(self) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+            self.operator = None
+
+    def logs(self) -> str:
+        return self.operator.tail(80) if self.operator else ""
+
+
+def sidecar_launch(cp: ControlPlane, workdir: Path) -> LaunchFactory:
+    """Run the real sidecar for an injected Pod, as its container would run in a cluster."""
+
+    def launch(slot: PodSlot) -> Launch:
+        spec = slot.pod["spec"]
+        container = next(
+            c
+            for c in spec.get("initContainers", []) + spec["containers"]
+            if c["name"] == "sluice-proxy"
+        )
+        env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        env["SLUICE_POD_UID"] = slot.pod["metadata"]["uid"]
+        env["SLUICE_NAMESPACE"] = slot.namespace
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        pod_dir = workdir / slot.name
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        # The kubelet mounts the admin token Secret and the ConfigMap: read them the same way.
+        secret_name = volumes["sluice-admin-token"]["secret"]["secretName"]
+        secret = cp.request("GET", f"/api/v1/namespaces/{slot.namespace}/secrets/{secret_name}")
+        (pod_dir / "token").write_bytes(base64.b64decode(secret["data"]["token"]))
+        argv = [
+            sys.executable,
+            "-m",
+            "sluice_sidecar",
+            "--host",
+            slot.ip,
+            "--admin-host",
+            slot.ip,
+            "--admin-token-file",
+            str(pod_dir / "token"),
+            "--no-watch",
+        ]
+        config_map = volumes["sluice-config"]["configMap"]["name"]
+        try:
+            data = cp.request("GET", f"/api/v1/namespaces/{slot.namespace}/configmaps/{config_map}")
+            (pod_dir / "config.json").write_text(data["data"]["config.json"])
+            argv += ["--config-file", str(pod_dir / "config.json")]
+        except ApiError as error:
+            if error.status != 404:
+                raise
+        # ... and the projected provider-key Secrets, as <secret>/<key> files.
+        keys_dir = pod_dir / "providers"
+        for source in volumes["sluice-provider-keys"].get("projected", {}).get("sources", []):
+            ref = source["secret"]
+            try:
+                found = cp.request(
+                    "GET", f"/api/v1/namespaces/{slot.namespace}/secrets/{ref['name']}"
+                )
+            except ApiError as error:
+                if error.status == 404 and ref.get("optional"):
+                    continue
+                raise
+            for item in ref.get("items", []):
+                if item["key"] in (found.get("data") or {}):
+                    path = keys_dir / item["path"]
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(base64.b64decode(found["data"][item["key"]]))
+        env.pop("SLUICE_ADMIN_TOKEN_FILE", None)
+        env["SLUICE_SECRETS_DIR"] = str(keys_dir)
+        admin_port = int(env["SLUICE_ADMIN_PORT"])
+        return Launch(argv=argv, env=env, ports=[admin_port])
+
+    return launch
+
+
+def sidecar_config(slot: PodSlot, token: str) -> dict[str, Any]:
+    """GET /admin/config of a running sidecar."""
+    import urllib.request
+
+    port = next(
+        p["containerPort"]
+        for c in slot.pod["spec"].get("initContainers", []) + slot.pod["spec"]["containers"]
+        if c["name"] == "sluice-proxy"
+        for p in c["ports"]
+        if p["name"] == "sluice-admin"
+    )
+    request = urllib.request.Request(
+        f"http://{slot.ip}:{port}/admin/config", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.loads(answer.read())

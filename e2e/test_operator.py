@@ -1,0 +1,315 @@
+"""The operator end to end on the real control plane, under its least-privilege ClusterRole.
+
+Real kube-apiserver, etcd and kube-controller-manager; the fake kubelet runs the real sidecar
+for every injected Pod at its own loopback IP, so pushes cross real HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from e2e.harness.controlplane import ControlPlane
+from e2e.harness.kubelet import FakeKubelet, KubeletFactory
+from e2e.harness.processes import wait_until
+from e2e.sluice import SluiceDeployment, sidecar_config, sidecar_launch
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[1]
+POLICIES = "/apis/sluice.dev/v1alpha1/namespaces/{ns}/llmpolicies"
+
+
+@pytest.fixture(scope="module")
+def sluice(
+    control_plane: ControlPlane, service_account_kubeconfig, tmp_path_factory
+) -> Iterator[SluiceDeployment]:
+    deployment = SluiceDeployment.install(
+        control_plane, service_account_kubeconfig, tmp_path_factory.mktemp("sluice")
+    )
+    control_plane.kubectl("create", "namespace", "sluice-system", check=False)
+    deployment.start_operator()
+    try:
+        yield deployment
+    finally:
+        print("---- operator log (tail) ----\n" + deployment.logs())
+        deployment.stop_operator()
+
+
+def deployment(name: str, replicas: int, annotate: bool = True) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": name,
+                "annotations": {"sluice.dev/inject": "true"} if annotate else {},
+            },
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "registry.local/app:1"}]},
+                },
+            },
+        }
+    )
+
+
+def policy(name: str, app: str, **spec: object) -> str:
+    spec.setdefault("providers", [{"name": "openai", "type": "openai"}])
+    return yaml.safe_dump(
+        {
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "LlmPolicy",
+            "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": app}}, **spec},
+        }
+    )
+
+
+def admin_token(cp: ControlPlane, namespace: str) -> str:
+    secret = cp.request("GET", f"/api/v1/namespaces/{namespace}/secrets/sluice-sidecar-admin")
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
+def configmap_version(cp: ControlPlane, namespace: str, workload: str) -> str:
+    cm = cp.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/sluice-config-{workload}")
+    return cm["metadata"]["annotations"]["sluice.dev/config-version"]
+
+
+def running_sidecars(kubelet: FakeKubelet, count: int) -> list:
+    return wait_until(
+        lambda: (s := list(kubelet.slots().values())) and len(s) == count and s,
+        60,
+        what=f"{count} injected pods running",
+    )
+
+
+def versions(kubelet: FakeKubelet, token: str) -> set[str]:
+    return {sidecar_config(slot, token)["version"] for slot in kubelet.slots().values()}
+
+
+def policy_status(cp: ControlPlane, namespace: str, name: str) -> dict:
+    return cp.request("GET", f"{POLICIES.format(ns=namespace)}/{name}").get("status") or {}
+
+
+def condition(status: dict, kind: str) -> dict:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+
+def start_workload(
+    cp: ControlPlane,
+    namespace: str,
+    fake_kubelet: KubeletFactory,
+    tmp_path: Path,
+    name: str = "studio",
+    replicas: int = 3,
+) -> tuple[FakeKubelet, str]:
+    kubelet = fake_kubelet(namespace, "sluice.dev/injected=true", sidecar_launch(cp, tmp_path))
+    cp.kubectl("apply", "-n", namespace, "-f", "-", input=deployment(name, replicas))
+    running_sidecars(kubelet, replicas)
+    token = admin_token(cp, namespace)
+    # Every sidecar ends up with the workload's configuration (built-in defaults for now).
+    wait_until(
+        lambda: versions(kubelet, token) == {configmap_version(cp, namespace, name)},
+        30,
+        what="sidecars to run the workload's configuration",
+    )
+    return kubelet, token
+
+
+def test_annotated_deployment_gets_injected_pods(
+    sluice: SluiceDeployment, control_plane: ControlPlane, namespace: str, fake_kubelet, tmp_path
+) -> None:
+    kubelet, _ = start_workload(control_plane, namespace, fake_kubelet, tmp_path, replicas=2)
+    pod = next(iter(kubelet.slots().values())).pod
+    (sidecar,) = [c for c in pod["spec"]["initContainers"] if c["name"] == "sluice-proxy"]
+    assert sidecar["restartPolicy"] == "Always"  # a native sidecar on 1.35
+    assert sidecar["securityContext"]["runAsNonRoot"] is True
+    assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    app = pod["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in app["env"]}
+    assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:15000/v1"
+    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:15000"
+    volumes = {v["name"] for v in pod["spec"]["volumes"]}
+    assert {"sluice-config", "sluice-admin-token", "sluice-provider-keys"} <= volumes
+    # The operator copied the annotation into the template: one rollout with the sidecar.
+    template = control_plane.request(
+        "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/studio"
+    )["spec"]["template"]["metadata"]
+    assert template["annotations"]["sluice.dev/inject"] == "true"
+
+    # Removing the annotation rolls the pods back without the sidecar.
+    control_plane.kubectl("annotate", "-n", namespace, "deployment/studio", "sluice.dev/inject-")
+    wait_until(
+        lambda: (
+            "sluice.dev/inject"
+            not in (
+                control_plane.request(
+                    "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/studio"
+                )["spec"]["template"]["metadata"].get("annotations")
+                or {}
+            )
+        ),
+        30,
+        what="the template annotation to be removed",
+    )
+
+
+def test_apply_policy_reconfigures_every_sidecar(
+    sluice: SluiceDeployment, control_plane: ControlPlane, namespace: str, fake_kubelet, tmp_path
+) -> None:
+    kubelet, token = start_workload(control_plane, namespace, fake_kubelet, tmp_path)
+    before = versions(kubelet, token)
+    control_plane.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=policy(
+            "studio",
+            "studio",
+            retry={"maxAttempts": 2},
+            operations={"Storyboard": {"timeoutSeconds": 30}},
+        ),
+    )
+    wait_until(
+        lambda: (v := versions(kubelet, token)) != before and len(v) == 1,
+        30,
+        what="every sidecar to run the new configuration",
+    )
+    (slot,) = list(kubelet.slots().values())[:1]
+    config = sidecar_config(slot, token)["config"]
+    assert config["retry"]["maxAttempts"] == 2
+    assert config["operations"]["Storyboard"]["timeoutSeconds"] == 30
+    status = wait_until(
+        lambda: (
+            (s := policy_status(control_plane, namespace, "studio"))
+            and condition(s, "Ready").get("status") == "True"
+            and s
+        ),
+        30,
+        what="the policy to report Ready",
+    )
+    assert status["sidecars"] == {"desired": 3, "synced": 3, "summary": "3/3"}
+    assert status["workloads"] == [f"{namespace}/studio"]
+    table = control_plane.kubectl("get", "llmpolicies", "-n", namespace).stdout
+    assert "True" in table and "3/3" in table
+
+    # Deleting the policy returns the sidecars to the defaults.
+    control_plane.kubectl("delete", "llmpolicy", "studio", "-n", namespace)
+    wait_until(lambda: versions(kubelet, token) == before, 30, what="sidecars back on the defaults")
+
+
+def test_invalid_policy_is_reported_and_never_reaches_sidecars(
+    sluice: SluiceDeployment, control_plane: ControlPlane, namespace: str, fake_kubelet, tmp_path
+) -> None:
+    kubelet, token = start_workload(control_plane, namespace, fake_kubelet, tmp_path, replicas=2)
+    before = versions(kubelet, token)
+    bad = policy(
+        "keys",
+        "studio",
+        providers=[
+            {
+                "name": "openai",
+                "type": "openai",
+                "apiKeySecretRef": {"name": "missing", "key": "apiKey"},
+            }
+        ],
+    )
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=bad)
+    status = wait_until(
+        lambda: (
+            (s := policy_status(control_plane, namespace, "keys"))
+            and condition(s, "Valid").get("status") == "False"
+            and s
+        ),
+        30,
+        what="Valid=False on the policy",
+    )
+    assert "Secret missing not found" in condition(status, "Valid")["message"]
+    assert condition(status, "Ready")["status"] == "False"
+    events = wait_until(
+        lambda: [
+            e
+            for e in control_plane.request("GET", f"/api/v1/namespaces/{namespace}/events")["items"]
+            if e["reason"] == "InvalidPolicy"
+        ],
+        30,
+        what="an InvalidPolicy event",
+    )
+    assert "Secret missing not found" in events[0]["message"]
+    assert versions(kubelet, token) == before  # the sidecars kept the last good configuration
+
+    # Creating the Secret makes the same policy valid, and it reaches the sidecars.
+    control_plane.kubectl(
+        "create", "secret", "generic", "missing", "-n", namespace, "--from-literal=apiKey=sk-test"
+    )
+    control_plane.kubectl("annotate", "llmpolicy", "keys", "-n", namespace, "retry=now")
+    control_plane.kubectl(
+        "patch",
+        "llmpolicy",
+        "keys",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"priority": 1}}',
+    )
+    wait_until(
+        lambda: (
+            condition(policy_status(control_plane, namespace, "keys"), "Ready").get("status")
+            == "True"
+        ),
+        30,
+        what="the policy to become Ready once its Secret exists",
+    )
+    assert versions(kubelet, token) != before
+
+
+def test_operator_restart_loses_nothing(
+    sluice: SluiceDeployment, control_plane: ControlPlane, namespace: str, fake_kubelet, tmp_path
+) -> None:
+    kubelet, token = start_workload(control_plane, namespace, fake_kubelet, tmp_path, replicas=2)
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=policy("p", "studio"))
+    wait_until(
+        lambda: (
+            condition(policy_status(control_plane, namespace, "p"), "Ready").get("status") == "True"
+        ),
+        30,
+        what="Ready before the restart",
+    )
+    sluice.stop_operator()
+    control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=policy("p", "studio", retry={"maxAttempts": 1})
+    )
+    sluice.start_operator()
+    wait_until(
+        lambda: (
+            {
+                sidecar_config(s, token)["config"]["retry"]["maxAttempts"]
+                for s in kubelet.slots().values()
+            }
+            == {1}
+        ),
+        30,
+        what="the change made while the operator was down to reach the sidecars",
+    )
+    status = wait_until(
+        lambda: (
+            (s := policy_status(control_plane, namespace, "p"))
+            and s.get("observedGeneration") == 2
+            and condition(s, "Ready").get("status") == "True"
+            and s
+        ),
+        30,
+        what="status observed the new generation",
+    )
+    assert status["sidecars"]["synced"] == 2

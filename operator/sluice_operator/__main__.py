@@ -1,0 +1,41 @@
+"""``python -m sluice_operator``: run the operator (all namespaces) with its handlers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import kopf
+
+from sluice_operator import handlers  # noqa: F401 - registers the handlers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sluice-operator", description=__doc__)
+    parser.add_argument("--namespace", action="append", help="watch only these namespaces")
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # The API client logs whole response bodies at debug level: never useful, often secret.
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace or (),
+            liveness_endpoint=args.liveness,
+            standalone=True,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

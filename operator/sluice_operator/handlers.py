@@ -1,0 +1,155 @@
+"""kopf handlers: thin entry points that hand the work to the reconciler and the webhook.
+
+Everything is level-based: a change to a policy, a Deployment or an injected Pod asks for a
+reconcile of its namespace, which recomputes the desired state from the cluster. Handlers use
+``on.event`` (no per-object state is written by kopf) except the admission webhook.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from sluice_operator.injection import INJECT_ANNOTATION, INJECTED_LABEL, WORKLOAD_LABEL
+from sluice_operator.kube import Kube
+from sluice_operator.pusher import Pusher
+from sluice_operator.reconcile import VERSION_ANNOTATION, Reconciler, pod_ready
+from sluice_operator.settings import load_operator_settings
+from sluice_operator.webhook import mutate_pod, prepare_server
+
+MANAGED_ANNOTATION = "sluice.dev/inject-managed"
+logger = logging.getLogger("sluice.operator")
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    operator_settings = load_operator_settings()
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="sluice.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="sluice.dev")
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    kube = await Kube.connect()
+    pusher = Pusher(operator_settings)
+    await pusher.start()
+    memo.settings = operator_settings
+    memo.kube = kube
+    memo.pusher = pusher
+    memo.reconciler = Reconciler(
+        kube,
+        pusher,
+        operator_settings,
+        warn=lambda body, reason, message: kopf.warn(body, reason=reason, message=message),
+    )
+    memo.server_minor = await kube.server_minor()
+    if operator_settings.webhook_enabled:
+        settings.admission.server = await prepare_server(kube, operator_settings)
+        settings.admission.managed = None  # the chart owns the webhook configuration
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await memo.pusher.close()
+    await memo.kube.close()
+
+
+async def _reconcile(memo: kopf.Memo, namespace: str, why: str) -> None:
+    logger.debug("reconciling %s: %s", namespace, why)
+    await memo.reconciler.reconcile(namespace)
+
+
+@kopf.on.event("sluice.dev", "v1alpha1", "llmpolicies")
+async def policy_event(
+    event: dict[str, Any], body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any
+) -> None:
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    if event["type"] == "MODIFIED" and meta.get("generation") == status.get("observedGeneration"):
+        return  # our own status write
+    await _reconcile(memo, namespace, f"policy {meta.get('name')} {event['type']}")
+
+
+@kopf.on.event("apps", "v1", "deployments")
+async def deployment_event(
+    event: dict[str, Any], body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any
+) -> None:
+    if event["type"] == "DELETED":
+        return
+    annotations = body["metadata"].get("annotations") or {}
+    template = (body["spec"]["template"].get("metadata") or {}).get("annotations") or {}
+    wanted = annotations.get(INJECT_ANNOTATION) == "true"
+    managed = annotations.get(MANAGED_ANNOTATION) == "true"
+    name = body["metadata"]["name"]
+    if wanted and template.get(INJECT_ANNOTATION) != "true":
+        # Copy the user's gesture into the pod template: a rollout creates injected pods.
+        await memo.kube.patch_deployment_template(
+            namespace,
+            name,
+            {
+                "metadata": {"annotations": {MANAGED_ANNOTATION: "true"}},
+                "spec": {
+                    "template": {
+                        "metadata": {
+                            "annotations": {INJECT_ANNOTATION: "true"},
+                            "labels": {INJECT_ANNOTATION: "true"},
+                        }
+                    }
+                },
+            },
+        )
+        logger.info("deployment %s/%s opted in: rolling out with the sidecar", namespace, name)
+    elif not wanted and managed:
+        await memo.kube.patch_deployment_template(
+            namespace,
+            name,
+            {
+                "metadata": {"annotations": {MANAGED_ANNOTATION: None}},
+                "spec": {
+                    "template": {
+                        "metadata": {
+                            "annotations": {INJECT_ANNOTATION: None},
+                            "labels": {INJECT_ANNOTATION: None},
+                        }
+                    }
+                },
+            },
+        )
+        logger.info("deployment %s/%s opted out: rolling out without the sidecar", namespace, name)
+    if wanted or template.get(INJECT_ANNOTATION) == "true":
+        await _reconcile(memo, namespace, f"deployment {name}")
+
+
+@kopf.on.event("", "v1", "pods", labels={INJECTED_LABEL: "true"})
+async def pod_event(
+    event: dict[str, Any], body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """A sidecar that became ready gets the current configuration at once."""
+    pod = dict(body)
+    annotations = pod["metadata"].get("annotations") or {}
+    workload = (pod["metadata"].get("labels") or {}).get(WORKLOAD_LABEL)
+    if event["type"] == "DELETED" or (
+        pod_ready(pod)
+        and workload is not None
+        and (
+            annotations.get(VERSION_ANNOTATION)
+            != memo.reconciler.versions.get((namespace, workload))
+        )
+    ):
+        await _reconcile(memo, namespace, f"pod {pod['metadata']['name']} {event['type']}")
+
+
+@kopf.on.mutate("", "v1", "pods", operation="CREATE", id="inject", ignore_failures=True)
+async def inject_sidecar(
+    body: kopf.Body, patch: kopf.Patch, namespace: str, memo: kopf.Memo, dryrun: bool, **_: Any
+) -> None:
+    injected = await mutate_pod(
+        dict(body), namespace, memo.kube, memo.settings, memo.server_minor, dryrun
+    )
+    if injected is None:
+        return
+
+    def replace(target: dict[str, Any]) -> None:
+        target["metadata"] = injected["metadata"]
+        target["spec"] = injected["spec"]
+
+    patch.fns.append(replace)

@@ -1,0 +1,181 @@
+"""What the mutating webhook adds to a Pod: the sidecar, its volumes, the apps' base URLs.
+
+Pure functions over plain dictionaries (the Pod as the API server sends it), so the exact
+patch is unit-tested without a cluster. Injection is idempotent: a Pod that already has the
+sidecar is returned unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from sluice_operator.settings import OperatorSettings
+
+SIDECAR_NAME = "sluice-proxy"
+INJECT_ANNOTATION = "sluice.dev/inject"
+INJECTED_LABEL = "sluice.dev/injected"
+WORKLOAD_LABEL = "sluice.dev/workload"
+ENV_OPT_OUT_ANNOTATION = "sluice.dev/inject-base-urls"
+CONFIG_DIR = "/etc/sluice/config"
+TOKEN_DIR = "/var/run/secrets/sluice/admin"
+SECRETS_DIR = "/var/run/secrets/sluice/providers"
+NATIVE_SIDECAR_MINOR = 29  # restartPolicy: Always init containers are on by default from 1.29
+
+Pod = dict[str, Any]
+
+
+def config_map_name(workload: str) -> str:
+    return f"sluice-config-{workload}"[:253]
+
+
+def workload_of(pod: Pod) -> str:
+    """The Deployment (or other owner) a Pod belongs to, from what a new Pod already carries."""
+    metadata = pod.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    if WORKLOAD_LABEL in labels:
+        return labels[WORKLOAD_LABEL]
+    template_hash = labels.get("pod-template-hash")
+    for owner in metadata.get("ownerReferences") or []:
+        name = owner.get("name", "")
+        if (
+            owner.get("kind") == "ReplicaSet"
+            and template_hash
+            and name.endswith("-" + template_hash)
+        ):
+            return name[: -len(template_hash) - 1]
+        if name:
+            return name
+    generate = metadata.get("generateName", "")
+    return generate.rstrip("-") or metadata.get("name", "pod")
+
+
+def is_injected(pod: Pod) -> bool:
+    spec = pod.get("spec") or {}
+    containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
+    return any(c.get("name") == SIDECAR_NAME for c in containers)
+
+
+def sidecar_container(settings: OperatorSettings, workload: str, native: bool) -> dict[str, Any]:
+    http_get = {"port": settings.admin_port, "scheme": "HTTP"}
+    container: dict[str, Any] = {
+        "name": SIDECAR_NAME,
+        "image": settings.sidecar_image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["--config-file", f"{CONFIG_DIR}/config.json", "--admin-host", "0.0.0.0"],
+        "env": [
+            {"name": "SLUICE_ADMIN_TOKEN_FILE", "value": f"{TOKEN_DIR}/token"},
+            {"name": "SLUICE_SECRETS_DIR", "value": SECRETS_DIR},
+            {"name": "SLUICE_DATA_PORT", "value": str(settings.data_port)},
+            {"name": "SLUICE_ADMIN_PORT", "value": str(settings.admin_port)},
+            {"name": "SLUICE_WORKLOAD", "value": workload},
+            {"name": "SLUICE_POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+            {
+                "name": "SLUICE_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+        ],
+        "ports": [
+            {"name": "sluice-llm", "containerPort": settings.data_port, "protocol": "TCP"},
+            {"name": "sluice-admin", "containerPort": settings.admin_port, "protocol": "TCP"},
+        ],
+        "readinessProbe": {"httpGet": {**http_get, "path": "/readyz"}, "periodSeconds": 2},
+        "livenessProbe": {"httpGet": {**http_get, "path": "/healthz"}, "periodSeconds": 10},
+        "startupProbe": {
+            "httpGet": {**http_get, "path": "/healthz"},
+            "periodSeconds": 1,
+            "failureThreshold": 30,
+        },
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"memory": "256Mi"},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "sluice-config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "sluice-admin-token", "mountPath": TOKEN_DIR, "readOnly": True},
+            {"name": "sluice-provider-keys", "mountPath": SECRETS_DIR, "readOnly": True},
+        ],
+    }
+    if native:
+        container["restartPolicy"] = "Always"
+    return container
+
+
+def base_url_env(settings: OperatorSettings) -> list[dict[str, str]]:
+    return [
+        {"name": "OPENAI_BASE_URL", "value": f"http://127.0.0.1:{settings.data_port}/v1"},
+        {"name": "ANTHROPIC_BASE_URL", "value": f"http://127.0.0.1:{settings.data_port}"},
+    ]
+
+
+def inject(
+    pod: Pod,
+    settings: OperatorSettings,
+    *,
+    server_minor: int,
+    key_secrets: dict[str, list[str]] | None = None,
+) -> Pod:
+    """The Pod with the sidecar injected (a new dictionary; the input is not changed)."""
+    if is_injected(pod):
+        return pod
+    pod = copy.deepcopy(pod)
+    metadata = pod.setdefault("metadata", {})
+    spec = pod.setdefault("spec", {})
+    workload = workload_of(pod)
+    native = server_minor >= NATIVE_SIDECAR_MINOR
+    container = sidecar_container(settings, workload, native)
+
+    if (metadata.get("annotations") or {}).get(ENV_OPT_OUT_ANNOTATION, "true") != "false":
+        for app in spec.get("containers") or []:
+            present = {e.get("name") for e in app.get("env") or []}
+            app["env"] = (app.get("env") or []) + [
+                e for e in base_url_env(settings) if e["name"] not in present
+            ]
+    if native:
+        spec["initContainers"] = [container, *(spec.get("initContainers") or [])]
+    else:
+        spec["containers"] = [*(spec.get("containers") or []), container]
+
+    volumes = [
+        {
+            "name": "sluice-config",
+            "configMap": {"name": config_map_name(workload), "optional": True},
+        },
+        {"name": "sluice-admin-token", "secret": {"secretName": settings.admin_token_secret}},
+        provider_keys_volume(key_secrets or {}),
+    ]
+    spec["volumes"] = [*(spec.get("volumes") or []), *volumes]
+    labels = metadata.setdefault("labels", {})
+    labels[INJECTED_LABEL] = "true"
+    labels[WORKLOAD_LABEL] = workload
+    metadata.setdefault("annotations", {})[INJECTED_LABEL] = settings.sidecar_image
+    return pod
+
+
+def provider_keys_volume(key_secrets: dict[str, list[str]]) -> dict[str, Any]:
+    """Every provider key Secret the workload's policies name, as <secret>/<key> files."""
+    if not key_secrets:
+        return {
+            "name": "sluice-provider-keys",
+            "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"},
+        }
+    sources = [
+        {
+            "secret": {
+                "name": secret,
+                "optional": True,
+                "items": [{"key": key, "path": f"{secret}/{key}"} for key in sorted(keys)],
+            }
+        }
+        for secret, keys in sorted(key_secrets.items())
+    ]
+    return {"name": "sluice-provider-keys", "projected": {"sources": sources}}

@@ -1,0 +1,192 @@
+"""The operator's Kubernetes API access (kubernetes_asyncio), in one module.
+
+kopf watches and patches the resources it handles; everything else the operator reads or
+writes (policies in bulk, Deployments, Pods, ConfigMaps, Secrets, status) goes through here, so
+RBAC needs are visible in one place and match ``helm/sluice/templates/rbac.yaml``.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from sluice_operator.crds import GROUP, VERSION
+
+Body = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.admission = client.AdmissionregistrationV1Api(api)
+
+    @classmethod
+    async def connect(cls) -> Kube:
+        """In-cluster credentials when running in a pod, else $KUBECONFIG."""
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            await config.load_kube_config()
+        return cls(client.ApiClient())
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    # -- reads -------------------------------------------------------------------------------
+    async def policies(self, namespace: str) -> list[Body]:
+        answer = await self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "llmpolicies"
+        )
+        return answer["items"]
+
+    async def deployments(self, namespace: str) -> list[Body]:
+        answer = await self.apps.list_namespaced_deployment(namespace)
+        return [self.api.sanitize_for_serialization(d) for d in answer.items]
+
+    async def pods(self, namespace: str, selector: str) -> list[Body]:
+        answer = await self.core.list_namespaced_pod(namespace, label_selector=selector)
+        return [self.api.sanitize_for_serialization(p) for p in answer.items]
+
+    async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
+        """The keys of a Secret (never its values), or None when it does not exist."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return set(secret.data or {})
+
+    async def namespace_labels(self, namespace: str) -> dict[str, str]:
+        answer = await self.core.read_namespace(namespace)
+        return answer.metadata.labels or {}
+
+    # -- writes ------------------------------------------------------------------------------
+    async def apply_config_map(
+        self,
+        namespace: str,
+        name: str,
+        data: dict[str, str],
+        labels: dict[str, str],
+        annotations: dict[str, str],
+    ) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": labels, "annotations": annotations},
+            "data": data,
+        }
+        try:
+            await self.core.replace_namespaced_config_map(name, namespace, body)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            await self.core.create_namespaced_config_map(namespace, body)
+
+    async def admin_token(self, namespace: str, name: str) -> str:
+        """The sidecars' admin token of a namespace, created on first use."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+            return base64.b64decode(secret.data["token"]).decode()
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        token = secrets.token_urlsafe(32)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "sluice"}},
+            "type": "Opaque",
+            "stringData": {"token": token},
+        }
+        try:
+            await self.core.create_namespaced_secret(namespace, body)
+        except ApiException as error:
+            if error.status != 409:  # created meanwhile by another handler: use theirs
+                raise
+            return await self.admin_token(namespace, name)
+        return token
+
+    async def tls_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+    async def create_tls_secret(self, namespace: str, name: str, files: dict[str, bytes]) -> bool:
+        """Create it; False when another replica created it first (then read theirs)."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "sluice"}},
+            "type": "Opaque",
+            "data": {k: base64.b64encode(v).decode() for k, v in files.items()},
+        }
+        try:
+            await self.core.create_namespaced_secret(namespace, body)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    async def set_ca_bundle(self, configuration: str, ca_pem: bytes) -> bool:
+        """Put the CA into every webhook of the configuration; False when it does not exist."""
+        try:
+            current = await self.admission.read_mutating_webhook_configuration(configuration)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        bundle = base64.b64encode(ca_pem).decode()
+        patch = [
+            {
+                "op": "replace" if hook.client_config.ca_bundle else "add",
+                "path": f"/webhooks/{index}/clientConfig/caBundle",
+                "value": bundle,
+            }
+            for index, hook in enumerate(current.webhooks or [])
+            if hook.client_config.ca_bundle != bundle
+        ]
+        if patch:
+            await self.admission.patch_mutating_webhook_configuration(
+                configuration, patch, _content_type=JSON_PATCH
+            )
+        return True
+
+    async def server_minor(self) -> int:
+        info = await client.VersionApi(self.api).get_code()
+        return int("".join(ch for ch in info.minor if ch.isdigit()))
+
+    async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        await self.core.patch_namespaced_pod(
+            name, namespace, {"metadata": {"annotations": annotations}}
+        )
+
+    async def patch_policy_status(self, namespace: str, name: str, status: Body) -> None:
+        await self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            "llmpolicies",
+            name,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+        )
+
+    async def patch_deployment_template(self, namespace: str, name: str, patch: Body) -> None:
+        await self.apps.patch_namespaced_deployment(
+            name, namespace, patch, _content_type=MERGE_PATCH
+        )

@@ -1,0 +1,80 @@
+"""Push a compiled configuration to sidecars over their admin API, with bounded concurrency.
+
+``PUT http://<pod IP>:<admin port>/admin/config`` with the namespace's admin token. Connection
+errors and 5xx answers are retried with exponential backoff; a 400 (the sidecar refused the
+configuration) is final and reported, never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from sluice_operator.settings import OperatorSettings
+
+logger = logging.getLogger("sluice.operator.push")
+
+
+@dataclass(frozen=True, slots=True)
+class PushTarget:
+    pod: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    pod: str
+    ok: bool
+    attempts: int
+    detail: str
+
+
+class Pusher:
+    def __init__(self, settings: OperatorSettings) -> None:
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._limit = asyncio.Semaphore(settings.push_concurrency)
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self._settings.push_timeout_s)
+        self._session = aiohttp.ClientSession(timeout=timeout)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def push_all(
+        self, targets: list[PushTarget], document: bytes, token: str
+    ) -> list[PushResult]:
+        return await asyncio.gather(*(self._push_one(t, document, token) for t in targets))
+
+    async def _push_one(self, target: PushTarget, document: bytes, token: str) -> PushResult:
+        assert self._session is not None, "Pusher.start() was not awaited"
+        url = f"http://{target.host}:{target.port}/admin/config"
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        delay = self._settings.push_backoff_s
+        detail = ""
+        attempts = self._settings.push_attempts
+        for attempt in range(1, attempts + 1):
+            async with self._limit:
+                try:
+                    async with self._session.put(url, data=document, headers=headers) as answer:
+                        body = await answer.read()
+                        if answer.status == 200:
+                            version = orjson.loads(body)["version"]
+                            return PushResult(target.pod, True, attempt, version)
+                        detail = f"HTTP {answer.status}: {body[:300].decode(errors='replace')}"
+                        if answer.status < 500:
+                            break  # refused or unauthorized: retrying cannot help
+                except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as error:
+                    detail = f"{type(error).__name__}: {error}"
+            if attempt < attempts:
+                await asyncio.sleep(delay)
+                delay *= 2
+        logger.warning("push to %s (%s) failed: %s", target.pod, url, detail)
+        return PushResult(target.pod, False, attempt, detail)

@@ -1,0 +1,61 @@
+"""Operator settings: one frozen model, read from SLUICE_OPERATOR_* variables in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "SLUICE_OPERATOR_"
+
+
+class OperatorSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sidecar_image: str = Field(
+        default="ghcr.io/sluice-dev/sluice-sidecar:0.1.0", description="Injected sidecar image."
+    )
+    admin_port: int = Field(default=15090, description="Sidecar admin port the operator pushes to.")
+    data_port: int = Field(default=15000, description="Sidecar LLM API port apps call.")
+    admin_token_secret: str = Field(
+        default="sluice-sidecar-admin", description="Per-namespace Secret with the admin token."
+    )
+    push_concurrency: int = Field(default=16, ge=1, description="Sidecars pushed to at once.")
+    push_attempts: int = Field(default=5, ge=1, description="Attempts per sidecar and push.")
+    push_timeout_s: float = Field(default=5.0, gt=0, description="One push request's timeout.")
+    push_backoff_s: float = Field(default=0.2, gt=0, description="First retry delay; doubles.")
+    namespace: str = Field(default="sluice-system", description="Where the operator runs.")
+    webhook_enabled: bool = Field(default=True, description="Serve the injection webhook.")
+    webhook_addr: str = Field(default="0.0.0.0", description="Webhook listen address.")
+    webhook_port: int = Field(default=9443, description="Webhook HTTPS port.")
+    webhook_service: str = Field(
+        default="sluice-operator", description="Service in front of the webhook (certificate SAN)."
+    )
+    webhook_configuration: str = Field(
+        default="sluice-sidecar-injector",
+        description="MutatingWebhookConfiguration whose caBundle the operator keeps current.",
+    )
+    webhook_tls_secret: str = Field(
+        default="sluice-webhook-tls", description="Secret keeping the generated certificate."
+    )
+    webhook_cert_dir: str | None = Field(
+        default=None, description="Use tls.crt/tls.key/ca.crt from here (cert-manager) instead."
+    )
+    webhook_extra_sans: str = Field(
+        default="", description="Comma-separated extra DNS names or IPs for the certificate."
+    )
+    admin_host_override: str | None = Field(
+        default=None,
+        description="Reach every sidecar at this host instead of its pod IP (tests only).",
+    )
+
+
+def load_operator_settings(environ: Mapping[str, str] | None = None) -> OperatorSettings:
+    environ = os.environ if environ is None else environ
+    values = {
+        field: environ[ENV_PREFIX + field.upper()]
+        for field in OperatorSettings.model_fields
+        if environ.get(ENV_PREFIX + field.upper())
+    }
+    return OperatorSettings.model_validate(values)
