@@ -24,8 +24,12 @@ def installed_crds(control_plane: ControlPlane) -> ControlPlane:
 
 def policy(name: str, spec: dict) -> str:
     return yaml.safe_dump(
-        {"apiVersion": "sluice.dev/v1alpha1", "kind": "LlmPolicy", "metadata": {"name": name},
-         "spec": spec}
+        {
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "LlmPolicy",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
     )
 
 
@@ -57,14 +61,22 @@ def test_examples_are_accepted_with_defaults(installed_crds: ControlPlane, names
         ({"retry": {"maxAttempts": 0}}, "spec.retry.maxAttempts"),
         ({"retry": {"baseDelayMs": 5000, "maxDelayMs": 10}}, "maxDelayMs must be >= baseDelayMs"),
         ({"circuitBreaker": {"successThreshold": 0}}, "spec.circuitBreaker.successThreshold"),
-        ({"circuitBreaker": {"openSeconds": 100, "maxOpenSeconds": 10}},
-         "maxOpenSeconds must be >= openSeconds"),
+        (
+            {"circuitBreaker": {"openSeconds": 100, "maxOpenSeconds": 10}},
+            "maxOpenSeconds must be >= openSeconds",
+        ),
         ({"providers": [{"name": "a", "type": "openai-compatible"}]}, "baseUrl is required"),
-        ({"providers": [{"name": "a", "type": "openai"}, {"name": "a", "type": "anthropic"}]},
-         "provider names must be unique"),
-        ({"providers": [{"name": "a", "type": "openai"}],
-          "operations": {"Scenes": {"providers": ["missing"]}}},
-         "every provider named in operations"),
+        (
+            {"providers": [{"name": "a", "type": "openai"}, {"name": "a", "type": "anthropic"}]},
+            "provider names must be unique",
+        ),
+        (
+            {
+                "providers": [{"name": "a", "type": "openai"}],
+                "operations": {"Scenes": {"providers": ["missing"]}},
+            },
+            "every provider named in operations",
+        ),
         ({"operations": {"bad name": {}}}, "keys must match"),
         ({"defaults": {"warningThreshold": 1}}, "spec.defaults.warningThreshold"),
     ],
@@ -84,3 +96,38 @@ def test_short_names_and_category(installed_crds: ControlPlane, namespace: str) 
     assert "llmpolicy.sluice.dev/basic" in by_short and "llmpolicy.sluice.dev/basic" in by_category
     table = installed_crds.kubectl("get", "llmpolicies", "-n", namespace).stdout
     assert table.split("\n")[0].split() == ["NAME", "READY", "PROVIDERS", "SIDECARS", "AGE"]
+
+
+def budget(spec: dict) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "LlmBudget",
+            "metadata": {"name": "b"},
+            "spec": spec,
+        }
+    )
+
+
+def test_budget_schema_and_cel(installed_crds: ControlPlane, namespace: str) -> None:
+    installed_crds.kubectl(
+        "wait", "--for=condition=Established", "crd/llmbudgets.sluice.dev", "--timeout=30s"
+    )
+    ok = budget({"period": "daily", "limits": {"costUSD": 5, "tokens": 100000}})
+    installed_crds.kubectl("apply", "-n", namespace, "-f", "-", input=ok)
+    stored = installed_crds.request(
+        "GET", f"/apis/sluice.dev/v1alpha1/namespaces/{namespace}/llmbudgets/b"
+    )
+    assert stored["spec"]["enforcement"] == "hard"  # defaulted by the API server
+    assert stored["spec"]["thresholds"] == {"warning": 0.75, "alert": 0.9}
+    for spec, needle in [
+        ({"thresholds": {"warning": 0.9, "alert": 0.8}}, "warning < alert <= 1"),
+        ({"period": "hourly"}, "spec.period"),
+        ({"limits": {"costUSD": -1}}, "spec.limits.costUSD"),
+        ({"enforcement": "maybe"}, "spec.enforcement"),
+    ]:
+        assert needle in apply_error(installed_crds, namespace, budget(spec))
+    by_category = installed_crds.kubectl("get", "sluice", "-n", namespace, "-o", "name").stdout
+    assert "llmbudget.sluice.dev/b" in by_category
+    header = installed_crds.kubectl("get", "llmbudgets", "-n", namespace).stdout.split("\n")[0]
+    assert header.split() == ["NAME", "PERIOD", "SPENT", "LIMIT", "UTILIZATION", "STATE", "AGE"]

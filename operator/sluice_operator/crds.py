@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from sluice_sidecar.config.economics import LlmBudgetSpec
 from sluice_sidecar.config.model import LlmPolicySpec
 
 GROUP = "sluice.dev"
@@ -187,7 +188,26 @@ def structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
                 node[bound] = value
                 node[key] = True
             case "properties":
-                node["properties"] = {k: structural(v, defs) for k, v in value.items()}
+                required = set(schema.get("required", ()))
+                node["properties"] = {}
+                for name, child_schema in value.items():
+                    child = structural(child_schema, defs)
+                    # A sub-object built by default_factory: spell its defaults out, so the
+                    # API server fills them as pydantic does (and CEL sees the same values).
+                    if (
+                        child.get("type") == "object"
+                        and "properties" in child
+                        and not child.get("nullable")
+                        and "default" not in child
+                        and not child.get("required")
+                        and name not in required
+                    ):
+                        child["default"] = {
+                            k: v["default"]
+                            for k, v in child["properties"].items()
+                            if "default" in v
+                        }
+                    node["properties"][name] = child
             case "items":
                 node["items"] = structural(value, defs)
             case "additionalProperties":
@@ -319,9 +339,57 @@ def policy_crd() -> dict[str, Any]:
     )
 
 
+BUDGET_STATUS: Schema = {
+    "type": "object",
+    "properties": {
+        "observedGeneration": {"type": "integer"},
+        "spentUSD": {"type": "string", "description": "Spend this period (decimal string)."},
+        "tokens": {"type": "integer", "description": "Input+output tokens this period."},
+        "limitUSD": {"type": "string", "description": "spec.limits.costUSD, for printing."},
+        "utilization": {"type": "string", "description": "Share of the tightest limit, e.g. 42%."},
+        "state": {"type": "string", "enum": ["OK", "Warning", "Alert", "Exceeded"]},
+        "periodStart": {"type": "string", "format": "date-time"},
+        "resetsAt": {"type": "string", "format": "date-time", "nullable": True},
+        "pods": {
+            "type": "object",
+            "description": "Last cumulative counters seen per pod UID (for exact deltas).",
+            "x-kubernetes-preserve-unknown-fields": True,
+        },
+        "conditions": CONDITIONS,
+    },
+}
+
+BUDGET_RULES: dict[str, list[dict[str, str]]] = {
+    "thresholds": [
+        {
+            "rule": "self.warning < self.alert && self.alert <= 1.0",
+            "message": "thresholds must satisfy warning < alert <= 1",
+        }
+    ],
+}
+
+
+def budget_crd() -> dict[str, Any]:
+    return custom_resource_definition(
+        kind="LlmBudget",
+        plural="llmbudgets",
+        short_names=["llmbud", "llmb"],
+        spec=spec_schema(LlmBudgetSpec, BUDGET_RULES, {}),
+        status=BUDGET_STATUS,
+        columns=[
+            {"name": "Period", "type": "string", "jsonPath": ".spec.period"},
+            {"name": "Spent", "type": "string", "jsonPath": ".status.spentUSD"},
+            {"name": "Limit", "type": "string", "jsonPath": ".status.limitUSD"},
+            {"name": "Utilization", "type": "string", "jsonPath": ".status.utilization"},
+            {"name": "State", "type": "string", "jsonPath": ".status.state"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD document."""
-    return {"llmpolicies.yaml": policy_crd()}
+    return {"llmpolicies.yaml": policy_crd(), "llmbudgets.yaml": budget_crd()}
 
 
 def render(crd: dict[str, Any]) -> str:

@@ -21,15 +21,24 @@ def test_structural_conversion() -> None:
         "additionalProperties": False,
         "properties": {
             "ref": {"$ref": "#/$defs/Inner"},
-            "maybe": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "null"}],
-                      "default": None},
+            "maybe": {
+                "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "null"}],
+                "default": None,
+            },
             "free": {"type": "object"},
         },
     }
     node = crds.structural(schema, defs)
-    assert node["properties"]["ref"] == {"type": "object", "properties": {"x": {"type": "integer"}}}
+    assert node["properties"]["ref"] == {
+        "type": "object",
+        "properties": {"x": {"type": "integer"}},
+        "default": {},
+    }
     assert node["properties"]["maybe"] == {
-        "type": "number", "minimum": 0, "exclusiveMinimum": True, "nullable": True
+        "type": "number",
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "nullable": True,
     }
     assert node["properties"]["free"]["x-kubernetes-preserve-unknown-fields"] is True
     assert "additionalProperties" not in node
