@@ -107,6 +107,7 @@ class Reservation:
     tokens: int
     session: str | None
     remaining: Decimal | None  # cost left after this reservation; None: no cost limit
+    held_locally: bool = False  # a shared store fell back to the memory store for this one
 
 
 def refusal(

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio
 from pydantic import ValidationError
 
 from sluice_sidecar.budget_periods import Period
+from sluice_sidecar.budget_redis import RedisBudgetStore
 from sluice_sidecar.budget_store import StateFile
 from sluice_sidecar.budgets import (
     BudgetLedger,
@@ -47,6 +49,7 @@ from sluice_sidecar.transports.base import Transport
 
 logger = logging.getLogger("sluice.config")
 LEVEL_ORDER = ("OK", "Warning", "Alert", "Exceeded")
+REDIS_TIMEOUT_S = 0.5
 
 
 class ConfigRejected(ValueError):
@@ -82,6 +85,7 @@ class SidecarState:
         )
         self._budget_levels: dict[str, tuple[str, str]] = {}  # budget -> (period key, level)
         self._state_file: StateFile | None = None
+        self.redis: Any = None  # redis.asyncio.Redis when settings.redis_url is set
         self.breakers = BreakerRegistry(
             SidecarConfig.model_fields["circuit_breaker"].get_default(call_default_factory=True),
             clock=clock,
@@ -106,10 +110,29 @@ class SidecarState:
             self._state_file = StateFile(self.settings.state_dir, self.budget_memory)
             self._state_file.load()
             self._state_file.start()
+        if self.settings.redis_url is not None:
+            self._start_redis(self.settings.redis_url)
+
+    def _start_redis(self, url: str) -> None:
+        # The client connects lazily: a Redis outage never blocks start-up.
+        self.redis = redis.asyncio.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        )
+        self.budgets.store = RedisBudgetStore(
+            self.redis,
+            self.budget_memory,
+            on_error=self.metrics.redis_errors.labels("budget").inc,
+            observer=self._budget_settled,
+        )
 
     async def close(self) -> None:
+        drain = getattr(self.budgets.store, "drain", None)
+        if drain is not None:
+            await drain()
         if self._state_file is not None:
             await self._state_file.close()
+        if self.redis is not None:
+            await self.redis.aclose()
 
     @property
     def version(self) -> str | None:

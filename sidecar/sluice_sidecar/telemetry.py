@@ -142,6 +142,12 @@ class Metrics:
             ["budget", "level"],
             registry=r,
         )
+        self.redis_errors = Counter(
+            "sluice_redis_errors",
+            "Redis operations that failed; the sidecar went on without Redis for them.",
+            ["use"],
+            registry=r,
+        )
         self._models: set[str] = set()
 
     def model_label(self, model: str) -> str:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import redis.asyncio
 
 from sluice_sidecar.config import LlmPolicy, compile_policies
 from sluice_sidecar.config.model import LlmBudget
 from tests.proxy.conftest import sidecar, sidecar_factory
+from tests.support.redis_server import RedisServer, missing_reason, start_redis
 from tests.support.sidecar import SidecarHandle, close_test_sidecar, start_test_sidecar
 
-__all__ = ["budget", "economics_sidecar", "sidecar", "sidecar_factory"]
+__all__ = [
+    "budget",
+    "economics_sidecar",
+    "redis_server",
+    "redis_url",
+    "sidecar",
+    "sidecar_factory",
+]
 
 EconomicsSidecar = Callable[..., Awaitable[SidecarHandle]]
 
@@ -46,3 +55,23 @@ async def economics_sidecar() -> AsyncIterator[EconomicsSidecar]:
     for handle in reversed(handles):
         if handle.running._runners:
             await close_test_sidecar(handle)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session; skipped with the reason when not installed."""
+    reason = missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    await client.flushall()
+    await client.aclose()
+    return redis_server.url

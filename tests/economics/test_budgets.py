@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.economics.conftest import budget
+from tests.support.redis_server import free_port
 from tests.support.sidecar import (
     SidecarHandle,
     anthropic_provider_for,
@@ -183,3 +184,57 @@ async def test_hundred_parallel_calls_never_overspend(llm: SimulatedLLM, economi
         print(f"100 parallel calls at {before}/{limit} USD: {passed} passed, spent {after}")
     finally:
         await slow.close()
+
+
+async def test_replicas_share_budget_counters_in_redis(redis_url: str, economics_sidecar) -> None:
+    """Two sidecars, one Redis: 100 parallel calls split across both never overspend."""
+    limit = Decimal(400)
+    slow = SimulatedLLM(name="slow", latency_s=0.05)
+    await slow.start()
+    try:
+        document = policy(providers=[provider_for(slow)], pricing=DOLLAR_PER_TOKEN)
+        budgets = [budget(limits={"costUSD": limit})]
+        replicas = [
+            await economics_sidecar(document, budgets, redis_url=redis_url) for _ in range(2)
+        ]
+        clients = [client(r) for r in replicas]
+        while await spent(replicas[0]) < limit * Decimal("0.8"):
+            await clients[0].chat.completions.create(model="m", messages=MESSAGES, max_tokens=10)
+            await replicas[0].state.budgets.store.drain()
+        assert await spent(replicas[1]) == await spent(replicas[0])  # one shared counter
+
+        async def one(i: int) -> bool:
+            try:
+                await clients[i % 2].chat.completions.create(
+                    model="m", messages=MESSAGES, max_tokens=10
+                )
+            except openai.RateLimitError:
+                return False
+            return True
+
+        results = await asyncio.gather(*(one(i) for i in range(100)))
+        for replica in replicas:
+            await replica.state.budgets.store.drain()
+        after = await spent(replicas[0])
+        assert 0 < sum(results) < 100
+        assert after <= limit, f"overspent across replicas: {after} > {limit}"
+        print(f"2 replicas, 100 parallel calls: {sum(results)} passed, spent {after}/{limit}")
+        for c in clients:
+            await c.close()
+    finally:
+        await slow.close()
+
+
+async def test_redis_down_keeps_serving_and_counts(llm: SimulatedLLM, economics_sidecar):
+    sidecar = await economics_sidecar(
+        priced_policy(llm),
+        [budget(limits={"costUSD": 1000})],
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+    )
+    async with client(sidecar) as c:
+        answer = await c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=10)
+    assert answer.choices
+    metrics = await sidecar.metrics_text()
+    assert 'sluice_redis_errors_total{use="budget"}' in metrics
+    status, body = await sidecar.admin("GET", "/admin/budgets")  # falls back to local counters
+    assert status == 200 and Decimal(body["budgets"][0]["spentUSD"]) == answer.usage.total_tokens
