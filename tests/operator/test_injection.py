@@ -1,0 +1,72 @@
+"""The Pod mutation the webhook applies (unit): what is added, and idempotency."""
+
+from __future__ import annotations
+
+from sluice_operator.injection import inject, is_injected, workload_of
+from sluice_operator.settings import OperatorSettings
+
+SETTINGS = OperatorSettings(sidecar_image="sidecar:test")
+
+
+def pod(**annotations: str) -> dict:
+    return {
+        "metadata": {
+            "generateName": "studio-7d9f-",
+            "labels": {"app": "studio", "pod-template-hash": "7d9f"},
+            "annotations": annotations,
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "studio-7d9f"}],
+        },
+        "spec": {
+            "containers": [
+                {"name": "app", "image": "app", "env": [{"name": "OPENAI_BASE_URL", "value": "x"}]}
+            ]
+        },
+    }
+
+
+def test_native_sidecar_on_129_and_later() -> None:
+    injected = inject(pod(), SETTINGS, server_minor=35)
+    (sidecar,) = injected["spec"]["initContainers"]
+    assert sidecar["name"] == "sluice-proxy" and sidecar["restartPolicy"] == "Always"
+    assert [c["name"] for c in injected["spec"]["containers"]] == ["app"]
+    assert injected["metadata"]["labels"]["sluice.dev/workload"] == "studio"
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["SLUICE_WORKLOAD"] == "studio"
+
+
+def test_regular_container_before_129() -> None:
+    injected = inject(pod(), SETTINGS, server_minor=28)
+    assert "initContainers" not in injected["spec"]
+    assert [c["name"] for c in injected["spec"]["containers"]] == ["app", "sluice-proxy"]
+    assert "restartPolicy" not in injected["spec"]["containers"][1]
+
+
+def test_base_urls_added_unless_set_or_opted_out() -> None:
+    app = inject(pod(), SETTINGS, server_minor=35)["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in app["env"]}
+    assert env["OPENAI_BASE_URL"] == "x"  # the app's own value wins
+    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:15000"
+    opted_out = inject(pod(**{"sluice.dev/inject-base-urls": "false"}), SETTINGS, server_minor=35)
+    assert [e["name"] for e in opted_out["spec"]["containers"][0]["env"]] == ["OPENAI_BASE_URL"]
+
+
+def test_provider_keys_are_projected_per_secret() -> None:
+    injected = inject(
+        pod(), SETTINGS, server_minor=35, key_secrets={"openai": ["apiKey"], "az": ["k1", "k2"]}
+    )
+    (volume,) = [v for v in injected["spec"]["volumes"] if v["name"] == "sluice-provider-keys"]
+    paths = [i["path"] for s in volume["projected"]["sources"] for i in s["secret"]["items"]]
+    assert paths == ["az/k1", "az/k2", "openai/apiKey"]
+
+
+def test_injection_is_idempotent_and_pure() -> None:
+    original = pod()
+    once = inject(original, SETTINGS, server_minor=35)
+    assert not is_injected(original)  # the input is not modified
+    assert is_injected(once) and inject(once, SETTINGS, server_minor=35) is once
+
+
+def test_workload_name_from_the_replicaset() -> None:
+    assert workload_of(pod()) == "studio"
+    bare = {"metadata": {"name": "job-x", "labels": {}}}
+    assert workload_of(bare) == "job-x"
