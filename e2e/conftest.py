@@ -21,6 +21,7 @@ from e2e.harness.client import ApiError, JsonObject
 from e2e.harness.controlplane import ControlPlane
 from e2e.harness.kubelet import FakeKubelet, IpAllocator, KubeletFactory, LaunchFactory
 from e2e.harness.rbac import ServiceAccountFactory
+from e2e.sluice import SluiceDeployment
 
 CONTROL_PLANE_KEY = pytest.StashKey[ControlPlane]()
 KUBELETS_KEY = pytest.StashKey[list[FakeKubelet]]()
@@ -169,3 +170,23 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"control plane {cp.version_string}: ready in {cp.start_seconds:.1f}s "
             f"(logs: {cp.log_dir})"
         )
+
+
+@pytest.fixture(scope="session")
+def sluice(
+    control_plane: ControlPlane,
+    service_account_kubeconfig: ServiceAccountFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[SluiceDeployment]:
+    """CRDs, the operator's least-privilege ServiceAccount, the webhook configuration, and the
+    operator running (``e2e/sluice.py``); its log tail is printed at the end."""
+    deployment = SluiceDeployment.install(
+        control_plane, service_account_kubeconfig, tmp_path_factory.mktemp("sluice")
+    )
+    control_plane.kubectl("create", "namespace", "sluice-system", check=False)
+    deployment.start_operator()
+    try:
+        yield deployment
+    finally:
+        print("---- operator log (tail) ----\n" + deployment.logs())
+        deployment.stop_operator()

@@ -83,6 +83,7 @@ class SluiceDeployment:
     kubeconfig: Path
     workdir: Path
     webhook_port: int
+    usage_port: int = 0
     operator: processes.ManagedProcess | None = None
 
     @classmethod
@@ -93,7 +94,7 @@ class SluiceDeployment:
         kubeconfig = sa_kubeconfig("sluice-operator", namespace=OPERATOR_NAMESPACE, rules=rules)
         port = net.free_port()
         cp.apply(yaml.safe_dump(webhook_configuration(port)))
-        return cls(cp, kubeconfig, workdir, port)
+        return cls(cp, kubeconfig, workdir, port, net.free_port())
 
     def start_operator(self) -> None:
         env = {
@@ -103,6 +104,10 @@ class SluiceDeployment:
             "SLUICE_OPERATOR_WEBHOOK_PORT": str(self.webhook_port),
             "SLUICE_OPERATOR_WEBHOOK_EXTRA_SANS": "127.0.0.1,localhost",
             "SLUICE_OPERATOR_SIDECAR_IMAGE": "sluice-sidecar:e2e",
+            "SLUICE_OPERATOR_USAGE_ADDR": "127.0.0.1",
+            "SLUICE_OPERATOR_USAGE_PORT": str(self.usage_port),
+            "SLUICE_OPERATOR_USAGE_REPORT_URL": f"http://127.0.0.1:{self.usage_port}/usage",
+            "SLUICE_OPERATOR_USAGE_INTERVAL_S": "1",
         }
         liveness = net.free_port()
         self.operator = processes.ManagedProcess(
@@ -221,6 +226,7 @@ def sidecar_launch(cp: ControlPlane, workdir: Path) -> LaunchFactory:
                     path.write_bytes(base64.b64decode(found["data"][item["key"]]))
         env.pop("SLUICE_ADMIN_TOKEN_FILE", None)
         env["SLUICE_SECRETS_DIR"] = str(keys_dir)
+        env["SLUICE_STATE_DIR"] = str(pod_dir / "state")  # the pod's emptyDir
         admin_port = int(env["SLUICE_ADMIN_PORT"])
         return Launch(argv=argv, env=env, ports=[admin_port])
 
@@ -229,6 +235,11 @@ def sidecar_launch(cp: ControlPlane, workdir: Path) -> LaunchFactory:
 
 def sidecar_config(slot: PodSlot, token: str) -> dict[str, Any]:
     """GET /admin/config of a running sidecar."""
+    return sidecar_admin(slot, token, "/admin/config")
+
+
+def sidecar_admin(slot: PodSlot, token: str, path: str) -> dict[str, Any]:
+    """GET an admin path of a running sidecar."""
     import urllib.request
 
     port = next(
@@ -239,7 +250,7 @@ def sidecar_config(slot: PodSlot, token: str) -> dict[str, Any]:
         if p["name"] == "sluice-admin"
     )
     request = urllib.request.Request(
-        f"http://{slot.ip}:{port}/admin/config", headers={"Authorization": f"Bearer {token}"}
+        f"http://{slot.ip}:{port}{path}", headers={"Authorization": f"Bearer {token}"}
     )
     with urllib.request.urlopen(request, timeout=5) as answer:
         return json.loads(answer.read())

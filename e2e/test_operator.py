@@ -7,7 +7,6 @@ for every injected Pod at its own loopback IP, so pushes cross real HTTP.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,22 +20,6 @@ from e2e.sluice import SluiceDeployment, sidecar_config, sidecar_launch
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = "/apis/sluice.dev/v1alpha1/namespaces/{ns}/llmpolicies"
-
-
-@pytest.fixture(scope="module")
-def sluice(
-    control_plane: ControlPlane, service_account_kubeconfig, tmp_path_factory
-) -> Iterator[SluiceDeployment]:
-    deployment = SluiceDeployment.install(
-        control_plane, service_account_kubeconfig, tmp_path_factory.mktemp("sluice")
-    )
-    control_plane.kubectl("create", "namespace", "sluice-system", check=False)
-    deployment.start_operator()
-    try:
-        yield deployment
-    finally:
-        print("---- operator log (tail) ----\n" + deployment.logs())
-        deployment.stop_operator()
 
 
 def deployment(name: str, replicas: int, annotate: bool = True) -> str:

@@ -350,9 +350,10 @@ BUDGET_STATUS: Schema = {
         "state": {"type": "string", "enum": ["OK", "Warning", "Alert", "Exceeded"]},
         "periodStart": {"type": "string", "format": "date-time"},
         "resetsAt": {"type": "string", "format": "date-time", "nullable": True},
-        "pods": {
+        "ledger": {
             "type": "object",
-            "description": "Last cumulative counters seen per pod UID (for exact deltas).",
+            "description": "Last cumulative spend seen per pod UID, and the spend of pods that "
+            "are gone: spentUSD = retired + the sum over pods.",
             "x-kubernetes-preserve-unknown-fields": True,
         },
         "conditions": CONDITIONS,

@@ -12,14 +12,17 @@ from typing import Any
 
 import kopf
 
+from sluice_operator.budgets import BudgetAggregator
 from sluice_operator.injection import INJECT_ANNOTATION, INJECTED_LABEL, WORKLOAD_LABEL
 from sluice_operator.kube import Kube
 from sluice_operator.pusher import Pusher
 from sluice_operator.reconcile import VERSION_ANNOTATION, Reconciler, pod_ready
 from sluice_operator.settings import load_operator_settings
+from sluice_operator.usage_server import start_usage_server
 from sluice_operator.webhook import mutate_pod, prepare_server
 
 MANAGED_ANNOTATION = "sluice.dev/inject-managed"
+USAGE_INTERVAL_S = load_operator_settings().usage_interval_s  # kopf fixes timers at import
 logger = logging.getLogger("sluice.operator")
 
 
@@ -43,6 +46,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         warn=lambda body, reason, message: kopf.warn(body, reason=reason, message=message),
     )
     memo.server_minor = await kube.server_minor()
+    memo.budgets = BudgetAggregator(
+        kube,
+        pusher,
+        operator_settings,
+        post_event=lambda body, kind, reason, message: kopf.event(
+            body, type=kind, reason=reason, message=message
+        ),
+    )
+    memo.usage_server = await start_usage_server(kube, memo.budgets, operator_settings)
     if operator_settings.webhook_enabled:
         settings.admission.server = await prepare_server(kube, operator_settings)
         settings.admission.managed = None  # the chart owns the webhook configuration
@@ -50,6 +62,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await memo.usage_server.cleanup()
     await memo.pusher.close()
     await memo.kube.close()
 
@@ -67,6 +80,22 @@ async def policy_event(
     if event["type"] == "MODIFIED" and meta.get("generation") == status.get("observedGeneration"):
         return  # our own status write
     await _reconcile(memo, namespace, f"policy {meta.get('name')} {event['type']}")
+
+
+@kopf.on.event("sluice.dev", "v1alpha1", "llmbudgets")
+async def budget_event(
+    event: dict[str, Any], body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """Budgets are compiled into the sidecars' configuration: a spec change reconfigures."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    if event["type"] == "MODIFIED" and meta.get("generation") == status.get("observedGeneration"):
+        return  # our own status write
+    await _reconcile(memo, namespace, f"budget {meta.get('name')} {event['type']}")
+
+
+@kopf.timer("sluice.dev", "v1alpha1", "llmbudgets", interval=USAGE_INTERVAL_S, idle=None)
+async def collect_usage(namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    await memo.budgets.collect(namespace)
 
 
 @kopf.on.event("apps", "v1", "deployments")

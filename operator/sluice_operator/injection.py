@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sluice_operator.settings import OperatorSettings
+from sluice_operator.settings import OperatorSettings, report_url
 
 SIDECAR_NAME = "sluice-proxy"
 INJECT_ANNOTATION = "sluice.dev/inject"
@@ -20,6 +20,7 @@ ENV_OPT_OUT_ANNOTATION = "sluice.dev/inject-base-urls"
 CONFIG_DIR = "/etc/sluice/config"
 TOKEN_DIR = "/var/run/secrets/sluice/admin"
 SECRETS_DIR = "/var/run/secrets/sluice/providers"
+STATE_DIR = "/var/lib/sluice"
 NATIVE_SIDECAR_MINOR = 29  # restartPolicy: Always init containers are on by default from 1.29
 
 Pod = dict[str, Any]
@@ -69,6 +70,8 @@ def sidecar_container(settings: OperatorSettings, workload: str, native: bool) -
             {"name": "SLUICE_DATA_PORT", "value": str(settings.data_port)},
             {"name": "SLUICE_ADMIN_PORT", "value": str(settings.admin_port)},
             {"name": "SLUICE_WORKLOAD", "value": workload},
+            {"name": "SLUICE_USAGE_REPORT_URL", "value": report_url(settings)},
+            {"name": "SLUICE_STATE_DIR", "value": STATE_DIR},
             {"name": "SLUICE_POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
             {
                 "name": "SLUICE_NAMESPACE",
@@ -103,6 +106,7 @@ def sidecar_container(settings: OperatorSettings, workload: str, native: bool) -
             {"name": "sluice-config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "sluice-admin-token", "mountPath": TOKEN_DIR, "readOnly": True},
             {"name": "sluice-provider-keys", "mountPath": SECRETS_DIR, "readOnly": True},
+            {"name": "sluice-state", "mountPath": STATE_DIR},
         ],
     }
     if native:
@@ -152,6 +156,8 @@ def inject(
         },
         {"name": "sluice-admin-token", "secret": {"secretName": settings.admin_token_secret}},
         provider_keys_volume(key_secrets or {}),
+        # Spend survives a sidecar restart: the state file lives as long as the Pod.
+        {"name": "sluice-state", "emptyDir": {"sizeLimit": "16Mi"}},
     ]
     spec["volumes"] = [*(spec.get("volumes") or []), *volumes]
     labels = metadata.setdefault("labels", {})

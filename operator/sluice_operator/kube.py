@@ -48,6 +48,32 @@ class Kube:
         )
         return answer["items"]
 
+    async def budgets(self, namespace: str) -> list[Body]:
+        answer = await self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "llmbudgets"
+        )
+        return answer["items"]
+
+    async def patch_budget_status(self, namespace: str, name: str, status: Body) -> None:
+        await self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            "llmbudgets",
+            name,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+        )
+
+    async def read_admin_token(self, namespace: str, name: str) -> str | None:
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return base64.b64decode(secret.data["token"]).decode()
+
     async def deployments(self, namespace: str) -> list[Body]:
         answer = await self.apps.list_namespaced_deployment(namespace)
         return [self.api.sanitize_for_serialization(d) for d in answer.items]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import orjson
@@ -47,6 +48,24 @@ class Pusher:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+    async def request_json(
+        self, method: str, target: PushTarget, path: str, token: str, body: bytes | None = None
+    ) -> Any | None:
+        """One admin API call (no retries: callers run again on the next timer tick)."""
+        assert self._session is not None, "Pusher.start() was not awaited"
+        url = f"http://{target.host}:{target.port}{path}"
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        async with self._limit:
+            try:
+                async with self._session.request(method, url, data=body, headers=headers) as answer:
+                    if answer.status != 200:
+                        logger.warning("%s %s: HTTP %d", method, url, answer.status)
+                        return None
+                    return orjson.loads(await answer.read())
+            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as error:
+                logger.warning("%s %s failed: %s", method, url, error)
+                return None
 
     async def push_all(
         self, targets: list[PushTarget], document: bytes, token: str

@@ -33,6 +33,8 @@ from sluice_operator.selection import selector_matches
 from sluice_operator.settings import OperatorSettings
 from sluice_sidecar.config import LlmPolicy, SidecarConfig, compile_policies, config_problems
 from sluice_sidecar.config.compiler import CompileError
+from sluice_sidecar.config.economics import WorkloadRef
+from sluice_sidecar.config.model import LlmBudget
 
 logger = logging.getLogger("sluice.operator.reconcile")
 
@@ -147,6 +149,17 @@ class Reconciler:
             if not report.problems:
                 valid.append((LlmPolicy.model_validate(report.body), report))
 
+        budgets = []
+        for body in await self.kube.budgets(namespace):
+            try:
+                budgets.append(LlmBudget.model_validate(body))
+            except ValidationError as error:
+                logger.warning(
+                    "LlmBudget %s/%s skipped: %s",
+                    namespace,
+                    body["metadata"]["name"],
+                    "; ".join(config_problems(error)),
+                )
         token = None
         for deployment in await self.kube.deployments(namespace):
             if not opted_in(deployment, namespace_labels):
@@ -154,7 +167,8 @@ class Reconciler:
             workload = deployment["metadata"]["name"]
             labels = (deployment["spec"]["template"].get("metadata") or {}).get("labels") or {}
             matched = [(p, r) for p, r in valid if selector_matches(p.spec.selector, labels)]
-            config = self._compile(namespace, workload, [p for p, _ in matched], matched)
+            selected = [b for b in budgets if selector_matches(b.spec.selector, labels)]
+            config = self._compile(namespace, workload, [p for p, _ in matched], matched, selected)
             if config is None:
                 continue
             await self._roll_out_new_keys(namespace, deployment, [p for p, _ in matched])
@@ -219,9 +233,14 @@ class Reconciler:
         workload: str,
         policies: list[LlmPolicy],
         matched: list[tuple[LlmPolicy, PolicyReport]],
+        budgets: list[LlmBudget],
     ) -> SidecarConfig | None:
         try:
-            return compile_policies(policies or [DEFAULT_POLICY])
+            return compile_policies(
+                policies or [DEFAULT_POLICY],
+                budgets,
+                workload=WorkloadRef(namespace=namespace, name=workload),
+            )
         except (CompileError, ValidationError) as error:
             problem = f"policies selecting {namespace}/{workload} do not compile together: " + (
                 "; ".join(config_problems(error))

@@ -45,9 +45,24 @@ class OperatorSettings(BaseModel):
     webhook_extra_sans: str = Field(
         default="", description="Comma-separated extra DNS names or IPs for the certificate."
     )
+    usage_interval_s: float = Field(
+        default=15.0, gt=0, description="How often sidecars' usage is collected into budgets."
+    )
+    usage_addr: str = Field(default="0.0.0.0", description="Final-usage report listen address.")
+    usage_port: int = Field(default=8081, description="Final-usage report port (plain HTTP).")
+    usage_report_url: str | None = Field(
+        default=None,
+        description="URL injected sidecars POST their final usage to; default: the Service.",
+    )
     admin_host_override: str | None = Field(
         default=None,
         description="Reach every sidecar at this host instead of its pod IP (tests only).",
+    )
+
+
+def report_url(settings: OperatorSettings) -> str:
+    return settings.usage_report_url or (
+        f"http://{settings.webhook_service}.{settings.namespace}.svc:{settings.usage_port}/usage"
     )
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import yaml
 from aiohttp import web
 
+from sluice_sidecar import fleet
 from sluice_sidecar.admin import build_admin_app
 from sluice_sidecar.proxy import build_data_app
 from sluice_sidecar.settings import SidecarSettings
@@ -51,7 +52,9 @@ class RunningSidecar:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for runner in self._runners:
-            await runner.cleanup()
+            await runner.cleanup()  # stops accepting, lets in-flight calls finish
+        # Every call has settled: the last word on this process's spend goes to the operator.
+        await fleet.report_final_usage(self.state)
         await self.state.close()
         await self.state.transport.close()  # type: ignore[attr-defined]
 
@@ -80,6 +83,12 @@ def load_initial_config(state: SidecarState) -> Fingerprint:
     return seen
 
 
+def _admin_app(state: SidecarState) -> web.Application:
+    app = build_admin_app(state)
+    fleet.add_routes(app)
+    return app
+
+
 async def start_sidecar(
     settings: SidecarSettings, *, clock: Callable[[], float] = time.monotonic
 ) -> RunningSidecar:
@@ -92,7 +101,7 @@ async def start_sidecar(
     running = RunningSidecar(state, settings.data_port, settings.admin_port)
     apps = [
         (build_data_app(state), settings.data_host, settings.data_port),
-        (build_admin_app(state), settings.admin_host, settings.admin_port),
+        (_admin_app(state), settings.admin_host, settings.admin_port),
     ]
     ports = []
     for app, host, port in apps:

@@ -65,6 +65,12 @@ class SidecarSettings(BaseModel):
         default=None,
         description="Where budget spend is saved (a volume) to survive restarts; None: memory.",
     )
+    usage_report_url: str | None = Field(
+        default=None,
+        description="Where the final usage is POSTed on shutdown (the operator's /usage).",
+    )
+    pod_uid: str | None = Field(default=None, description="This pod's UID (downward API).")
+    namespace: str | None = Field(default=None, description="This pod's namespace.")
     redis_url: str | None = Field(
         default=None,
         description="Redis shared by the replicas (cache backend redis, budget counters).",
@@ -116,6 +122,9 @@ def load_settings(
         "watch": "WATCH",
         "state_dir": "STATE_DIR",
         "redis_url": "REDIS_URL",
+        "usage_report_url": "USAGE_REPORT_URL",
+        "pod_uid": "POD_UID",
+        "namespace": "NAMESPACE",
     }
     for field, suffix in env_names.items():
         if (value := environ.get(ENV_PREFIX + suffix)) not in (None, ""):

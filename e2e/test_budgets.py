@@ -1,0 +1,166 @@
+"""Budgets across replicas on the real control plane: spend of two sidecars is summed into
+LlmBudget.status, a hard limit then blocks both, and a deleted pod's spend is kept."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+
+from e2e.harness import net, processes
+from e2e.harness.controlplane import ControlPlane
+from e2e.harness.processes import wait_until
+from e2e.sluice import SluiceDeployment, sidecar_admin, sidecar_launch
+from e2e.test_operator import admin_token, deployment, running_sidecars
+
+pytestmark = pytest.mark.e2e
+LIMIT = Decimal("0.01")
+BUDGETS = "/apis/sluice.dev/v1alpha1/namespaces/{ns}/llmbudgets"
+
+
+@pytest.fixture(scope="module")
+def simulator(tmp_path_factory) -> Iterator[str]:
+    port = net.free_port()
+    proc = processes.ManagedProcess(
+        "simulator",
+        [sys.executable, "-m", "tests.support.simulator", "--port", str(port)],
+        tmp_path_factory.mktemp("sim") / "simulator.log",
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    wait_until(lambda: net.accepts_connections("127.0.0.1", port), 20, what="the simulator")
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.stop()
+
+
+def manifests(upstream: str) -> str:
+    policy = {
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "LlmPolicy",
+        "metadata": {"name": "priced"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "studio"}},
+            "providers": [{"name": "sim", "type": "openai-compatible", "baseUrl": upstream}],
+            "pricing": {"sim-model": {"inputPer1M": 100, "outputPer1M": 100}},
+        },
+    }
+    budget = {
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "LlmBudget",
+        "metadata": {"name": "daily"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "studio"}},
+            "period": "daily",
+            "limits": {"costUSD": float(LIMIT)},
+            "enforcement": "hard",
+        },
+    }
+    return yaml.safe_dump_all([policy, budget])
+
+
+def call(slot, token: str | None = None) -> openai.types.chat.ChatCompletion:
+    client = openai.OpenAI(base_url=f"http://{slot.ip}:15000/v1", api_key="sk-app", max_retries=0)
+    with client:
+        return client.chat.completions.create(
+            model="sim-model",
+            max_tokens=20,
+            messages=[{"role": "user", "content": "a short line about rivers"}],
+        )
+
+
+def own_spend(slot, token: str, budget: str) -> Decimal:
+    rows = sidecar_admin(slot, token, "/admin/usage")["budgets"]
+    return next(Decimal(r["spentUSD"]) for r in rows if r["budget"] == budget)
+
+
+def budget_status(cp: ControlPlane, namespace: str) -> dict:
+    return cp.request("GET", f"{BUDGETS.format(ns=namespace)}/daily").get("status") or {}
+
+
+def test_two_replicas_summed_then_blocked_and_nothing_lost(
+    sluice: SluiceDeployment,
+    control_plane: ControlPlane,
+    namespace: str,
+    fake_kubelet,
+    simulator: str,
+    tmp_path,
+) -> None:
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=manifests(simulator))
+    kubelet = fake_kubelet(
+        namespace, "sluice.dev/injected=true", sidecar_launch(control_plane, tmp_path)
+    )
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=deployment("studio", 2))
+    a, b = running_sidecars(kubelet, 2)
+    token = admin_token(control_plane, namespace)
+    budget = f"{namespace}/daily"
+    # Both sidecars run the compiled budget before any traffic.
+    wait_until(
+        lambda: all(
+            any(r["budget"] == budget for r in sidecar_admin(s, token, "/admin/usage")["budgets"])
+            for s in (a, b)
+        ),
+        30,
+        what="both sidecars to enforce the budget",
+    )
+    for slot in (a, a, b):
+        assert call(slot).choices[0].message.content
+
+    expected = own_spend(a, token, budget) + own_spend(b, token, budget)
+    assert expected > 0
+    status = wait_until(
+        lambda: (
+            (s := budget_status(control_plane, namespace))
+            and Decimal(s.get("spentUSD", "0")) == expected
+            and s
+        ),
+        30,
+        what=f"LlmBudget.status.spentUSD to reach {expected}",
+    )
+    assert status["state"] in ("OK", "Warning", "Alert")
+    assert status["periodStart"].endswith("T00:00:00+00:00")
+
+    # Spend through sidecar A until it refuses; then B refuses too, through the operator's push.
+    blocked = False
+    for _ in range(40):
+        try:
+            call(a)
+        except openai.RateLimitError as error:
+            assert error.body["type"] == "budget_exceeded"  # type: ignore[index]
+            blocked = True
+            break
+    assert blocked, "sidecar A never hit the hard budget"
+
+    def b_refuses() -> bool:
+        try:
+            call(b)
+        except openai.RateLimitError as error:
+            return error.body["type"] == "budget_exceeded"  # type: ignore[index]
+        return False
+
+    wait_until(b_refuses, 30, what="sidecar B to refuse once the budget is exceeded elsewhere")
+    status = wait_until(
+        lambda: (
+            (s := budget_status(control_plane, namespace)) and s.get("state") == "Exceeded" and s
+        ),
+        30,
+        what="the budget state Exceeded",
+    )
+    events = control_plane.request("GET", f"/api/v1/namespaces/{namespace}/events")["items"]
+    assert any(e["reason"] == "BudgetExceeded" for e in events)
+
+    # A deleted pod's spend stays in the status (its sidecar reports on SIGTERM).
+    before = Decimal(status["spentUSD"])
+    control_plane.kubectl("scale", "-n", namespace, "deployment/studio", "--replicas=1")
+    wait_until(lambda: len(kubelet.slots()) == 1, 30, what="one pod left")
+    wait_until(
+        lambda: len(budget_status(control_plane, namespace)["ledger"]["pods"]) == 1,
+        30,
+        what="the deleted pod moved to the retired spend",
+    )
+    after = budget_status(control_plane, namespace)
+    assert Decimal(after["spentUSD"]) >= before
+    assert Decimal(after["ledger"]["retired"]["spentUSD"]) > 0

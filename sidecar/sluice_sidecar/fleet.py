@@ -1,0 +1,102 @@
+"""Budgets across the replicas of a workload, without Redis: the operator's side channel.
+
+The operator collects each sidecar's own spend (``GET /admin/usage``), sums it per budget and
+pushes back, to every sidecar, what the *other* replicas spent (``PUT /admin/budgets/external``),
+so a hard limit holds across replicas between collections. On shutdown a sidecar POSTs its
+final usage to the operator (``SLUICE_USAGE_REPORT_URL``), so a deleted pod's spend is not lost.
+With Redis the counters are shared directly and external reports are ignored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from sluice_sidecar.budget_periods import period_of
+from sluice_sidecar.proxy import STATE
+from sluice_sidecar.state import SidecarState
+
+logger = logging.getLogger("sluice.fleet")
+REPORT_TIMEOUT_S = 3.0
+
+
+def apply_external(state: SidecarState, rows: list[dict[str, Any]]) -> int:
+    """Note other replicas' spend per budget; returns how many rows applied."""
+    note = getattr(state.budgets.store, "note_external", None)
+    runtime = state.runtime
+    if note is None or runtime is None:
+        return 0
+    rules = {rule.identity: rule for rule in runtime.budget_rules}
+    now = dt.datetime.now(dt.UTC)
+    applied = 0
+    for row in rows:
+        rule = rules.get(str(row.get("budget")))
+        if rule is None:
+            continue
+        period = period_of(rule.spec.period, now)
+        if row.get("periodStart") != period.start.isoformat():
+            continue  # about another period: stale or early, either way not ours
+        try:
+            cost, tokens = Decimal(str(row["spentUSD"])), int(row.get("tokens", 0))
+        except (KeyError, InvalidOperation, ValueError):
+            continue
+        note(rule.identity, period.key, cost, tokens)
+        applied += 1
+    return applied
+
+
+async def put_external(request: web.Request) -> web.Response:
+    try:
+        document = orjson.loads(await request.read())
+        rows = document["budgets"]
+        if not isinstance(rows, list):
+            raise TypeError("budgets must be a list")
+    except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+        return web.json_response({"error": f"invalid body: {error}"}, status=400)
+    return web.json_response({"applied": apply_external(request.app[STATE], rows)})
+
+
+def add_routes(admin_app: web.Application) -> None:
+    admin_app.router.add_put("/admin/budgets/external", put_external)
+
+
+async def usage_document(state: SidecarState) -> dict[str, Any]:
+    runtime = state.runtime
+    rules = runtime.budget_rules if runtime else ()
+    return {
+        "podUID": state.settings.pod_uid,
+        "namespace": state.settings.namespace,
+        "workload": runtime.config.workload.identity if runtime else None,
+        "budgets": await state.budgets.status(rules),
+    }
+
+
+async def report_final_usage(state: SidecarState) -> bool:
+    """POST this process's last usage to the operator; False when not configured or failed."""
+    settings = state.settings
+    if not settings.usage_report_url or settings.admin_token is None:
+        return False
+    body = orjson.dumps(await usage_document(state))
+    headers = {
+        "Authorization": f"Bearer {settings.admin_token.get_secret_value()}",
+        "Content-Type": "application/json",
+    }
+    timeout = aiohttp.ClientTimeout(total=REPORT_TIMEOUT_S)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.post(settings.usage_report_url, data=body, headers=headers) as answer,
+        ):
+            if answer.status == 200:
+                logger.info("final usage reported to %s", settings.usage_report_url)
+                return True
+            logger.warning("final usage report refused: HTTP %d", answer.status)
+    except (aiohttp.ClientError, TimeoutError) as error:
+        logger.warning("final usage report to %s failed: %s", settings.usage_report_url, error)
+    return False
