@@ -132,6 +132,26 @@ async def get_budgets(request: web.Request) -> web.Response:
     return _json({"budgets": await state.budgets.status(rules)})
 
 
+async def get_cache(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    spec = state.runtime.config.cache if state.runtime else None
+    entries, size = state.memory_cache.size()
+    backend = state.cache_backend(spec).name if spec is not None else None
+    return _json(
+        {
+            "enabled": bool(spec and spec.enabled),
+            "backend": backend,
+            "memory": {
+                "entries": entries,
+                "bytes": size,
+                "maxEntries": state.memory_cache.max_entries,
+                "maxBytes": state.memory_cache.max_bytes,
+            },
+            **state.cache_stats.as_json(),
+        }
+    )
+
+
 async def get_circuits(request: web.Request) -> web.Response:
     breakers = request.app[STATE].breakers.all()
     return _json({"circuits": [b.snapshot() for b in breakers]})
@@ -155,6 +175,7 @@ def build_admin_app(state: SidecarState) -> web.Application:
     app.router.add_get("/admin/stats", get_stats)
     app.router.add_get("/admin/usage", get_usage)
     app.router.add_get("/admin/budgets", get_budgets)
+    app.router.add_get("/admin/cache", get_cache)
     app.router.add_get("/admin/circuits", get_circuits)
     app.router.add_post("/admin/circuits/reset", reset_circuits)
     return app

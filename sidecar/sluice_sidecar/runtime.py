@@ -68,6 +68,8 @@ class Operation:
     force_preset: bool
     retry: RetrySpec
     provider_names: tuple[str, ...] | None
+    cache_mode: str = "off"  # off, always (operation enabled it), deterministic (temperature)
+    cache_ttl_s: int = 0
 
     @property
     def has_preset(self) -> bool:
@@ -221,6 +223,12 @@ def _build_operation(name: str, spec: OperationSpec, config: SidecarConfig) -> O
     timeout = spec.timeout_seconds or config.defaults.timeout_seconds
     threshold = spec.warning_threshold or config.defaults.warning_threshold
     preset = spec.preset
+    cache = config.cache
+    switch = spec.cache.enabled if spec.cache is not None else None
+    mode = "off"
+    if cache.enabled and switch is not False:
+        mode = "always" if switch else "deterministic"
+    ttl = spec.cache.ttl_seconds if spec.cache and spec.cache.ttl_seconds else cache.ttl_seconds
     return Operation(
         name=name,
         timeout_s=timeout,
@@ -232,6 +240,8 @@ def _build_operation(name: str, spec: OperationSpec, config: SidecarConfig) -> O
         force_preset=preset.force if preset else False,
         retry=spec.retry or config.retry,
         provider_names=tuple(spec.providers) if spec.providers is not None else None,
+        cache_mode=mode,
+        cache_ttl_s=ttl,
     )
 
 

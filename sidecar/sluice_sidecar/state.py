@@ -30,10 +30,13 @@ from sluice_sidecar.budgets import (
     level,
     utilization,
 )
+from sluice_sidecar.cache_store import CacheBackend, CacheStats, MemoryCache, RedisCache
+from sluice_sidecar.config.economics import CacheSpec
 from sluice_sidecar.config.model import SidecarConfig, config_problems
 from sluice_sidecar.ledger import UsageLedger
 from sluice_sidecar.pipeline.breaker import BreakerRegistry, CircuitBreaker, State
 from sluice_sidecar.pipeline.budget import BudgetStage
+from sluice_sidecar.pipeline.cache import CacheStage
 from sluice_sidecar.pipeline.call import Next
 from sluice_sidecar.pipeline.circuit import CircuitStage
 from sluice_sidecar.pipeline.compose import compose
@@ -86,6 +89,13 @@ class SidecarState:
         self._budget_levels: dict[str, tuple[str, str]] = {}  # budget -> (period key, level)
         self._state_file: StateFile | None = None
         self.redis: Any = None  # redis.asyncio.Redis when settings.redis_url is set
+        self.cache_stats = CacheStats()
+        default_cache = CacheSpec()
+        self.memory_cache = MemoryCache(
+            default_cache.max_entries, default_cache.max_bytes, self.cache_stats
+        )
+        self.redis_cache: RedisCache | None = None
+        self._warned_no_redis = False
         self.breakers = BreakerRegistry(
             SidecarConfig.model_fields["circuit_breaker"].get_default(call_default_factory=True),
             clock=clock,
@@ -96,6 +106,7 @@ class SidecarState:
         self.pipeline: Next = compose(
             [
                 MeteringStage(self.metrics, [self.usage.record]),
+                CacheStage(self.cache_backend, self.cache_stats, self.metrics),
                 BudgetStage(self.budgets),
                 FallbackStage(self.metrics),
                 RetryStage(self.metrics, self.breakers),
@@ -124,6 +135,19 @@ class SidecarState:
             on_error=self.metrics.redis_errors.labels("budget").inc,
             observer=self._budget_settled,
         )
+        self.redis_cache = RedisCache(
+            self.redis, self.cache_stats, self.metrics.redis_errors.labels("cache").inc
+        )
+
+    def cache_backend(self, spec: CacheSpec) -> CacheBackend:
+        """The cache back-end a configuration asks for; memory when Redis is not configured."""
+        if spec.backend == "redis":
+            if self.redis_cache is not None:
+                return self.redis_cache
+            if not self._warned_no_redis:
+                self._warned_no_redis = True
+                logger.warning("cache backend redis needs --redis-url; using the memory cache")
+        return self.memory_cache
 
     async def close(self) -> None:
         drain = getattr(self.budgets.store, "drain", None)
@@ -158,6 +182,7 @@ class SidecarState:
             self.metrics.config_reloads.labels("unchanged").inc()
             return ApplyResult(runtime.version, previous, changed=False)
         self.breakers.reconfigure(config.circuit_breaker)
+        self.memory_cache.resize(config.cache.max_entries, config.cache.max_bytes)
         self.runtime = runtime  # the atomic swap
         waiters, self._version_waiters = self._version_waiters, []
         for waiter in waiters:

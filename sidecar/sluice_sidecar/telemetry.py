@@ -142,6 +142,26 @@ class Metrics:
             ["budget", "level"],
             registry=r,
         )
+        self.cache_requests = Counter(
+            "llm_cache_requests",
+            "Calls that went through the answer cache, by result (hit, miss, bypass).",
+            ["result"],
+            registry=r,
+        )
+        self.cache_saved = Counter(
+            "llm_cache_saved_usd",
+            "Cost of the calls answered from the cache, in US dollars.",
+            registry=r,
+        )
+        self.cache_evictions = Counter(
+            "llm_cache_evictions",
+            "Entries evicted from the memory cache to stay within its bounds.",
+            registry=r,
+        )
+        self.cache_entries = Gauge("llm_cache_entries", "Entries in the memory cache.", registry=r)
+        self.cache_bytes = Gauge(
+            "llm_cache_bytes", "Bytes of answers held in the memory cache.", registry=r
+        )
         self.redis_errors = Counter(
             "sluice_redis_errors",
             "Redis operations that failed; the sidecar went on without Redis for them.",

@@ -60,6 +60,7 @@ class Call:
     usage: Usage | None = None  # what the provider reported; None: unknown (yet)
     cost: Decimal | None = None  # None: unknown usage or unpriced model
     cache_status: CacheStatus = "off"
+    cache_key: str | None = None  # set by the cache stage for cacheable calls
     response_headers: dict[str, str] = field(default_factory=dict)  # x-sluice-* to the client
 
     @property

@@ -3,6 +3,7 @@
 Order, outermost first:
 
     metering  -> estimate; usage from the answer (streams too); price; record
+    cache     -> answer from the exact-match cache (hit), or store the answer (miss)
     budget    -> reserve the estimate in applicable budgets (429 when over); settle on close
     fallback  -> for each candidate provider, in order
     retry     -> attempts at that provider, with backoff, inside the deadline

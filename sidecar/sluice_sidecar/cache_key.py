@@ -1,0 +1,66 @@
+"""The exact-match cache key: SHA-256 of the canonical request.
+
+What goes in: the tenant (the workload's namespace/name and a hash of the caller's credential
+headers, so two tenants or two callers with different keys never share an entry), the API and
+route, the operation and its preset (which the upstream stage fills into the request), the
+candidate providers, the model, whether the answer is streamed, and every request field except
+the few that cannot change the answer (``IGNORED_FIELDS``). Unknown and provider-specific
+fields are in, so a new answer-changing parameter never aliases two requests.
+
+Canonical form: keys sorted at every level, floats that are whole numbers written as integers
+(``temperature: 1`` and ``1.0`` are one request; up to 2**53), everything else as sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+KEY_VERSION = 1
+IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
+EXACT_FLOAT_INTEGERS = (
+    2**53
+)  # beyond, a float is no longer one integer (and JSON ints stop at 64 bits)
+
+
+def credential_hash(headers: dict[str, str]) -> str:
+    material = "\x00".join(headers.get(name, "") for name in CREDENTIAL_HEADERS)
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def canonical(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= EXACT_FLOAT_INTEGERS:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def cache_key(
+    *,
+    tenant: str,
+    credentials: str,
+    route: str,
+    operation: tuple[Any, ...],
+    providers: tuple[str, ...],
+    stream: bool,
+    body: dict[str, Any],
+) -> str:
+    fields = {k: v for k, v in body.items() if k not in IGNORED_FIELDS}
+    document = {
+        "v": KEY_VERSION,
+        "tenant": tenant,
+        "credentials": credentials,
+        "route": route,
+        "operation": list(operation),
+        "providers": list(providers),
+        "stream": stream,
+        "body": canonical(fields),
+    }
+    encoded = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(encoded).hexdigest()

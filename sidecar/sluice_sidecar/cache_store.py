@@ -1,0 +1,169 @@
+"""Answer cache back-ends: a bounded in-process LRU and Redis shared by every replica.
+
+An entry is one complete answer: status, content type, whether it is an SSE stream, and the
+bytes. ``MemoryCache`` is bounded by entry count and by bytes (least recently used evicted
+first) and honours each entry's TTL. ``RedisCache`` stores ``header\\n body`` under
+``sluice:cache:<key>`` with the TTL as expiry; any Redis error is counted and treated as a miss
+(reads) or skipped (writes): a Redis outage never fails a call. Statistics live in
+``CacheStats``, shared by both.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+import orjson
+from redis.exceptions import RedisError
+
+logger = logging.getLogger("sluice.cache")
+REDIS_PREFIX = "sluice:cache:"
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    status: int
+    content_type: str
+    stream: bool
+    body: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.content_type) + 64
+
+
+@dataclass(slots=True)
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    bypasses: int = 0
+    stores: int = 0
+    evictions: int = 0
+    errors: int = 0
+    saved: Decimal = field(default_factory=Decimal)
+
+    def as_json(self) -> dict[str, Any]:
+        looked = self.hits + self.misses
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "bypasses": self.bypasses,
+            "stores": self.stores,
+            "hitRate": round(self.hits / looked, 4) if looked else 0.0,
+            "evictions": self.evictions,
+            "errors": self.errors,
+            "savedUSD": str(self.saved),
+        }
+
+
+class CacheBackend(Protocol):
+    name: str
+
+    async def get(self, key: str) -> CachedAnswer | None: ...
+    async def put(self, key: str, answer: CachedAnswer, ttl_s: int) -> None: ...
+    def size(self) -> tuple[int, int]: ...  # entries, bytes (Redis: what this process knows)
+
+
+class MemoryCache:
+    name = "memory"
+
+    def __init__(
+        self,
+        max_entries: int,
+        max_bytes: int,
+        stats: CacheStats,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._stats = stats
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, CachedAnswer]] = OrderedDict()
+        self._bytes = 0
+
+    def resize(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._evict()
+
+    def lookup(self, key: str) -> CachedAnswer | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        expires, answer = found
+        if expires <= self._clock():
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return answer
+
+    async def get(self, key: str) -> CachedAnswer | None:
+        return self.lookup(key)
+
+    async def put(self, key: str, answer: CachedAnswer, ttl_s: int) -> None:
+        if answer.size > self.max_bytes:
+            return
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = (self._clock() + ttl_s, answer)
+        self._bytes += answer.size
+        self._evict()
+
+    def size(self) -> tuple[int, int]:
+        return len(self._entries), self._bytes
+
+    def _drop(self, key: str) -> None:
+        _, answer = self._entries.pop(key)
+        self._bytes -= answer.size
+
+    def _evict(self) -> None:
+        while self._entries and (
+            len(self._entries) > self.max_entries or self._bytes > self.max_bytes
+        ):
+            key = next(iter(self._entries))
+            self._drop(key)
+            self._stats.evictions += 1
+
+
+class RedisCache:
+    name = "redis"
+
+    def __init__(self, client: Any, stats: CacheStats, on_error: Callable[[], None]) -> None:
+        self._client = client
+        self._stats = stats
+        self._on_error = on_error
+
+    async def get(self, key: str) -> CachedAnswer | None:
+        try:
+            raw = await self._client.get(REDIS_PREFIX + key)
+        except (RedisError, OSError) as error:
+            self._failed("read", error)
+            return None
+        if raw is None:
+            return None
+        header, _, body = raw.partition(b"\n")
+        try:
+            meta = orjson.loads(header)
+        except orjson.JSONDecodeError:
+            return None
+        return CachedAnswer(meta["s"], meta["t"], meta["st"], body)
+
+    async def put(self, key: str, answer: CachedAnswer, ttl_s: int) -> None:
+        header = orjson.dumps({"s": answer.status, "t": answer.content_type, "st": answer.stream})
+        try:
+            await self._client.set(REDIS_PREFIX + key, header + b"\n" + answer.body, ex=ttl_s)
+        except (RedisError, OSError) as error:
+            self._failed("write", error)
+
+    def size(self) -> tuple[int, int]:
+        return 0, 0  # shared: the server's INFO tells, not this process
+
+    def _failed(self, what: str, error: BaseException) -> None:
+        self._stats.errors += 1
+        self._on_error()
+        logger.warning("cache %s in Redis failed (going on without it): %s", what, error)

@@ -1,0 +1,188 @@
+"""Exact-match answer cache: answer a repeated call from a stored answer, or store this one.
+
+Inside the metering stage (a hit is metered as saved cost; the stream a hit replays is read
+for usage like any other) and outside budgets (a hit spends nothing). A call is looked up when
+the workload enables the cache, the route has answers (not ``/v1/models``) and the operation
+allows it: ``always`` (the operation enabled caching) or ``deterministic`` (temperature, from the
+request or else the operation's preset, at most ``temperatureCeiling``; a call without one runs
+at the provider default of 1). ``Cache-Control: no-cache``/``no-store`` or ``X-LLM-Cache:
+bypass`` skip the cache both ways. Only complete 2xx answers are stored; a stream is stored
+when it has ended (up to ``maxEntryBytes``) and a hit replays it as one SSE chunk. The answer
+carries ``x-sluice-cache: hit|miss|bypass`` whenever the workload has caching on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+
+from sluice_sidecar.cache_key import cache_key, credential_hash
+from sluice_sidecar.cache_store import CacheBackend, CachedAnswer, CacheStats
+from sluice_sidecar.config.economics import CacheSpec
+from sluice_sidecar.errors import NoProviderForModel
+from sluice_sidecar.pipeline.call import Call, Next
+from sluice_sidecar.telemetry import Metrics
+from sluice_sidecar.transports.base import UpstreamReply
+
+DEFAULT_TEMPERATURE = 1.0
+BYPASS_DIRECTIVES = ("no-cache", "no-store")
+
+Select = Callable[[CacheSpec], CacheBackend]
+
+
+class CacheStage:
+    def __init__(self, select: Select, stats: CacheStats, metrics: Metrics) -> None:
+        self._select = select
+        self._stats = stats
+        self._metrics = metrics
+
+    async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
+        spec = call.runtime.config.cache
+        if not spec.enabled or call.body is None or call.kind == "models":
+            return await next_stage(call)
+        if _bypass(call, spec):
+            return await self._bypass(call, next_stage)
+        key = _key(call)
+        if key is None:
+            return await self._bypass(call, next_stage)
+        call.cache_key = key
+        backend = self._select(spec)
+        found = await backend.get(key)
+        if found is not None:
+            return self._hit(call, found)
+        self._count(call, "miss")
+        reply = await next_stage(call)
+        if 200 <= reply.status < 300:
+            if reply.streaming:
+                assert reply.chunks is not None
+                # Outer stages may rewrite first_chunk and chunks: keep the provider's bytes now.
+                first, source = reply.first_chunk, reply.chunks
+                reply.chunks = self._recording(first, source, reply, backend, key, call, spec)
+            elif len(reply.body) <= spec.max_entry_bytes:
+                content_type = reply.headers.get("content-type", "application/json")
+                answer = CachedAnswer(reply.status, content_type, False, reply.body)
+                await self._store(backend, key, answer, call.operation.cache_ttl_s)
+        return reply
+
+    async def _bypass(self, call: Call, next_stage: Next) -> UpstreamReply:
+        self._count(call, "bypass")
+        return await next_stage(call)
+
+    def _count(self, call: Call, result: str) -> None:
+        call.cache_status = result  # type: ignore[assignment]
+        call.response_headers["x-sluice-cache"] = result
+        self._metrics.cache_requests.labels(result).inc()
+        if result == "hit":
+            self._stats.hits += 1
+        elif result == "miss":
+            self._stats.misses += 1
+        else:
+            self._stats.bypasses += 1
+
+    def _hit(self, call: Call, answer: CachedAnswer) -> UpstreamReply:
+        self._count(call, "hit")
+        call.response_headers["x-sluice-provider"] = "cache"
+        headers = {"content-type": answer.content_type}
+        if answer.stream:
+            headers["cache-control"] = "no-cache"
+            reply = UpstreamReply(answer.status, headers, first_chunk=answer.body, chunks=_none())
+        else:
+            reply = UpstreamReply(answer.status, headers, answer.body, orjson.loads(answer.body))
+        reply.on_close.append(lambda: self._saved(call))
+        return reply
+
+    def _saved(self, call: Call) -> None:
+        if call.cost is not None:
+            self._stats.saved += call.cost
+            self._metrics.cache_saved.inc(float(call.cost))
+
+    async def _store(self, backend: CacheBackend, key: str, answer: CachedAnswer, ttl: int):
+        evicted = self._stats.evictions
+        await backend.put(key, answer, ttl)
+        self._stats.stores += 1
+        if self._stats.evictions > evicted:
+            self._metrics.cache_evictions.inc(self._stats.evictions - evicted)
+        entries, size = backend.size()
+        self._metrics.cache_entries.set(entries)
+        self._metrics.cache_bytes.set(size)
+
+    async def _recording(
+        self,
+        first: bytes,
+        source: AsyncIterator[bytes],
+        reply: UpstreamReply,
+        backend: CacheBackend,
+        key: str,
+        call: Call,
+        spec: CacheSpec,
+    ) -> AsyncIterator[bytes]:
+        parts: list[bytes] | None = [first]
+        size = len(first)
+        async for chunk in source:
+            if parts is not None:
+                size += len(chunk)
+                if size <= spec.max_entry_bytes:
+                    parts.append(chunk)
+                else:
+                    parts = None  # too large to keep: relay only
+            yield chunk
+        if parts is not None:
+            content_type = reply.headers.get("content-type", "text/event-stream")
+            answer = CachedAnswer(reply.status, content_type, True, b"".join(parts))
+            await self._store(backend, key, answer, call.operation.cache_ttl_s)
+
+
+async def _none() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
+
+
+def _bypass(call: Call, spec: CacheSpec) -> bool:
+    headers = call.client_headers
+    if headers.get("x-llm-cache", "").lower() == "bypass":
+        return True
+    control = headers.get("cache-control", "").lower()
+    if any(directive in control for directive in BYPASS_DIRECTIVES):
+        return True
+    mode = call.operation.cache_mode
+    if mode == "off":
+        return True
+    if mode == "always" or call.kind == "embeddings":
+        return False
+    return _temperature(call) > spec.temperature_ceiling
+
+
+def _temperature(call: Call) -> float:
+    body: dict[str, Any] = call.body or {}
+    operation = call.operation
+    value = body.get("temperature")
+    if operation.temperature is not None and (operation.force_preset or value is None):
+        return operation.temperature
+    return value if isinstance(value, int | float) else DEFAULT_TEMPERATURE
+
+
+def _key(call: Call) -> str | None:
+    assert call.body is not None and call.model is not None
+    try:
+        providers = call.runtime.candidates(call.api, call.model, call.operation)
+    except NoProviderForModel:
+        return None
+    operation = call.operation
+    runtime = call.runtime
+    return cache_key(
+        tenant=runtime.config.workload.identity,
+        credentials=credential_hash(call.client_headers),
+        route=call.path,
+        operation=(
+            operation.name,
+            operation.temperature,
+            operation.max_tokens,
+            operation.top_p,
+            operation.force_preset,
+        ),
+        providers=tuple(p.name for p in providers),
+        stream=call.stream,
+        body=call.body,
+    )
