@@ -152,6 +152,18 @@ async def get_cache(request: web.Request) -> web.Response:
     )
 
 
+async def list_sessions(request: web.Request) -> web.Response:
+    return _json({"sessions": request.app[STATE].sessions.ids()})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    session_id = request.match_info["session"]
+    report = request.app[STATE].sessions.report(session_id)
+    if report is None:
+        return _json({"error": f"no calls recorded for session {session_id!r}"}, status=404)
+    return _json(report)
+
+
 async def get_circuits(request: web.Request) -> web.Response:
     breakers = request.app[STATE].breakers.all()
     return _json({"circuits": [b.snapshot() for b in breakers]})
@@ -176,6 +188,8 @@ def build_admin_app(state: SidecarState) -> web.Application:
     app.router.add_get("/admin/usage", get_usage)
     app.router.add_get("/admin/budgets", get_budgets)
     app.router.add_get("/admin/cache", get_cache)
+    app.router.add_get("/admin/sessions", list_sessions)
+    app.router.add_get("/admin/sessions/{session}", get_session)
     app.router.add_get("/admin/circuits", get_circuits)
     app.router.add_post("/admin/circuits/reset", reset_circuits)
     return app

@@ -37,10 +37,12 @@ class CallRecord:
     latency_ms: float
     retries: int
     status: int
+    fingerprint: str | None = None  # hash of the request, for calls of a session
+    kind: str = "chat"  # route kind: chat, completions, embeddings, messages
 
 
 @dataclass(slots=True)
-class _Totals:
+class Totals:
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -86,8 +88,8 @@ class UsageLedger:
     def __init__(self) -> None:
         self.boot_id = uuid.uuid4().hex
         self.started_at = time.time()
-        self._series: dict[tuple[str, str, str], _Totals] = {}
-        self.total = _Totals()
+        self._series: dict[tuple[str, str, str], Totals] = {}
+        self.total = Totals()
 
     def record(self, record: CallRecord) -> None:
         key = (record.provider, record.model, record.operation)
@@ -95,7 +97,7 @@ class UsageLedger:
         if series is None:
             if len(self._series) >= MAX_KEYS - 1:
                 key = OTHER
-            series = self._series.setdefault(key, _Totals())
+            series = self._series.setdefault(key, Totals())
         series.add(record)
         self.total.add(record)
 

@@ -45,6 +45,7 @@ from sluice_sidecar.pipeline.metering import MeteringStage
 from sluice_sidecar.pipeline.retry import RetryStage
 from sluice_sidecar.pipeline.upstream import UpstreamStage
 from sluice_sidecar.runtime import Runtime, RuntimeBuildError, build_runtime
+from sluice_sidecar.sessions import SessionBook
 from sluice_sidecar.settings import SidecarSettings
 from sluice_sidecar.stats import CallStats
 from sluice_sidecar.telemetry import Metrics
@@ -82,6 +83,7 @@ class SidecarState:
         self.stats = CallStats()
         self.started_at = time.time()
         self.usage = UsageLedger()
+        self.sessions = SessionBook()
         self.budget_memory = MemoryBudgetStore()
         self.budgets = BudgetLedger(
             self.budget_memory, on_refusal=self._budget_refused, observer=self._budget_settled
@@ -105,7 +107,7 @@ class SidecarState:
         self.runtime: Runtime | None = None
         self.pipeline: Next = compose(
             [
-                MeteringStage(self.metrics, [self.usage.record]),
+                MeteringStage(self.metrics, [self.usage.record, self.sessions.record]),
                 CacheStage(self.cache_backend, self.cache_stats, self.metrics),
                 BudgetStage(self.budgets),
                 FallbackStage(self.metrics),

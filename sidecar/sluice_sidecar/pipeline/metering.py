@@ -13,6 +13,7 @@ inner stages' close callbacks (budget reconciliation) run. A cache hit records w
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
@@ -107,6 +108,8 @@ class MeteringStage:
             latency_ms=round((asyncio.get_running_loop().time() - started) * 1000, 2),
             retries=call.retries,
             status=200,
+            fingerprint=_fingerprint(call) if call.session is not None else None,
+            kind=call.kind,
         )
         for recorder in self._recorders:
             recorder(record)
@@ -154,6 +157,13 @@ async def _metered(
     if rest:
         yield rest
     meter.finish(reader.usage)
+
+
+def _fingerprint(call: Call) -> str | None:
+    """Identity of the request (session reports spot repeats); only calls with a session pay."""
+    if call.raw_body is None:
+        return None
+    return hashlib.blake2b(call.raw_body, digest_size=12).hexdigest()
 
 
 def _ask_for_stream_usage(call: Call) -> bool:
