@@ -260,6 +260,19 @@ def sidecar_missing() -> str | None:
     return None
 
 
+def start_passthrough(fleet: Fleet, upstream: Server) -> Server:
+    """The bare aiohttp proxy of ``passthrough_proxy.py``: the floor under the sidecar."""
+    port = free_port()
+    origin = upstream.base_url.removesuffix("/v1")
+    argv = [str(VENV_BIN / "python"), str(REPO / "bench" / "passthrough_proxy.py"),
+            "--host", HOST, "--port", str(port), "--upstream", origin]  # fmt: skip
+    started = time.monotonic()
+    proc, log = fleet.spawn("aiohttp", argv)
+    server = Server("aiohttp", proc, f"http://{HOST}:{port}/v1", log)
+    wait_ready(server, server.base_url + "/models", 30, started)
+    return server
+
+
 def start_sidecar(fleet: Fleet, upstream: Server) -> Server:
     policy_dir = fleet.workdir / "policies"
     policy_dir.mkdir()

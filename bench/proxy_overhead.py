@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1, help="measure every target N times")
     parser.add_argument("--connections", default="1,32", help="comma-separated wrk connections")
     parser.add_argument("--peers", action="store_true", help="also measure the LiteLLM proxy")
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure a bare aiohttp proxy (the floor)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     args = parser.parse_args(argv)
@@ -158,6 +161,9 @@ def ratios(rows: list[dict[str, Any]], low: int, high: int) -> dict[str, float |
     found["sidecar_vs_nginx_cpu_per_request"] = div(
         get("sidecar", high, "cpu_us_per_req"), get("nginx", high, "cpu_us_per_req")
     )
+    found["sidecar_vs_aiohttp_cpu_per_request"] = div(
+        get("sidecar", high, "cpu_us_per_req"), get("aiohttp", high, "cpu_us_per_req")
+    )
     found["sidecar_vs_litellm_cpu_per_request"] = div(
         get("sidecar", high, "cpu_us_per_req"), get("litellm", high, "cpu_us_per_req")
     )
@@ -216,6 +222,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         echo(f"simulator ready at {sim.base_url} in {sim.ready_s:.2f} s")
         started = [("direct", sim)]
         started.append(("nginx", targets.start_nginx(fleet, sim)))
+        if args.floor:
+            started.append(("aiohttp", targets.start_passthrough(fleet, sim)))
         if (reason := targets.sidecar_missing()) is None:
             started.append(("sidecar", targets.start_sidecar(fleet, sim)))
         else:
@@ -260,7 +268,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _rss_kib(name: str, server: targets.Server) -> int:
     # The sidecar is one process: its own VmRSS. nginx and LiteLLM may fork: the whole group.
-    if name == "sidecar":
+    if name in ("sidecar", "aiohttp"):
         return targets.rss_kib(server.proc.pid)
     return targets.group_rss_kib(server.proc.pid)
 
