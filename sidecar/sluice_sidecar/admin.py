@@ -152,6 +152,12 @@ async def get_cache(request: web.Request) -> web.Response:
     )
 
 
+async def get_batching(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    queue = state.queue
+    return _json(state.batch_stats.as_json(depth=queue.depth, in_flight=queue.in_flight))
+
+
 async def list_sessions(request: web.Request) -> web.Response:
     return _json({"sessions": request.app[STATE].sessions.ids()})
 
@@ -188,6 +194,7 @@ def build_admin_app(state: SidecarState) -> web.Application:
     app.router.add_get("/admin/usage", get_usage)
     app.router.add_get("/admin/budgets", get_budgets)
     app.router.add_get("/admin/cache", get_cache)
+    app.router.add_get("/admin/batching", get_batching)
     app.router.add_get("/admin/sessions", list_sessions)
     app.router.add_get("/admin/sessions/{session}", get_session)
     app.router.add_get("/admin/circuits", get_circuits)

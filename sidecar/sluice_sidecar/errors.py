@@ -11,6 +11,8 @@
     ├── Refused                      the sidecar protects the provider: answered at once
     │   ├── CircuitOpen              503 + Retry-After (every candidate provider is open)
     │   └── BulkheadFull             503 + Retry-After
+    ├── QueueFull                    429 + Retry-After: concurrency limit reached and the
+    │                                priority queue is full or the wait too long
     ├── BudgetExceeded               429 + Retry-After (period reset), type budget_exceeded;
     │                                ``details`` names the budget, limit, spent, reset time
     ├── DeadlineExceeded             504 (the operation's single deadline, retries included)
@@ -89,6 +91,15 @@ class CircuitOpen(Refused):
 
 class BulkheadFull(Refused):
     code = "concurrency_limit"
+
+
+class QueueFull(SluiceError):
+    """The sidecar's own concurrency limit: no slot within the queue's bounds."""
+
+    status = 429
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
+    code = "queue_full"
 
 
 class BudgetExceeded(SluiceError):

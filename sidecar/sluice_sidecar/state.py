@@ -18,6 +18,7 @@ from typing import Any
 import redis.asyncio
 from pydantic import ValidationError
 
+from sluice_sidecar.batch_stats import BatchStats
 from sluice_sidecar.budget_periods import Period
 from sluice_sidecar.budget_redis import RedisBudgetStore
 from sluice_sidecar.budget_store import StateFile
@@ -34,14 +35,17 @@ from sluice_sidecar.cache_store import CacheBackend, CacheStats, MemoryCache, Re
 from sluice_sidecar.config.economics import CacheSpec
 from sluice_sidecar.config.model import SidecarConfig, config_problems
 from sluice_sidecar.ledger import UsageLedger
+from sluice_sidecar.pipeline.batching import BatchingStage
 from sluice_sidecar.pipeline.breaker import BreakerRegistry, CircuitBreaker, State
 from sluice_sidecar.pipeline.budget import BudgetStage
 from sluice_sidecar.pipeline.cache import CacheStage
 from sluice_sidecar.pipeline.call import Next
 from sluice_sidecar.pipeline.circuit import CircuitStage
+from sluice_sidecar.pipeline.coalesce import CoalesceStage
 from sluice_sidecar.pipeline.compose import compose
 from sluice_sidecar.pipeline.fallback import FallbackStage
 from sluice_sidecar.pipeline.metering import MeteringStage
+from sluice_sidecar.pipeline.queue import PriorityQueueStage
 from sluice_sidecar.pipeline.retry import RetryStage
 from sluice_sidecar.pipeline.upstream import UpstreamStage
 from sluice_sidecar.runtime import Runtime, RuntimeBuildError, build_runtime
@@ -98,6 +102,8 @@ class SidecarState:
         )
         self.redis_cache: RedisCache | None = None
         self._warned_no_redis = False
+        self.batch_stats = BatchStats()
+        self.queue = PriorityQueueStage(self.batch_stats, self.metrics)
         self.breakers = BreakerRegistry(
             SidecarConfig.model_fields["circuit_breaker"].get_default(call_default_factory=True),
             clock=clock,
@@ -109,7 +115,10 @@ class SidecarState:
             [
                 MeteringStage(self.metrics, [self.usage.record, self.sessions.record]),
                 CacheStage(self.cache_backend, self.cache_stats, self.metrics),
+                CoalesceStage(self.batch_stats, self.metrics),
                 BudgetStage(self.budgets),
+                BatchingStage(self.batch_stats, self.metrics),
+                self.queue,
                 FallbackStage(self.metrics),
                 RetryStage(self.metrics, self.breakers),
                 CircuitStage(self.metrics, self.breakers),

@@ -162,6 +162,31 @@ class Metrics:
         self.cache_bytes = Gauge(
             "llm_cache_bytes", "Bytes of answers held in the memory cache.", registry=r
         )
+        self.queue_depth = Gauge(
+            "llm_queue_depth", "Calls waiting for a slot in the priority queue.", registry=r
+        )
+        self.queue_wait = Histogram(
+            "llm_queue_wait_seconds",
+            "Time calls waited in the priority queue, by priority.",
+            ["priority"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.queue_rejections = Counter(
+            "llm_queue_rejections",
+            "Calls refused with 429 by the priority queue, by reason (queue_full, wait_timeout).",
+            ["priority", "reason"],
+            registry=r,
+        )
+        self.batched = Counter(
+            "llm_batched_requests",
+            "Caller calls merged into a shared upstream call, by how (coalesced, embeddings).",
+            ["how"],
+            registry=r,
+        )
+        self.batches = Counter(
+            "llm_batches", "Upstream embeddings calls made for merged calls.", registry=r
+        )
         self.redis_errors = Counter(
             "sluice_redis_errors",
             "Redis operations that failed; the sidecar went on without Redis for them.",

@@ -4,7 +4,10 @@ Order, outermost first:
 
     metering  -> estimate; usage from the answer (streams too); price; record
     cache     -> answer from the exact-match cache (hit), or store the answer (miss)
+    coalesce  -> identical cacheable calls in flight share the first one's answer
     budget    -> reserve the estimate in applicable budgets (429 when over); settle on close
+    batching  -> concurrent embeddings calls merged into one upstream call, split back
+    queue     -> priority admission under queue.maxConcurrent (429 past its bounds)
     fallback  -> for each candidate provider, in order
     retry     -> attempts at that provider, with backoff, inside the deadline
     circuit   -> breaker admission, bulkhead, outcome recording per attempt

@@ -1,0 +1,181 @@
+"""Embeddings micro-batching: concurrent ``/v1/embeddings`` calls merged into one upstream call.
+
+Inside budgets (each caller reserves and settles its own share) and outside the queue and
+fallback (the merged call is one call there). Calls merge when they agree on everything but
+``input``: credentials, model, candidate providers, operation and every other body field. A
+batch closes at ``maxBatchSize`` inputs or ``maxWaitMs`` after its first call, whichever comes
+first; one call larger than the batch size goes alone. The merged answer's vectors are split
+back in order (re-indexed from 0 per caller); the provider's ``prompt_tokens`` are attributed
+in proportion to each caller's input text (largest remainder, so the shares add up to the
+total). A failed merged call fails every caller in it with the same error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sluice_sidecar.batch_stats import BatchStats
+from sluice_sidecar.cache_key import credential_hash
+from sluice_sidecar.pipeline.call import Call, Next
+from sluice_sidecar.telemetry import Metrics
+from sluice_sidecar.transports.base import UpstreamReply
+
+
+@dataclass(slots=True)
+class _Batch:
+    calls: list[Call] = field(default_factory=list)
+    inputs: list[list[Any]] = field(default_factory=list)
+    size: int = 0
+    done: asyncio.Future[list[UpstreamReply]] | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+class BatchingStage:
+    def __init__(self, stats: BatchStats, metrics: Metrics) -> None:
+        self._stats = stats
+        self._metrics = metrics
+        self._open: dict[str, _Batch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # merged calls in flight (the loop holds
+        # only weak references to tasks)
+
+    async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
+        spec = call.runtime.config.batching.embeddings
+        inputs = _inputs(call)
+        if not spec.enabled or inputs is None or len(inputs) >= spec.max_batch_size:
+            return await next_stage(call)
+        key = _group(call)
+        batch = self._open.get(key)
+        if batch is not None and batch.size + len(inputs) > spec.max_batch_size:
+            self._close(key, batch, next_stage)
+            batch = None
+        if batch is None:
+            batch = self._open[key] = _Batch(done=asyncio.get_running_loop().create_future())
+            batch.timer = asyncio.get_running_loop().call_later(
+                spec.max_wait_ms / 1000, self._close, key, batch, next_stage
+            )
+        index = len(batch.calls)
+        batch.calls.append(call)
+        batch.inputs.append(inputs)
+        batch.size += len(inputs)
+        assert batch.done is not None
+        if batch.size >= spec.max_batch_size:
+            self._close(key, batch, next_stage)
+        replies = await asyncio.shield(batch.done)
+        return replies[index]
+
+    def _close(self, key: str, batch: _Batch, next_stage: Next) -> None:
+        if self._open.get(key) is batch:
+            del self._open[key]
+        if batch.timer is not None:
+            batch.timer.cancel()
+            batch.timer = None
+        task = asyncio.get_running_loop().create_task(self._send(batch, next_stage))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: _Batch, next_stage: Next) -> None:
+        assert batch.done is not None
+        leader = batch.calls[0]
+        if len(batch.calls) == 1:
+            await _settle_one(batch, next_stage(leader))
+            return
+        body = dict(leader.body or {})
+        body["input"] = [item for inputs in batch.inputs for item in inputs]
+        merged = dataclasses.replace(
+            leader,
+            body=body,
+            raw_body=orjson.dumps(body),
+            deadline=min(c.deadline for c in batch.calls),
+            prepared_bodies={},
+            response_headers={},
+        )
+        self._stats.batches += 1
+        self._stats.requests_batched += len(batch.calls)
+        self._stats.inputs_batched += batch.size
+        self._metrics.batches.inc()
+        self._metrics.batched.labels("embeddings").inc(len(batch.calls))
+        try:
+            reply = await next_stage(merged)
+        except BaseException as error:
+            if not batch.done.done():
+                batch.done.set_exception(error)
+                batch.done.exception()  # retrieved by the callers; never "never retrieved"
+            return
+        for call in batch.calls:
+            call.provider = merged.provider
+            call.attempts, call.retries = merged.attempts, merged.retries
+        batch.done.set_result(_split(reply, batch))
+
+
+async def _settle_one(batch: _Batch, pending: Any) -> None:
+    assert batch.done is not None
+    try:
+        reply = await pending
+    except BaseException as error:
+        batch.done.set_exception(error)
+        batch.done.exception()
+        return
+    batch.done.set_result([reply])
+
+
+def _inputs(call: Call) -> list[Any] | None:
+    if call.kind != "embeddings" or call.body is None:
+        return None
+    value = call.body.get("input")
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None  # token arrays and odd shapes go alone
+
+
+def _group(call: Call) -> str:
+    rest = {k: v for k, v in (call.body or {}).items() if k != "input"}
+    return orjson.dumps(
+        [
+            credential_hash(call.client_headers),
+            call.operation.name,
+            call.path,
+            [p.name for p in call.runtime.providers],
+            call.runtime.version,
+            rest,
+        ],
+        option=orjson.OPT_SORT_KEYS,
+    ).decode()
+
+
+def _split(reply: UpstreamReply, batch: _Batch) -> list[UpstreamReply]:
+    document = reply.json if isinstance(reply.json, dict) else {}
+    data = sorted(document.get("data") or [], key=lambda item: item.get("index", 0))
+    usage = document.get("usage") or {}
+    total = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
+    weights = [sum(len(text) for text in inputs) or 1 for inputs in batch.inputs]
+    shares = _apportion(total, weights) if total is not None else None
+    replies = []
+    start = 0
+    for position, inputs in enumerate(batch.inputs):
+        items = [dict(item, index=i) for i, item in enumerate(data[start : start + len(inputs)])]
+        start += len(inputs)
+        answer = {k: v for k, v in document.items() if k not in ("data", "usage")}
+        answer["data"] = items
+        if shares is not None:
+            answer["usage"] = {"prompt_tokens": shares[position], "total_tokens": shares[position]}
+        body = orjson.dumps(answer)
+        replies.append(UpstreamReply(reply.status, dict(reply.headers), body, answer))
+    return replies
+
+
+def _apportion(total: int, weights: list[int]) -> list[int]:
+    """Split ``total`` in proportion to ``weights``; the parts add up to ``total`` exactly."""
+    whole = sum(weights)
+    exact = [total * w / whole for w in weights]
+    parts = [int(x) for x in exact]
+    order = sorted(range(len(weights)), key=lambda i: exact[i] - parts[i], reverse=True)
+    for i in order[: total - sum(parts)]:
+        parts[i] += 1
+    return parts

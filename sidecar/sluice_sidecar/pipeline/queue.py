@@ -1,0 +1,101 @@
+"""Priority admission: at most ``queue.maxConcurrent`` calls in flight; the rest wait by priority.
+
+Header ``X-LLM-Priority``: ``low``, ``normal`` (default), ``high``, ``critical``. When a slot
+frees, the waiting call of the highest priority (first come within one priority) takes it. A
+call that finds ``queue.maxLength`` calls already waiting, or waits longer than
+``queue.maxWaitMs``, is refused with 429 and ``Retry-After`` (``errors.QueueFull``). The slot is
+held until the answer is finished (streams included). Off when ``maxConcurrent`` is null.
+Inside batching (a merged call takes one slot) and outside fallback and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+
+from sluice_sidecar.batch_stats import BatchStats
+from sluice_sidecar.errors import QueueFull
+from sluice_sidecar.pipeline.call import Call, Next
+from sluice_sidecar.telemetry import Metrics
+from sluice_sidecar.transports.base import UpstreamReply
+
+PRIORITIES = {"critical": 0, "high": 1, "normal": 2, "low": 3}
+RETRY_AFTER_S = 1.0
+
+
+class PriorityQueueStage:
+    def __init__(self, stats: BatchStats, metrics: Metrics) -> None:
+        self._stats = stats
+        self._metrics = metrics
+        self.in_flight = 0
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @property
+    def depth(self) -> int:
+        return sum(1 for *_, f in self._waiting if not f.done())
+
+    async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
+        spec = call.runtime.config.queue
+        if spec.max_concurrent is None:
+            return await next_stage(call)
+        if self.in_flight >= spec.max_concurrent or self.depth:
+            await self._wait(call, spec.max_length, spec.max_wait_ms / 1000)
+        else:
+            self.in_flight += 1
+        try:
+            reply = await next_stage(call)
+        except BaseException:
+            self._release()
+            raise
+        if reply.streaming:
+            reply.on_close.append(self._release)
+        else:
+            self._release()
+        return reply
+
+    async def _wait(self, call: Call, max_length: int, max_wait_s: float) -> None:
+        name = call.client_headers.get("x-llm-priority", "normal").lower()
+        rank = PRIORITIES.get(name, PRIORITIES["normal"])
+        label = name if name in PRIORITIES else "normal"
+        if self.depth >= max_length:
+            self._refuse(label, "queue_full", f"{max_length} calls already waiting")
+        loop = asyncio.get_running_loop()
+        ticket: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(self._waiting, (rank, next(self._order), ticket))
+        self._stats.queued += 1
+        self._metrics.queue_depth.set(self.depth)
+        started = loop.time()
+        try:
+            async with asyncio.timeout(max_wait_s):
+                await ticket  # the slot is handed over by _release
+        except TimeoutError:
+            self._refuse(label, "wait_timeout", f"waited {max_wait_s:.1f}s for a slot")
+        except asyncio.CancelledError:
+            if ticket.done() and not ticket.cancelled():
+                self._release()  # handed over just as the caller left: pass it on
+            raise
+        finally:
+            if not ticket.done():
+                ticket.cancel()
+            waited = loop.time() - started
+            self._stats.waits_s.append(waited)
+            self._metrics.queue_wait.labels(label).observe(waited)
+            self._metrics.queue_depth.set(self.depth)
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, ticket = heapq.heappop(self._waiting)
+            if not ticket.done():
+                ticket.set_result(None)  # the slot passes to this waiter: in_flight unchanged
+                return
+        self.in_flight -= 1
+
+    def _refuse(self, priority: str, reason: str, detail: str) -> None:
+        self._stats.queue_rejected += 1
+        self._metrics.queue_rejections.labels(priority, reason).inc()
+        raise QueueFull(
+            f"the sidecar's concurrency limit is reached and {detail} (priority {priority})",
+            retry_after=RETRY_AFTER_S,
+        )

@@ -1,0 +1,129 @@
+"""Coalescing, embeddings micro-batching and the priority queue through a real sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+import pytest
+
+from tests.support.sidecar import SidecarHandle, policy, provider_for
+from tests.support.simulator import SimulatedLLM
+from tests.support.waiting import wait_until
+
+MESSAGES = [{"role": "user", "content": "Describe a sluice gate"}]
+
+
+def client(sidecar: SidecarHandle) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=sidecar.openai_url, api_key="sk-app", max_retries=0)
+
+
+async def test_identical_calls_in_flight_share_one_upstream_call(
+    llm_factory, sidecar_factory
+) -> None:
+    slow = await llm_factory(name="slow", latency_s=0.3)
+    sidecar = await sidecar_factory(policy(providers=[provider_for(slow)], cache={"enabled": True}))
+    async with client(sidecar) as c:
+
+        async def one() -> tuple[str, str | None]:
+            raw = await c.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=MESSAGES, temperature=0
+            )
+            return raw.parse().choices[0].message.content, raw.headers.get("x-sluice-coalesced")
+
+        results = await asyncio.gather(*(one() for _ in range(5)))
+    assert len(slow.requests) == 1
+    assert len({text for text, _ in results}) == 1
+    assert sorted(flag or "-" for _, flag in results) == ["-", "1", "1", "1", "1"]
+    _, stats = await sidecar.admin("GET", "/admin/batching")
+    assert stats["coalesced"] == 4
+    _, usage = await sidecar.admin("GET", "/admin/usage")
+    assert usage["totals"]["cacheHits"] == 4  # followers are metered as saved, not spent
+
+
+async def test_concurrent_embeddings_are_merged_and_split_back(
+    llm: SimulatedLLM, sidecar_factory
+) -> None:
+    sidecar = await sidecar_factory(
+        policy(
+            providers=[provider_for(llm)],
+            batching={"embeddings": {"enabled": True, "maxBatchSize": 8, "maxWaitMs": 200}},
+        )
+    )
+    async with client(sidecar) as c:
+        alone = await c.embeddings.create(model="text-embedding-3-small", input=["probe text"])
+        inputs = [[f"alpha{i} beta", f"gamma{i} delta"] for i in range(4)]
+        answers = await asyncio.gather(
+            *(c.embeddings.create(model="text-embedding-3-small", input=i) for i in inputs)
+        )
+    merged = [r for r in llm.requests if r.path == "/v1/embeddings"][1:]
+    assert len(merged) == 1 and len(merged[0].json["input"]) == 8
+    for own, answer in zip(inputs, answers, strict=True):
+        assert [d.index for d in answer.data] == [0, 1]
+        assert answer.usage.prompt_tokens == 4  # two words per input, as if sent alone
+        again = await _alone(sidecar, own)
+        assert [d.embedding for d in answer.data] == [d.embedding for d in again.data]
+    assert alone.data[0].embedding
+    _, stats = await sidecar.admin("GET", "/admin/batching")
+    assert stats["batches"] == 1 and stats["requestsBatched"] == 4
+    assert stats["averageBatchSize"] == 4.0 and stats["batchEfficiency"] == 0.75
+
+
+async def _alone(sidecar: SidecarHandle, inputs: list[str]):
+    async with client(sidecar) as c:
+        return await c.embeddings.create(
+            model="text-embedding-3-small", input=inputs, extra_headers={"X-LLM-Cache": "bypass"}
+        )
+
+
+async def test_waiting_calls_run_in_priority_order(llm_factory, sidecar_factory) -> None:
+    slow = await llm_factory(name="slow", latency_s=0.2)
+    sidecar = await sidecar_factory(
+        policy(providers=[provider_for(slow)], queue={"maxConcurrent": 1})
+    )
+    queue = sidecar.state.queue
+    async with client(sidecar) as c:
+
+        async def call(priority: str) -> None:
+            await c.chat.completions.create(
+                model="m",
+                messages=[{"role": "user", "content": priority}],
+                extra_headers={"X-LLM-Priority": priority},
+            )
+
+        tasks = [asyncio.create_task(call("first"))]
+        await wait_until(lambda: queue.in_flight == 1)
+        for depth, priority in enumerate(["low", "normal", "critical", "high"], start=1):
+            tasks.append(asyncio.create_task(call(priority)))
+            await wait_until(lambda depth=depth: queue.depth == depth)
+        await asyncio.gather(*tasks)
+    order = [r.json["messages"][0]["content"] for r in slow.requests]
+    assert order == ["first", "critical", "high", "normal", "low"]
+    _, stats = await sidecar.admin("GET", "/admin/batching")
+    assert stats["queue"]["queued"] == 4 and stats["queue"]["waitP95Ms"] > 0
+
+
+async def test_queue_bounds_answer_429(llm_factory, sidecar_factory) -> None:
+    slow = await llm_factory(name="slow", latency_s=0.5)
+    sidecar = await sidecar_factory(
+        policy(
+            providers=[provider_for(slow)],
+            queue={"maxConcurrent": 1, "maxLength": 1, "maxWaitMs": 100},
+        )
+    )
+    queue = sidecar.state.queue
+    async with client(sidecar) as c:
+        busy = asyncio.create_task(c.chat.completions.create(model="m", messages=MESSAGES))
+        await wait_until(lambda: queue.in_flight == 1)
+        waiter = asyncio.create_task(c.chat.completions.create(model="m", messages=MESSAGES))
+        await wait_until(lambda: queue.depth == 1)
+        with pytest.raises(openai.RateLimitError) as full:
+            await c.chat.completions.create(model="m", messages=MESSAGES)
+        with pytest.raises(openai.RateLimitError) as waited:
+            await waiter
+        await busy
+    assert full.value.body["code"] == "queue_full" and "already waiting" in full.value.message
+    assert "waited 0.1s" in waited.value.message
+    assert full.value.response.headers["retry-after"] == "1"
+    metrics = await sidecar.metrics_text()
+    assert 'llm_queue_rejections_total{priority="normal",reason="queue_full"} 1.0' in metrics
