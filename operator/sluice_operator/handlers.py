@@ -33,6 +33,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="sluice.dev")
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    # Policies are level-based: react to the newest event at once rather than batching.
+    settings.batching.batch_window = 0.01
     kube = await Kube.connect()
     pusher = Pusher(operator_settings)
     await pusher.start()

@@ -131,6 +131,17 @@ class Reconciler:
             return reports
 
     async def _reconcile(self, namespace: str) -> list[PolicyReport]:
+        started = asyncio.get_running_loop().time()
+        try:
+            return await self._reconcile_namespace(namespace)
+        finally:
+            logger.debug(
+                "reconciled %s in %.0f ms",
+                namespace,
+                (asyncio.get_running_loop().time() - started) * 1000,
+            )
+
+    async def _reconcile_namespace(self, namespace: str) -> list[PolicyReport]:
         try:
             namespace_labels = await self.kube.namespace_labels(namespace)
         except ApiException as error:
@@ -284,12 +295,15 @@ class Reconciler:
                 for p in stale
             ]
             body = json.dumps(document).encode()
-            for result in await self.pusher.push_all(targets, body, token):
-                if result.ok:
-                    synced += 1
-                    await self.kube.annotate_pod(
-                        namespace, result.pod, {VERSION_ANNOTATION: version}
-                    )
+            applied = [r.pod for r in await self.pusher.push_all(targets, body, token) if r.ok]
+            synced += len(applied)
+            # The per-pod record of what it runs: what a restarted operator recovers from.
+            await asyncio.gather(
+                *(
+                    self.kube.annotate_pod(namespace, pod, {VERSION_ANNOTATION: version})
+                    for pod in applied
+                )
+            )
             logger.info(
                 "workload %s/%s: configuration %s on %d/%d sidecars",
                 namespace,

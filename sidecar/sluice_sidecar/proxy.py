@@ -258,7 +258,7 @@ def _error_response(error: SluiceError, api: ApiFamily) -> web.Response:
 
 
 def _seconds(value: float) -> str:
-    return f"{value:.0f}s" if value >= 10 else f"{value:.2g}s"
+    return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"
 
 
 def _warn_slow(state: SidecarState, operation: Operation, started: float) -> None:
