@@ -152,6 +152,22 @@ async def get_cache(request: web.Request) -> web.Response:
     )
 
 
+async def get_estimate(request: web.Request) -> web.Response:
+    query = request.query
+    provider, operation = query.get("provider"), query.get("operation")
+    try:
+        tokens = int(query.get("promptTokens", ""))
+    except ValueError:
+        tokens = -1
+    if not provider or not operation or tokens < 0:
+        return _json(
+            {"error": "needs ?provider=NAME&operation=NAME&promptTokens=N (N >= 0)"}, status=400
+        )
+    prediction = request.app[STATE].latency.predict(provider, operation, tokens)
+    body = {"provider": provider, "operation": operation, "promptTokens": tokens}
+    return _json(body | prediction.as_json())
+
+
 async def get_batching(request: web.Request) -> web.Response:
     state = request.app[STATE]
     queue = state.queue
@@ -195,6 +211,7 @@ def build_admin_app(state: SidecarState) -> web.Application:
     app.router.add_get("/admin/budgets", get_budgets)
     app.router.add_get("/admin/cache", get_cache)
     app.router.add_get("/admin/batching", get_batching)
+    app.router.add_get("/admin/estimate", get_estimate)
     app.router.add_get("/admin/sessions", list_sessions)
     app.router.add_get("/admin/sessions/{session}", get_session)
     app.router.add_get("/admin/circuits", get_circuits)

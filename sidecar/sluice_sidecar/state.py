@@ -34,6 +34,7 @@ from sluice_sidecar.budgets import (
 from sluice_sidecar.cache_store import CacheBackend, CacheStats, MemoryCache, RedisCache
 from sluice_sidecar.config.economics import CacheSpec
 from sluice_sidecar.config.model import SidecarConfig, config_problems
+from sluice_sidecar.latency import LatencyHistory
 from sluice_sidecar.ledger import UsageLedger
 from sluice_sidecar.pipeline.batching import BatchingStage
 from sluice_sidecar.pipeline.breaker import BreakerRegistry, CircuitBreaker, State
@@ -44,6 +45,7 @@ from sluice_sidecar.pipeline.circuit import CircuitStage
 from sluice_sidecar.pipeline.coalesce import CoalesceStage
 from sluice_sidecar.pipeline.compose import compose
 from sluice_sidecar.pipeline.fallback import FallbackStage
+from sluice_sidecar.pipeline.latency import LatencyStage
 from sluice_sidecar.pipeline.metering import MeteringStage
 from sluice_sidecar.pipeline.queue import PriorityQueueStage
 from sluice_sidecar.pipeline.retry import RetryStage
@@ -88,6 +90,7 @@ class SidecarState:
         self.started_at = time.time()
         self.usage = UsageLedger()
         self.sessions = SessionBook()
+        self.latency = LatencyHistory()
         self.budget_memory = MemoryBudgetStore()
         self.budgets = BudgetLedger(
             self.budget_memory, on_refusal=self._budget_refused, observer=self._budget_settled
@@ -114,6 +117,7 @@ class SidecarState:
         self.pipeline: Next = compose(
             [
                 MeteringStage(self.metrics, [self.usage.record, self.sessions.record]),
+                LatencyStage(self.latency, self.metrics),
                 CacheStage(self.cache_backend, self.cache_stats, self.metrics),
                 CoalesceStage(self.batch_stats, self.metrics),
                 BudgetStage(self.budgets),

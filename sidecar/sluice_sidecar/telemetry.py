@@ -187,6 +187,12 @@ class Metrics:
         self.batches = Counter(
             "llm_batches", "Upstream embeddings calls made for merged calls.", registry=r
         )
+        self.latency_anomalies = Counter(
+            "llm_latency_anomalies",
+            "Calls slower than the predicted range's top times latency.anomalyFactor.",
+            ["provider", "operation"],
+            registry=r,
+        )
         self.redis_errors = Counter(
             "sluice_redis_errors",
             "Redis operations that failed; the sidecar went on without Redis for them.",

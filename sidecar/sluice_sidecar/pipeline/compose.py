@@ -3,6 +3,7 @@
 Order, outermost first:
 
     metering  -> estimate; usage from the answer (streams too); price; record
+    latency   -> x-sluice-estimated-ms from history; record duration; flag anomalies
     cache     -> answer from the exact-match cache (hit), or store the answer (miss)
     coalesce  -> identical cacheable calls in flight share the first one's answer
     budget    -> reserve the estimate in applicable budgets (429 when over); settle on close

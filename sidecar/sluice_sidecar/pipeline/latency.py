@@ -1,0 +1,75 @@
+"""Latency prediction on every call: the ``x-sluice-estimated-ms`` header and anomaly reports.
+
+Right inside the metering stage (it reads ``call.estimate.prompt_tokens``). Before the call the
+prediction for the primary candidate provider and the operation goes into the answer's headers.
+When the answer is finished (streams included) a successful call that was not served from the
+cache or a shared call is added to the history of the provider that answered; one slower than
+the predicted range's top times ``latency.anomalyFactor`` is logged and counted
+(``llm_latency_anomalies_total``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sluice_sidecar.errors import NoProviderForModel
+from sluice_sidecar.latency import LatencyHistory, Prediction
+from sluice_sidecar.pipeline.call import Call, Next
+from sluice_sidecar.telemetry import Metrics
+from sluice_sidecar.transports.base import UpstreamReply
+
+logger = logging.getLogger("sluice.latency")
+
+
+class LatencyStage:
+    def __init__(self, history: LatencyHistory, metrics: Metrics) -> None:
+        self._history = history
+        self._metrics = metrics
+
+    async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
+        if call.model is None:
+            return await next_stage(call)
+        tokens = call.estimate.prompt_tokens if call.estimate else 0
+        provider = _primary(call)
+        prediction = None
+        if provider is not None:
+            prediction = self._history.predict(provider, call.operation.name, tokens)
+            call.response_headers["x-sluice-estimated-ms"] = str(
+                round(prediction.estimated_s * 1000)
+            )
+        started = asyncio.get_running_loop().time()
+        reply = await next_stage(call)
+        reply.on_close.append(lambda: self._done(call, tokens, started, prediction))
+        return reply
+
+    def _done(self, call: Call, tokens: int, started: float, prediction: Prediction | None):
+        if call.cache_status == "hit" or call.provider is None:
+            return
+        elapsed = asyncio.get_running_loop().time() - started
+        operation = call.operation.name
+        factor = call.runtime.config.latency.anomaly_factor
+        if (
+            prediction is not None
+            and prediction.points > 0
+            and call.provider.name == _primary(call)
+            and elapsed > prediction.high_s * factor
+        ):
+            self._metrics.latency_anomalies.labels(call.provider.name, operation).inc()
+            logger.warning(
+                "%s %s took %.1fs, over %.1fx the predicted %s",
+                call.provider.display_name,
+                operation,
+                elapsed,
+                factor,
+                prediction.message,
+            )
+        self._history.record(call.provider.name, operation, tokens, elapsed)
+
+
+def _primary(call: Call) -> str | None:
+    assert call.model is not None
+    try:
+        return call.runtime.candidates(call.api, call.model, call.operation)[0].name
+    except NoProviderForModel:
+        return None

@@ -1,0 +1,54 @@
+"""Latency prediction: scaling by prompt tokens, ranges, confidence bands and messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice_sidecar.latency import POINTS, LatencyHistory, confidence
+
+
+def test_duration_scales_with_prompt_tokens() -> None:
+    history = LatencyHistory()
+    for _ in range(20):
+        history.record("openai", "Scripting", 500, 15.0)
+    prediction = history.predict("openai", "Scripting", 1000)
+    assert prediction.estimated_s == pytest.approx(30.0)
+    assert prediction.message == "usually takes 30-30 seconds"
+
+
+@pytest.mark.parametrize(
+    ("points", "low", "high", "words"),
+    [
+        (1, 0.3, 0.6, "(limited historical data)"),
+        (9, 0.3, 0.6, "(limited historical data)"),
+        (10, 0.6, 0.8, "usually takes"),
+        (49, 0.6, 0.8, "usually takes"),
+        (50, 0.8, 1.0, "typically takes"),
+        (100, 0.8, 1.0, "typically takes"),
+    ],
+)
+def test_confidence_bands(points: int, low: float, high: float, words: str) -> None:
+    history = LatencyHistory()
+    for i in range(points):
+        history.record("p", "op", 100, 1.0 + i % 5 / 10)
+    prediction = history.predict("p", "op", 100)
+    assert low <= prediction.confidence <= high
+    assert words in prediction.message
+    assert prediction.low_s <= prediction.estimated_s <= prediction.high_s
+
+
+def test_without_history_a_prior_is_used() -> None:
+    prediction = LatencyHistory().predict("p", "op", 500)
+    assert prediction.points == 0 and prediction.confidence == 0.3
+    assert prediction.estimated_s == pytest.approx(15.0)
+    assert "no historical data" in prediction.message
+
+
+def test_history_keeps_the_last_points_only() -> None:
+    history = LatencyHistory()
+    for _ in range(POINTS):
+        history.record("p", "op", 10, 100.0)
+    for _ in range(POINTS):
+        history.record("p", "op", 10, 1.0)
+    assert history.predict("p", "op", 10).estimated_s == pytest.approx(1.0)
+    assert confidence(10_000) == 1.0
