@@ -296,3 +296,34 @@ def test_operator_restart_loses_nothing(
         what="status observed the new generation",
     )
     assert status["sidecars"]["synced"] == 2
+
+
+def test_namespace_label_injects_every_pod_unless_opted_out(
+    sluice: SluiceDeployment, control_plane: ControlPlane, namespace: str, fake_kubelet, tmp_path
+) -> None:
+    control_plane.kubectl("label", "namespace", namespace, "sluice.dev/inject=enabled")
+    kubelet = fake_kubelet(
+        namespace, "sluice.dev/injected=true", sidecar_launch(control_plane, tmp_path)
+    )
+    control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=deployment("plain", 2, annotate=False)
+    )
+    running_sidecars(kubelet, 2)
+    token = admin_token(control_plane, namespace)
+    wait_until(
+        lambda: versions(kubelet, token) == {configmap_version(control_plane, namespace, "plain")},
+        30,
+        what="namespace-injected sidecars to get their workload's configuration",
+    )
+    opted_out = yaml.safe_load(deployment("private", 1, annotate=False))
+    opted_out["spec"]["template"]["metadata"]["labels"]["sluice.dev/inject"] = "false"
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(opted_out))
+    pod = wait_until(
+        lambda: control_plane.request(
+            "GET", f"/api/v1/namespaces/{namespace}/pods?labelSelector=app%3Dprivate"
+        )["items"],
+        30,
+        what="the opted-out pod",
+    )[0]
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["app"]
+    assert "initContainers" not in pod["spec"]

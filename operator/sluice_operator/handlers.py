@@ -156,15 +156,11 @@ async def pod_event(
 ) -> None:
     """A sidecar that became ready gets the current configuration at once."""
     pod = dict(body)
-    annotations = pod["metadata"].get("annotations") or {}
+    running = (pod["metadata"].get("annotations") or {}).get(VERSION_ANNOTATION)
     workload = (pod["metadata"].get("labels") or {}).get(WORKLOAD_LABEL)
+    wanted = memo.reconciler.versions.get((namespace, workload))
     if event["type"] == "DELETED" or (
-        pod_ready(pod)
-        and workload is not None
-        and (
-            annotations.get(VERSION_ANNOTATION)
-            != memo.reconciler.versions.get((namespace, workload))
-        )
+        pod_ready(pod) and workload is not None and (running is None or running != wanted)
     ):
         await _reconcile(memo, namespace, f"pod {pod['metadata']['name']} {event['type']}")
 
