@@ -70,6 +70,7 @@ def confidence(points: int) -> float:
 class LatencyHistory:
     def __init__(self) -> None:
         self._series: dict[tuple[str, str], deque[float]] = {}  # seconds per prompt token
+        self._sorted: dict[tuple[str, str], list[float]] = {}  # per key, until the next record
 
     def record(self, provider: str, operation: str, prompt_tokens: int, duration_s: float):
         key = (provider, operation)
@@ -79,9 +80,15 @@ class LatencyHistory:
                 return
             series = self._series[key] = deque(maxlen=POINTS)
         series.append(duration_s / max(prompt_tokens, MIN_TOKENS))
+        self._sorted.pop(key, None)
 
     def predict(self, provider: str, operation: str, prompt_tokens: int) -> Prediction:
-        rates = sorted(self._series.get((provider, operation), ()))
+        key = (provider, operation)
+        rates = self._sorted.get(key)
+        if rates is None:
+            rates = sorted(self._series.get(key, ()))
+            if key in self._series:
+                self._sorted[key] = rates
         tokens = max(prompt_tokens, MIN_TOKENS)
         if not rates:
             estimate = PRIOR_S_PER_TOKEN * tokens
