@@ -6,10 +6,32 @@ here imports the rest of the sidecar.
 """
 
 from sluice_sidecar.config.compiler import compile_policies
-from sluice_sidecar.config.loader import PolicyLoadError, load_policy_documents, read_policy_dir
+from sluice_sidecar.config.economics import (
+    BatchingSpec,
+    BudgetLimits,
+    BudgetScope,
+    BudgetThresholds,
+    CacheSpec,
+    CompiledBudget,
+    EmbeddingsBatchSpec,
+    LatencySpec,
+    LlmBudgetSpec,
+    ModelPriceSpec,
+    OperationCacheSpec,
+    QueueSpec,
+    WorkloadRef,
+)
+from sluice_sidecar.config.loader import (
+    PolicyLoadError,
+    load_documents,
+    load_policy_documents,
+    read_policy_dir,
+    read_resource_dir,
+)
 from sluice_sidecar.config.model import (
     CircuitBreakerSpec,
     DefaultsSpec,
+    LlmBudget,
     LlmPolicy,
     LlmPolicySpec,
     OperationSpec,
@@ -21,18 +43,34 @@ from sluice_sidecar.config.model import (
 )
 
 __all__ = [
+    "BatchingSpec",
+    "BudgetLimits",
+    "BudgetScope",
+    "BudgetThresholds",
+    "CacheSpec",
     "CircuitBreakerSpec",
+    "CompiledBudget",
     "DefaultsSpec",
+    "EmbeddingsBatchSpec",
+    "LatencySpec",
+    "LlmBudget",
+    "LlmBudgetSpec",
     "LlmPolicy",
     "LlmPolicySpec",
+    "ModelPriceSpec",
+    "OperationCacheSpec",
     "OperationSpec",
     "PolicyLoadError",
     "PresetSpec",
     "ProviderSpec",
+    "QueueSpec",
     "RetrySpec",
     "SidecarConfig",
+    "WorkloadRef",
     "compile_policies",
     "config_problems",
+    "load_documents",
     "load_policy_documents",
     "read_policy_dir",
+    "read_resource_dir",
 ]
