@@ -75,24 +75,15 @@ async def _reconcile(memo: kopf.Memo, namespace: str, why: str) -> None:
 
 
 @kopf.on.event("sluice.dev", "v1alpha1", "llmpolicies")
-async def policy_event(
-    event: dict[str, Any], body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any
-) -> None:
-    meta, status = body.get("metadata") or {}, body.get("status") or {}
-    if event["type"] == "MODIFIED" and meta.get("generation") == status.get("observedGeneration"):
-        return  # our own status write
-    await _reconcile(memo, namespace, f"policy {meta.get('name')} {event['type']}")
-
-
 @kopf.on.event("sluice.dev", "v1alpha1", "llmbudgets")
-async def budget_event(
+async def resource_event(
     event: dict[str, Any], body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Budgets are compiled into the sidecars' configuration: a spec change reconfigures."""
+    """Policies and budgets both compile into the sidecars' configuration."""
     meta, status = body.get("metadata") or {}, body.get("status") or {}
     if event["type"] == "MODIFIED" and meta.get("generation") == status.get("observedGeneration"):
         return  # our own status write
-    await _reconcile(memo, namespace, f"budget {meta.get('name')} {event['type']}")
+    await _reconcile(memo, namespace, f"{body.get('kind')} {meta.get('name')} {event['type']}")
 
 
 @kopf.timer("sluice.dev", "v1alpha1", "llmbudgets", interval=USAGE_INTERVAL_S, idle=None)

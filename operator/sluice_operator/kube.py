@@ -62,24 +62,21 @@ class Kube:
         return answer["items"]
 
     async def patch_budget_status(self, namespace: str, name: str, status: Body) -> None:
-        await self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            namespace,
-            "llmbudgets",
-            name,
-            {"status": status},
-            _content_type=MERGE_PATCH,
-        )
+        await self._patch_status("llmbudgets", namespace, name, status)
 
-    async def read_admin_token(self, namespace: str, name: str) -> str | None:
+    async def _secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's decoded data, or None when it does not exist."""
         try:
             secret = await self.core.read_namespaced_secret(name, namespace)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        return base64.b64decode(secret.data["token"]).decode()
+        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+    async def read_admin_token(self, namespace: str, name: str) -> str | None:
+        data = await self._secret_data(namespace, name)
+        return data["token"].decode() if data is not None else None
 
     async def deployments(self, namespace: str) -> list[Body]:
         answer = await self.apps.list_namespaced_deployment(namespace, _preload_content=False)
@@ -92,14 +89,9 @@ class Kube:
         return await _items(answer)
 
     async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
-        """The keys of a Secret (never its values), or None when it does not exist."""
-        try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return set(secret.data or {})
+        """The keys of a Secret, or None when it does not exist."""
+        data = await self._secret_data(namespace, name)
+        return set(data) if data is not None else None
 
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
         answer = await self.core.read_namespace(namespace)
@@ -129,12 +121,9 @@ class Kube:
 
     async def admin_token(self, namespace: str, name: str) -> str:
         """The sidecars' admin token of a namespace, created on first use."""
-        try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
-            return base64.b64decode(secret.data["token"]).decode()
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        existing = await self.read_admin_token(namespace, name)
+        if existing is not None:
+            return existing
         token = secrets.token_urlsafe(32)
         body = {
             "apiVersion": "v1",
@@ -152,13 +141,7 @@ class Kube:
         return token
 
     async def tls_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        return await self._secret_data(namespace, name)
 
     async def create_tls_secret(self, namespace: str, name: str, files: dict[str, bytes]) -> bool:
         """Create it; False when another replica created it first (then read theirs)."""
@@ -207,15 +190,18 @@ class Kube:
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         await self.core.patch_namespaced_pod(
-            name, namespace, {"metadata": {"annotations": annotations}}
+            name, namespace, {"metadata": {"annotations": annotations}}, _content_type=MERGE_PATCH
         )
 
     async def patch_policy_status(self, namespace: str, name: str, status: Body) -> None:
+        await self._patch_status("llmpolicies", namespace, name, status)
+
+    async def _patch_status(self, plural: str, namespace: str, name: str, status: Body) -> None:
         await self.custom.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
             namespace,
-            "llmpolicies",
+            plural,
             name,
             {"status": status},
             _content_type=MERGE_PATCH,
