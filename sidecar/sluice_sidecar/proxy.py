@@ -58,7 +58,11 @@ def build_data_app(state: SidecarState) -> web.Application:
 
 def _handler(api: ApiFamily, kind: RouteKind):
     async def handle(request: web.Request) -> web.StreamResponse:
-        return await _proxy(request, api, kind)
+        # GET /v1/models is both APIs' path: the Anthropic SDK marks itself with a header.
+        family: ApiFamily = (
+            "anthropic" if kind == "models" and "anthropic-version" in request.headers else api
+        )
+        return await _proxy(request, family, kind)
 
     return handle
 

@@ -44,8 +44,11 @@ class Provider:
     model_pattern: re.Pattern[str] | None  # None: serves every model
     model_map: Mapping[str, str]
 
-    def serves(self, model: str) -> bool:
-        return self.model_pattern is None or self.model_pattern.match(model) is not None
+    def serves(self, model: str | None) -> bool:
+        """Whether this provider serves ``model``; None (a model listing) is served by all."""
+        if model is None or self.model_pattern is None:
+            return True
+        return self.model_pattern.match(model) is not None
 
     def upstream_model(self, model: str) -> str:
         return self.model_map.get(model, model)
@@ -102,7 +105,7 @@ class Runtime:
         )
 
     def candidates(
-        self, family: ApiFamily, model: str, operation: Operation
+        self, family: ApiFamily, model: str | None, operation: Operation
     ) -> tuple[Provider, ...]:
         """Providers that can serve this call, in preference order (primary first)."""
         key = (family, model, operation.name)

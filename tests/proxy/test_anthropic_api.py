@@ -87,3 +87,9 @@ async def test_errors_come_back_in_anthropic_format(
     assert caught.value.body["type"] == "error"  # type: ignore[index]
     assert caught.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert len(llm.requests) == 1  # the 401 was not retried
+
+
+async def test_models_list_goes_to_the_anthropic_provider(claude_sidecar: SidecarHandle) -> None:
+    async with client(claude_sidecar) as c:
+        models = [m.id async for m in c.models.list()]
+    assert models

@@ -194,3 +194,9 @@ async def test_model_routing_and_model_map(llm_factory, sidecar_factory) -> None
     assert a.headers["x-sim-name"] == "gpt"
     assert b.headers["x-sim-name"] == "local"
     assert local.requests[-1].json["model"] == "llama3:8b"
+
+
+async def test_models_list_with_model_patterns(llm: SimulatedLLM, sidecar_factory) -> None:
+    sidecar = await sidecar_factory(policy(providers=[provider_for(llm, models=["gpt-*"])]))
+    async with async_client(sidecar) as client:
+        assert [model.id async for model in client.models.list()]
