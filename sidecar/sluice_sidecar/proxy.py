@@ -188,6 +188,10 @@ async def _run(
         # The client went away mid-stream: nothing to answer; the upstream is closed below.
         assert stream is not None
         return stream, CLIENT_CLOSED
+    except Exception:
+        # A bug must still answer in the caller's format, and never take the sidecar down.
+        logger.exception("%s failed inside the sidecar", operation.name)
+        error = SluiceError("internal error in the Sluice sidecar; see its log")
     finally:
         warning.cancel()
         if reply is not None:

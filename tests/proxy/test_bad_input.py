@@ -69,3 +69,18 @@ async def test_sidecar_keeps_serving_after_bad_input(small_sidecar) -> None:
                 assert response.status in (200, 400)
         async with http.post(url, json={"model": "m", "messages": []}) as response:
             assert response.status == 200
+
+
+async def test_an_internal_bug_answers_500_in_the_callers_format(
+    small_sidecar, monkeypatch
+) -> None:
+    async def broken(call):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(small_sidecar.state, "pipeline", broken)
+    url = small_sidecar.openai_url + "/chat/completions"
+    async with aiohttp.ClientSession() as http, http.post(url, json={"model": "m"}) as response:
+        error = await response.json()
+    assert response.status == 500
+    assert error["error"]["message"] == "internal error in the Sluice sidecar; see its log"
+    assert "boom" not in str(error)  # no internals leak to the caller
