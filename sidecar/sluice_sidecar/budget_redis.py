@@ -189,6 +189,15 @@ class RedisBudgetStore:
             return await self._fallback.counters(rule, period)
         return _counters(values)
 
+    async def note_external(self, rule: BudgetRule, period: Period, cost: Decimal, tokens: int):
+        """Spend known elsewhere (the operator's aggregate, later); replaces the last report."""
+        key = _keys(rule, period, None)[0]
+        try:
+            await self._client.hset(key, mapping={"ext": to_nano(cost), "exttok": tokens})
+        except (RedisError, OSError) as error:
+            self._failed("external", error)
+            self._fallback.note_external(rule.identity, period.key, cost, tokens)
+
     def _failed(self, what: str, error: BaseException) -> None:
         self._on_error()
         logger.warning("budget %s in Redis failed (using local counters): %s", what, error)

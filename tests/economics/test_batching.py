@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from tests.support.sidecar import SidecarHandle, policy, provider_for
-from tests.support.simulator import SimulatedLLM
+from tests.support.simulator import Fail, SimulatedLLM
 from tests.support.waiting import wait_until
 
 MESSAGES = [{"role": "user", "content": "Describe a sluice gate"}]
@@ -127,3 +127,43 @@ async def test_queue_bounds_answer_429(llm_factory, sidecar_factory) -> None:
     assert full.value.response.headers["retry-after"] == "1"
     metrics = await sidecar.metrics_text()
     assert 'llm_queue_rejections_total{priority="normal",reason="queue_full"} 1.0' in metrics
+
+
+async def test_identical_streams_in_flight_share_one_upstream_stream(
+    llm_factory, sidecar_factory
+) -> None:
+    slow = await llm_factory(name="slow", stream_chunk_delay_s=0.05, chunks=4)
+    sidecar = await sidecar_factory(policy(providers=[provider_for(slow)], cache={"enabled": True}))
+    async with client(sidecar) as c:
+
+        async def one() -> str:
+            stream = await c.chat.completions.create(
+                model="gpt-4o", messages=MESSAGES, temperature=0, stream=True
+            )
+            return "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
+
+        texts = await asyncio.gather(*(one() for _ in range(3)))
+    assert len(slow.requests) == 1
+    assert texts[0].startswith("Simulated answer") and len(set(texts)) == 1
+
+
+async def test_a_failed_merged_call_fails_every_caller_in_it(
+    llm: SimulatedLLM, sidecar_factory
+) -> None:
+    sidecar = await sidecar_factory(
+        policy(
+            providers=[provider_for(llm)],
+            batching={"embeddings": {"enabled": True, "maxBatchSize": 4, "maxWaitMs": 200}},
+        )
+    )
+    llm.enqueue(Fail(400, "bad input"))
+    async with client(sidecar) as c:
+        results = await asyncio.gather(
+            *(
+                c.embeddings.create(model="text-embedding-3-small", input=f"text {i}")
+                for i in range(4)
+            ),
+            return_exceptions=True,
+        )
+    assert all(isinstance(r, openai.BadRequestError) for r in results)
+    assert len(llm.requests) == 1

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 from decimal import Decimal
 
 import anthropic
 import openai
 import pytest
 
+from sluice_sidecar.budget_periods import period_of
 from tests.economics.conftest import budget
 from tests.support.redis_server import free_port
 from tests.support.sidecar import (
@@ -238,3 +240,18 @@ async def test_redis_down_keeps_serving_and_counts(llm: SimulatedLLM, economics_
     assert 'sluice_redis_errors_total{use="budget"}' in metrics
     status, body = await sidecar.admin("GET", "/admin/budgets")  # falls back to local counters
     assert status == 200 and Decimal(body["budgets"][0]["spentUSD"]) == answer.usage.total_tokens
+
+
+async def test_external_spend_counts_in_redis(redis_url: str, llm: SimulatedLLM, economics_sidecar):
+    sidecar = await economics_sidecar(
+        priced_policy(llm), [budget(limits={"costUSD": 100})], redis_url=redis_url
+    )
+    store = sidecar.state.budgets.store
+    [rule] = sidecar.state.runtime.budget_rules
+    period = period_of(rule.spec.period, datetime.datetime.now(datetime.UTC))
+    await store.note_external(rule, period, Decimal(95), 0)  # e.g. other replicas, per operator
+    async with client(sidecar) as c:
+        with pytest.raises(openai.RateLimitError):
+            await c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=10)
+    _, body = await sidecar.admin("GET", "/admin/budgets")
+    assert body["budgets"][0]["externalUSD"] == "95"
