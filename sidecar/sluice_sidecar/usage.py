@@ -15,6 +15,7 @@ Shared by the metering, budget and cache stages (none of which import each other
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ TOKENS_PER_MESSAGE = 4
 TOKENS_PER_REQUEST = 3
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 MAX_PENDING_EVENT_BYTES = 1024 * 1024  # a partial SSE event larger than this is passed on as is
+_EVENT_END = re.compile(rb"(\r?\n\r?\n)")  # SSE events end with a blank line, LF or CRLF
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,18 +86,22 @@ class SseUsageReader:
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._pending + chunk
-        cut = data.rfind(b"\n\n")
-        if cut < 0:
+        lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+        end = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+        if end == 0:
             if len(data) > MAX_PENDING_EVENT_BYTES:
                 self._pending = b""
                 return data
             self._pending = data
             return b""
-        complete, self._pending = data[: cut + 2], data[cut + 2 :]
+        complete, self._pending = data[:end], data[end:]
         if not _has_usage(complete):
             return complete
-        kept = [e for e in complete.split(b"\n\n")[:-1] if self._event(e)]
-        return b"".join(e + b"\n\n" for e in kept)
+        parts = _EVENT_END.split(complete)  # event, separator, event, separator, ..., b""
+        kept = [
+            parts[i] + parts[i + 1] for i in range(0, len(parts) - 1, 2) if self._event(parts[i])
+        ]
+        return b"".join(kept)
 
     def flush(self) -> bytes:
         rest, self._pending = self._pending, b""
@@ -107,7 +113,7 @@ class SseUsageReader:
         """Read usage from one event; False when the event must not reach the client."""
         if not _has_usage(event):
             return True
-        for line in event.split(b"\n"):
+        for line in event.splitlines():
             if not line.startswith(b"data:"):
                 continue
             try:

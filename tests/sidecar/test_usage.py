@@ -100,3 +100,13 @@ def test_prompt_estimate_and_output_bound() -> None:
     assert output_token_bound({}, "chat", 800) == 800
     assert output_token_bound({}, "chat", None) == DEFAULT_MAX_OUTPUT_TOKENS
     assert output_token_bound({"max_tokens": 50}, "embeddings", None) == 0
+
+
+@given(st.integers(min_value=1, max_value=64))
+def test_crlf_framed_streams_are_read_and_stripped(size: int) -> None:
+    crlf = OPENAI_STREAM.replace(b"\n\n", b"\r\n\r\n")
+    reader = SseUsageReader(strip_openai_usage=True)
+    out = _feed(reader, crlf, size)
+    assert reader.usage == Usage(12, 2, 4)
+    assert b'"prompt_tokens"' not in out and out.endswith(b"data: [DONE]\r\n\r\n")
+    assert out.count(b"\r\n\r\n") == 3  # two content events and [DONE]
