@@ -2,7 +2,9 @@
 
 What goes in: the tenant (the workload's namespace/name and a hash of the caller's credential
 headers, so two tenants or two callers with different keys never share an entry), the API and
-route, the operation and its preset (which the upstream stage fills into the request), the
+route with its query string (Azure's ``api-version``), the request headers that select API
+behaviour (``VARIANT_HEADERS``: ``anthropic-version``, ``anthropic-beta``, ``openai-beta``), the
+operation and its preset (which the upstream stage fills into the request), the
 candidate providers, the model, whether the answer is streamed, and every request field except
 the few that cannot change the answer (``IGNORED_FIELDS``). Unknown and provider-specific
 fields are in, so a new answer-changing parameter never aliases two requests.
@@ -21,6 +23,7 @@ import orjson
 KEY_VERSION = 1
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
+VARIANT_HEADERS = ("anthropic-version", "anthropic-beta", "openai-beta")
 EXACT_FLOAT_INTEGERS = (
     2**53
 )  # beyond, a float is no longer one integer (and JSON ints stop at 64 bits)
@@ -50,6 +53,7 @@ def cache_key(
     providers: tuple[str, ...],
     stream: bool,
     body: dict[str, Any],
+    variant: tuple[str, ...] = (),
 ) -> str:
     fields = {k: v for k, v in body.items() if k not in IGNORED_FIELDS}
     document = {
@@ -60,6 +64,7 @@ def cache_key(
         "operation": list(operation),
         "providers": list(providers),
         "stream": stream,
+        "variant": list(variant),
         "body": canonical(fields),
     }
     encoded = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)

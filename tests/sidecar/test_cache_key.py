@@ -91,3 +91,5 @@ def test_fields_that_cannot_change_the_answer_are_ignored() -> None:
     assert key(stream=True) != key(stream=False)
     assert key(operation=("Other", None, None, None, False)) != key()
     assert key(providers=("anthropic",)) != key()
+    assert key(variant=("2023-06-01", "output-128k", "")) != key(variant=("2023-06-01", "", ""))
+    assert key(route="/v1/chat/completions?api-version=2024-10-21") != key()

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from sluice_sidecar.cache_key import cache_key, credential_hash
+from sluice_sidecar.cache_key import VARIANT_HEADERS, cache_key, credential_hash
 from sluice_sidecar.cache_store import CacheBackend, CachedAnswer, CacheStats
 from sluice_sidecar.config.economics import CacheSpec
 from sluice_sidecar.errors import NoProviderForModel
@@ -174,7 +174,7 @@ def _key(call: Call) -> str | None:
     return cache_key(
         tenant=runtime.config.workload.identity,
         credentials=credential_hash(call.client_headers),
-        route=call.path,
+        route=f"{call.path}?{call.query}",
         operation=(
             operation.name,
             operation.temperature,
@@ -185,4 +185,5 @@ def _key(call: Call) -> str | None:
         providers=tuple(p.name for p in providers),
         stream=call.stream,
         body=call.body,
+        variant=tuple(call.client_headers.get(name, "") for name in VARIANT_HEADERS),
     )
