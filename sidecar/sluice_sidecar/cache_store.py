@@ -1,11 +1,12 @@
 """Answer cache back-ends: a bounded in-process LRU and Redis shared by every replica.
 
 An entry is one complete answer: status, content type, whether it is an SSE stream, and the
-bytes. ``MemoryCache`` is bounded by entry count and by bytes (least recently used evicted
-first) and honours each entry's TTL. ``RedisCache`` stores ``header\\n body`` under
-``sluice:cache:<key>`` with the TTL as expiry; any Redis error is counted and treated as a miss
-(reads) or skipped (writes): a Redis outage never fails a call. Statistics live in
-``CacheStats``, shared by both.
+bytes (in memory also the parsed JSON, so a hit does not parse again; it is charged against the
+byte bound at ``PARSED_FACTOR`` times the answer's size). ``MemoryCache`` is bounded by entry
+count and by bytes (least recently used evicted first) and honours each entry's TTL.
+``RedisCache`` stores ``header\\n body`` under ``sluice:cache:<key>`` with the TTL as expiry;
+any Redis error is counted and treated as a miss (reads) or skipped (writes): a Redis outage
+never fails a call. Statistics live in ``CacheStats``, shared by both.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from redis.exceptions import RedisError
 
 logger = logging.getLogger("sluice.cache")
 REDIS_PREFIX = "sluice:cache:"
+PARSED_FACTOR = 3  # a parsed JSON answer takes about this many times its bytes in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +33,13 @@ class CachedAnswer:
     content_type: str
     stream: bool
     body: bytes
+    document: Any = field(default=None, compare=False)  # parsed JSON body (memory only; read-only)
 
     @property
     def size(self) -> int:
-        return len(self.body) + len(self.content_type) + 64
+        """Bytes charged against ``maxBytes``: the answer, plus an estimate of its parsed form."""
+        parsed = PARSED_FACTOR * len(self.body) if self.document is not None else 0
+        return len(self.body) + parsed + len(self.content_type) + 64
 
 
 @dataclass(slots=True)

@@ -37,6 +37,7 @@ class CacheStage:
         self._select = select
         self._stats = stats
         self._metrics = metrics
+        self._results = {r: metrics.cache_requests.labels(r) for r in ("hit", "miss", "bypass")}
 
     async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
         spec = call.runtime.config.cache
@@ -62,7 +63,7 @@ class CacheStage:
                 reply.chunks = self._recording(first, source, reply, backend, key, call, spec)
             elif len(reply.body) <= spec.max_entry_bytes:
                 content_type = reply.headers.get("content-type", "application/json")
-                answer = CachedAnswer(reply.status, content_type, False, reply.body)
+                answer = CachedAnswer(reply.status, content_type, False, reply.body, reply.json)
                 await self._store(backend, key, answer, call.operation.cache_ttl_s)
         return reply
 
@@ -73,7 +74,7 @@ class CacheStage:
     def _count(self, call: Call, result: str) -> None:
         call.cache_status = result  # type: ignore[assignment]
         call.response_headers["x-sluice-cache"] = result
-        self._metrics.cache_requests.labels(result).inc()
+        self._results[result].inc()
         if result == "hit":
             self._stats.hits += 1
         elif result == "miss":
@@ -89,7 +90,10 @@ class CacheStage:
             headers["cache-control"] = "no-cache"
             reply = UpstreamReply(answer.status, headers, first_chunk=answer.body, chunks=_none())
         else:
-            reply = UpstreamReply(answer.status, headers, answer.body, orjson.loads(answer.body))
+            document = answer.document
+            if document is None:
+                document = orjson.loads(answer.body)
+            reply = UpstreamReply(answer.status, headers, answer.body, document)
         reply.on_close.append(lambda: self._saved(call))
         return reply
 
