@@ -37,8 +37,13 @@ async def start_sidecar(primary: SimulatedLLM, backup: SimulatedLLM, token: str,
         "SLUICE_RETRY_BASE_DELAY_MS": "20",  # keep the demo short; the policy says 1000
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sluice_sidecar", "--policy-dir", str(ROOT / "examples/02-studio"),
-        env=env, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "sluice_sidecar",
+        "--policy-dir",
+        str(ROOT / "examples/02-studio"),
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None
     while True:
@@ -88,29 +93,49 @@ async def workload(client: openai.AsyncOpenAI, calls: int, start: int) -> list[s
     return await asyncio.gather(*(limited(i) for i in range(start, start + calls)))
 
 
-def print_summary(stats: dict, circuits: dict, metrics: str, answers: list[str]) -> None:
+def print_summary(
+    stats: dict, circuits: dict, metrics: str, usage: dict, answers: list[str]
+) -> None:
     failed = [a for a in answers if a.startswith("error")]
     print("\n=== Sluice demo summary ===")
     print(f"calls: {len(answers)}  answered: {len(answers) - len(failed)}  failed: {len(failed)}")
-    counters = {"llm_retries_total": 0.0, "llm_circuit_breaker_trips_total": 0.0,
-                "llm_fallbacks_total": 0.0, "llm_timeout_warnings_total": 0.0}
+    counters = {
+        "llm_retries_total": 0.0,
+        "llm_circuit_breaker_trips_total": 0.0,
+        "llm_fallbacks_total": 0.0,
+        "llm_timeout_warnings_total": 0.0,
+    }
     for line in metrics.splitlines():
         for name in counters:
             if line.startswith(name + "{"):
                 counters[name] += float(line.rsplit(" ", 1)[1])
-    print("retries: {:.0f}  breaker trips: {:.0f}  fallbacks: {:.0f}  timeout warnings: {:.0f}"
-          .format(*counters.values()))
-    print(f"\n{'provider':<10}{'operation':<18}{'calls':>6}{'success':>9}{'retries':>9}"
-          f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
+    retries, trips, fallbacks, warnings = counters.values()
+    print(
+        f"retries: {retries:.0f}  breaker trips: {trips:.0f}  fallbacks: {fallbacks:.0f}"
+        f"  timeout warnings: {warnings:.0f}"
+    )
+    totals = usage["totals"]
+    print(
+        f"tokens: {totals['inputTokens']} in, {totals['outputTokens']} out"
+        f"  cost: ${totals['costUSD']} (bundled prices; the self-hosted provider is free)"
+    )
+    print(
+        f"\n{'provider':<10}{'operation':<18}{'calls':>6}{'success':>9}{'retries':>9}"
+        f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+    )
     for row in stats["calls"]:
         lat = row["latencyMs"]
-        print(f"{row['provider']:<10}{row['operation']:<18}{row['count']:>6}"
-              f"{row['successRate']:>9.0%}{row['averageRetries']:>9.2f}"
-              f"{lat['p50']:>9.1f}{lat['p95']:>9.1f}{lat['p99']:>9.1f}")
+        print(
+            f"{row['provider']:<10}{row['operation']:<18}{row['count']:>6}"
+            f"{row['successRate']:>9.0%}{row['averageRetries']:>9.2f}"
+            f"{lat['p50']:>9.1f}{lat['p95']:>9.1f}{lat['p99']:>9.1f}"
+        )
     print("\ncircuits:")
     for c in circuits["circuits"]:
-        print(f"  {c['provider']}/{c['model']}: {c['state']} (trips {c['trips']},"
-              f" failure rate {c['failureRate']:.0%})")
+        print(
+            f"  {c['provider']}/{c['model']}: {c['state']} (trips {c['trips']},"
+            f" failure rate {c['failureRate']:.0%})"
+        )
 
 
 async def main(calls: int, verbose: bool) -> None:
@@ -118,10 +143,15 @@ async def main(calls: int, verbose: bool) -> None:
     with tempfile.TemporaryDirectory() as secrets_dir:
         (Path(secrets_dir) / "openai-credentials").mkdir()
         (Path(secrets_dir) / "openai-credentials" / "apiKey").write_text("sk-demo-not-a-real-key")
-        async with SimulatedLLM(name="openai", latency_s=0.02, error_rate=0.15, seed=7,
-                                record=False) as primary, \
-                SimulatedLLM(name="vllm", latency_s=0.04, record=False) as backup:
-            process, data_port, admin_port = await start_sidecar(primary, backup, token, Path(secrets_dir))
+        async with (
+            SimulatedLLM(
+                name="openai", latency_s=0.02, error_rate=0.15, seed=7, record=False
+            ) as primary,
+            SimulatedLLM(name="vllm", latency_s=0.04, record=False) as backup,
+        ):
+            process, data_port, admin_port = await start_sidecar(
+                primary, backup, token, Path(secrets_dir)
+            )
             logs = asyncio.create_task(relay_logs(process, verbose))
             try:
                 async with openai.AsyncOpenAI(
@@ -138,7 +168,8 @@ async def main(calls: int, verbose: bool) -> None:
                     stats = await (await http.get(admin + "/admin/stats")).json()
                     circuits = await (await http.get(admin + "/admin/circuits")).json()
                     metrics = await (await http.get(admin + "/metrics")).text()
-                print_summary(stats, circuits, metrics, answers)
+                    usage = await (await http.get(admin + "/admin/usage")).json()
+                print_summary(stats, circuits, metrics, usage, answers)
             finally:
                 process.send_signal(signal.SIGTERM)
                 await process.wait()
