@@ -6,8 +6,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from tests.support.simulator import SimulatedLLM
+
+# Property tests run on shared, busy machines: no per-example deadline (examples stay bounded).
+settings.register_profile("sluice", deadline=None)
+settings.load_profile("sluice")
 
 
 @pytest.fixture
