@@ -200,6 +200,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    began = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     targets.ensure_tools(echo)
     pin = not args.no_pin and (targets.shutil.which("taskset") is not None)
     server_cpu, load_cpu = (SERVER_CPU, LOAD_CPU) if pin else (None, None)
@@ -247,7 +248,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     add_overheads(rows)
     return {
         "meta": {
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "date": began,
+            "commit": _commit(),
             "machine": targets.describe_cpu(),
             "python": platform.python_version(),
             "pinning": f"servers on CPU {server_cpu}, wrk on CPU {load_cpu}" if pin else "none",
@@ -264,6 +266,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "servers": servers,
         "skipped": skipped,
     }
+
+
+def _commit() -> str:
+    """The repository's commit, marked ``-dirty`` when the sidecar's sources differ from it."""
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(targets.REPO), *argv], capture_output=True, text=True, timeout=30
+        )
+        return done.stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "sidecar")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
 
 
 def _rss_kib(name: str, server: targets.Server) -> int:
