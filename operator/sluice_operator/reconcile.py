@@ -9,6 +9,7 @@ while a run is in progress are folded into one follow-up run.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections import defaultdict
@@ -96,8 +97,6 @@ def key_secrets_annotation(policies: list[LlmPolicy]) -> str:
 
 
 def policy_hash(body: Body) -> str:
-    import hashlib
-
     text = json.dumps(body.get("spec") or {}, sort_keys=True)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
