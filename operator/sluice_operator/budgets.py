@@ -131,7 +131,7 @@ class BudgetAggregator:
     # -- helpers -----------------------------------------------------------------------------
     async def _workloads(self, namespace: str) -> _Workloads:
         labels_of: dict[str, dict[str, str]] = {}
-        namespace_labels = await self.kube.namespace_labels(namespace)
+        namespace_labels = await self.kube.namespace_labels(namespace) or {}
         for deployment in await self.kube.deployments(namespace):
             if opted_in(deployment, namespace_labels):
                 template = deployment["spec"]["template"].get("metadata") or {}

@@ -147,8 +147,10 @@ async def pod_event(
 ) -> None:
     """A sidecar that became ready gets the current configuration at once."""
     pod = dict(body)
-    running = (pod["metadata"].get("annotations") or {}).get(VERSION_ANNOTATION)
     workload = (pod["metadata"].get("labels") or {}).get(WORKLOAD_LABEL)
+    running = memo.reconciler.pushed(namespace, workload, pod["metadata"]["uid"]) or (
+        pod["metadata"].get("annotations") or {}
+    ).get(VERSION_ANNOTATION)
     wanted = memo.reconciler.versions.get((namespace, workload))
     if event["type"] == "DELETED" or (
         pod_ready(pod) and workload is not None and (running is None or running != wanted)

@@ -25,7 +25,24 @@ JSON_PATCH = "application/json-patch+json"
 async def _items(response: Any) -> list[Body]:
     """The items of a raw list answer: plain JSON, skipping the client's slow model classes."""
     async with response:
+        if response.status >= 400:
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = await response.text()
+            raise error
         return orjson.loads(await response.read())["items"]
+
+
+async def _done(call: Any) -> None:
+    """Await a write without building the client's model of the answer (slow, unused).
+
+    Without preloading, the client does not raise for error statuses: done here.
+    """
+    response = await call
+    async with response:
+        if response.status >= 400:
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body = await response.text()
+            raise error
 
 
 class Kube:
@@ -93,8 +110,16 @@ class Kube:
         data = await self._secret_data(namespace, name)
         return set(data) if data is not None else None
 
-    async def namespace_labels(self, namespace: str) -> dict[str, str]:
-        answer = await self.core.read_namespace(namespace)
+    async def namespace_labels(self, namespace: str) -> dict[str, str] | None:
+        """The namespace's labels; None when it is gone or being deleted."""
+        try:
+            answer = await self.core.read_namespace(namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        if answer.metadata.deletion_timestamp is not None:
+            return None
         return answer.metadata.labels or {}
 
     # -- writes ------------------------------------------------------------------------------
@@ -113,11 +138,17 @@ class Kube:
             "data": data,
         }
         try:
-            await self.core.replace_namespaced_config_map(name, namespace, body)
+            await _done(
+                self.core.replace_namespaced_config_map(
+                    name, namespace, body, _preload_content=False
+                )
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
-            await self.core.create_namespaced_config_map(namespace, body)
+            await _done(
+                self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
+            )
 
     async def admin_token(self, namespace: str, name: str) -> str:
         """The sidecars' admin token of a namespace, created on first use."""
@@ -189,25 +220,36 @@ class Kube:
         return int("".join(ch for ch in info.minor if ch.isdigit()))
 
     async def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
-        await self.core.patch_namespaced_pod(
-            name, namespace, {"metadata": {"annotations": annotations}}, _content_type=MERGE_PATCH
+        await _done(
+            self.core.patch_namespaced_pod(
+                name,
+                namespace,
+                {"metadata": {"annotations": annotations}},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
         )
 
     async def patch_policy_status(self, namespace: str, name: str, status: Body) -> None:
         await self._patch_status("llmpolicies", namespace, name, status)
 
     async def _patch_status(self, plural: str, namespace: str, name: str, status: Body) -> None:
-        await self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            namespace,
-            plural,
-            name,
-            {"status": status},
-            _content_type=MERGE_PATCH,
+        await _done(
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                {"status": status},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
         )
 
     async def patch_deployment_template(self, namespace: str, name: str, patch: Body) -> None:
-        await self.apps.patch_namespaced_deployment(
-            name, namespace, patch, _content_type=MERGE_PATCH
+        await _done(
+            self.apps.patch_namespaced_deployment(
+                name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
+            )
         )

@@ -115,6 +115,32 @@ class Reconciler:
         self.settings = settings
         self._runs: dict[str, _Runs] = defaultdict(_Runs)
         self.versions: dict[tuple[str, str], str] = {}  # (namespace, workload) -> version
+        # (namespace, workload) -> pod UID -> version pushed (for live pods only)
+        self._applied: dict[tuple[str, str], dict[str, str]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    def pushed(self, namespace: str, workload: str, uid: str) -> str | None:
+        """The version this process pushed to a pod (its annotation may still be on the way)."""
+        return self._applied.get((namespace, workload), {}).get(uid)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _annotate(self, namespace: str, pods: list[str], version: str) -> None:
+        results = await asyncio.gather(
+            *(
+                self.kube.annotate_pod(namespace, pod, {VERSION_ANNOTATION: version})
+                for pod in pods
+            ),
+            return_exceptions=True,
+        )
+        for pod, result in zip(pods, results, strict=True):
+            if isinstance(result, Exception) and not (
+                isinstance(result, ApiException) and result.status == 404
+            ):
+                logger.warning("cannot annotate pod %s/%s: %s", namespace, pod, result)
 
     async def reconcile(self, namespace: str) -> list[PolicyReport] | None:
         """Bring the namespace in line; None when a concurrent run already covered this call."""
@@ -141,12 +167,9 @@ class Reconciler:
             )
 
     async def _reconcile_namespace(self, namespace: str) -> list[PolicyReport]:
-        try:
-            namespace_labels = await self.kube.namespace_labels(namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return []  # the namespace is gone, and everything in it
-            raise
+        namespace_labels = await self.kube.namespace_labels(namespace)
+        if namespace_labels is None:
+            return []  # the namespace is gone or going, and everything in it
         bodies = [
             b
             for b in await self.kube.policies(namespace)
@@ -278,11 +301,16 @@ class Reconciler:
         pods = await self.kube.pods(namespace, f"{INJECTED_LABEL}=true,{WORKLOAD_LABEL}={workload}")
         live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
         ready = [p for p in live if pod_ready(p)]
-        stale = [
-            p
-            for p in ready
-            if (p["metadata"].get("annotations") or {}).get(VERSION_ANNOTATION) != version
-        ]
+        # What each pod runs: its annotation, or what this process pushed and is still
+        # annotating in the background (the annotation is what survives a restart).
+        known = self._applied.pop((namespace, workload), {})
+        running = {
+            p["metadata"]["uid"]: known.get(p["metadata"]["uid"])
+            or (p["metadata"].get("annotations") or {}).get(VERSION_ANNOTATION)
+            for p in live
+        }
+        self._applied[(namespace, workload)] = {u: v for u, v in running.items() if v}
+        stale = [p for p in ready if running[p["metadata"]["uid"]] != version]
         synced = len(ready) - len(stale)
         if stale:
             targets = [
@@ -294,15 +322,15 @@ class Reconciler:
                 for p in stale
             ]
             body = json.dumps(document).encode()
-            applied = [r.pod for r in await self.pusher.push_all(targets, body, token) if r.ok]
+            results = await self.pusher.push_all(targets, body, token)
+            uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in stale}
+            applied = [r.pod for r in results if r.ok]
             synced += len(applied)
-            # The per-pod record of what it runs: what a restarted operator recovers from.
-            await asyncio.gather(
-                *(
-                    self.kube.annotate_pod(namespace, pod, {VERSION_ANNOTATION: version})
-                    for pod in applied
-                )
-            )
+            for pod in applied:
+                self._applied[(namespace, workload)][uids[pod]] = version
+            # The per-pod record of what it runs, for a restarted operator; off the critical
+            # path, so the next change is not kept waiting behind it.
+            self._spawn(self._annotate(namespace, applied, version))
             logger.info(
                 "workload %s/%s: configuration %s on %d/%d sidecars",
                 namespace,
