@@ -59,6 +59,9 @@ class HttpTransport:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
+            # A proxy keeps no cookies: one caller's Set-Cookie must never reach another, and
+            # the jar's per-request filtering is wasted work.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
