@@ -10,7 +10,8 @@
     │   └── NoProviderForModel       400
     ├── Refused                      the sidecar protects the provider: answered at once
     │   ├── CircuitOpen              503 + Retry-After (every candidate provider is open)
-    │   └── BulkheadFull             503 + Retry-After
+    │   ├── BulkheadFull             503 + Retry-After
+    │   └── NotConfigured            503: no configuration loaded yet
     ├── QueueFull                    429 + Retry-After: concurrency limit reached and the
     │                                priority queue is full or the wait too long
     ├── BudgetExceeded               429 + Retry-After (period reset), type budget_exceeded;
@@ -91,6 +92,10 @@ class CircuitOpen(Refused):
 
 class BulkheadFull(Refused):
     code = "concurrency_limit"
+
+
+class NotConfigured(Refused):
+    code = "not_configured"
 
 
 class QueueFull(SluiceError):

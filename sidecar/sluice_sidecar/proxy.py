@@ -20,6 +20,7 @@ from sluice_sidecar.errors import (
     BodyTooLarge,
     DeadlineExceeded,
     MalformedRequest,
+    NotConfigured,
     PermanentUpstreamError,
     RouteNotFound,
     SluiceError,
@@ -36,8 +37,6 @@ logger = logging.getLogger("sluice.proxy")
 
 STATE = web.AppKey("sluice_state", SidecarState)
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
-NOT_CONFIGURED = SluiceError("the sidecar has no configuration loaded yet")
-NOT_CONFIGURED.status = 503
 
 
 def build_data_app(state: SidecarState) -> web.Application:
@@ -77,7 +76,7 @@ async def _proxy(request: web.Request, api: ApiFamily, kind: RouteKind) -> web.S
     state = request.app[STATE]
     runtime = state.runtime
     if runtime is None:
-        return _error_response(NOT_CONFIGURED, api)
+        return _error_response(NotConfigured("the sidecar has no configuration loaded yet"), api)
     metrics = state.metrics
     loop = asyncio.get_running_loop()
     started = loop.time()
