@@ -42,40 +42,17 @@ CHAT = {
     "temperature": 0,
 }
 EMBEDDINGS = {"model": "text-embedding-3-small", "input": "one line of text to embed"}
-POLICY = """\
-apiVersion: sluice.dev/v1alpha1
-kind: LlmPolicy
-metadata: {{name: bench}}
-spec:
-  providers:
-    - {{name: sim, type: openai-compatible, baseUrl: "{upstream}"}}
-  retry: {{strategy: exponential, maxAttempts: 3, baseDelayMs: 100, maxDelayMs: 1000}}
+POLICY = (
+    targets.POLICY
+    + """\
   cache: {{enabled: {on}, maxEntries: 10000}}
   batching: {{embeddings: {{enabled: {on}, maxBatchSize: 16, maxWaitMs: 10}}}}
 """
-LUA = """\
-wrk.method = "POST"
-wrk.body = [==[%(body)s]==]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer test"
-%(extra)s
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "%(mark)s requests=%%d duration_us=%%d p50_us=%%.0f p90_us=%%.0f p99_us=%%.0f "
-    .. "mean_us=%%.0f max_us=%%.0f status_errors=%%d socket_errors=%%d\\n",
-    summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.mean, latency.max, e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
+)
 
 
 def script(directory: Path, name: str, body: dict[str, Any], headers: dict[str, str]) -> Path:
-    extra = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-    path = directory / f"{name}.lua"
-    path.write_text(LUA % {"body": json.dumps(body), "extra": extra, "mark": wrk.MARK})
-    return path
+    return wrk.write_script(directory, name, body, headers)
 
 
 def start_sidecar(fleet: targets.Fleet, upstream: targets.Server, name: str, on: bool):

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 REQUEST_BODY = {
     "model": "gpt-4o-mini",
@@ -24,7 +25,7 @@ wrk.method = "POST"
 wrk.body = [==[%(body)s]==]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer test"
-
+%(extra)s
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -57,9 +58,17 @@ class WrkResult:
         return self.requests / (self.duration_us / 1e6) if self.duration_us else 0.0
 
 
-def write_script(directory: Path) -> Path:
-    path = directory / "chat.lua"
-    path.write_text(LUA % {"body": json.dumps(REQUEST_BODY), "mark": MARK})
+def write_script(
+    directory: Path,
+    name: str = "chat",
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Path:
+    """A wrk Lua script POSTing ``body`` (default: the chat request) with extra headers."""
+    extra = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items())
+    path = directory / f"{name}.lua"
+    payload = json.dumps(REQUEST_BODY if body is None else body)
+    path.write_text(LUA % {"body": payload, "extra": extra, "mark": MARK})
     return path
 
 
