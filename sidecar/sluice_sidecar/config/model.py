@@ -200,28 +200,26 @@ class ObjectMeta(BaseModel):
     generation: int | None = None
 
 
-class LlmPolicy(BaseModel):
+class Resource(BaseModel):
+    """What every sluice.dev resource shares: version, metadata, identity. Status is ignored."""
+
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
     api_version: Literal["sluice.dev/v1alpha1"] = Field(alias="apiVersion")
-    kind: Literal["LlmPolicy"]
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.metadata.namespace or 'default'}/{self.metadata.name}"
+
+
+class LlmPolicy(Resource):
+    kind: Literal["LlmPolicy"]
     spec: LlmPolicySpec
 
-    @property
-    def identity(self) -> str:
-        return f"{self.metadata.namespace or 'default'}/{self.metadata.name}"
 
-
-class LlmBudget(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
-    api_version: Literal["sluice.dev/v1alpha1"] = Field(alias="apiVersion")
+class LlmBudget(Resource):
     kind: Literal["LlmBudget"]
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: LlmBudgetSpec
-
-    @property
-    def identity(self) -> str:
-        return f"{self.metadata.namespace or 'default'}/{self.metadata.name}"
 
     def compiled(self) -> CompiledBudget:
         rules = self.spec.model_dump(exclude={"selector"})
