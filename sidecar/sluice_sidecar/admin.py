@@ -43,9 +43,11 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
             },
             status=403,
         )
-    offered = request.headers.get("authorization", "")
-    expected = f"Bearer {token.get_secret_value()}"
-    if not hmac.compare_digest(offered.encode(), expected.encode()):
+    # aiohttp decodes header bytes that are not UTF-8 with surrogateescape: encode them back
+    # the same way, so any bytes compare (and fail) instead of raising.
+    offered = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
+    expected = f"Bearer {token.get_secret_value()}".encode()
+    if not hmac.compare_digest(offered, expected):
         return web.Response(
             status=401,
             body=orjson.dumps({"error": "missing or wrong admin bearer token"}),
