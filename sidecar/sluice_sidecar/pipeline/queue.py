@@ -70,11 +70,13 @@ class PriorityQueueStage:
         try:
             async with asyncio.timeout(max_wait_s):
                 await ticket  # the slot is handed over by _release
-        except TimeoutError:
-            self._refuse(label, "wait_timeout", f"waited {max_wait_s:.1f}s for a slot")
-        except asyncio.CancelledError:
+        except (TimeoutError, asyncio.CancelledError) as error:
             if ticket.done() and not ticket.cancelled():
-                self._release()  # handed over just as the caller left: pass it on
+                # Handed over in the same loop turn as the timeout or the caller's departure:
+                # this caller holds the slot it will not use, so pass it on (or free it).
+                self._release()
+            if isinstance(error, TimeoutError):
+                self._refuse(label, "wait_timeout", f"waited {max_wait_s:.1f}s for a slot")
             raise
         finally:
             if not ticket.done():
