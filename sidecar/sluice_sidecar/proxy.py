@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sluice_sidecar.boundary import LimitExceeded, check_sidecar_headers, parse_body
 from sluice_sidecar.errors import (
     ApiFamily,
     BodyTooLarge,
     DeadlineExceeded,
-    MalformedRequest,
     NotConfigured,
     PermanentUpstreamError,
     RouteNotFound,
@@ -90,6 +90,8 @@ async def _proxy(request: web.Request, api: ApiFamily, kind: RouteKind) -> web.S
         except SluiceError as error:
             status = error.status
             metrics.errors.labels(error.code).inc()
+            if (limit := _limit_of(error)) is not None:
+                metrics.refused.labels(limit).inc()
             return _error_response(error, api)
         operation_name = call.operation.name
         response, status = await _run(request, state, call)
@@ -119,6 +121,7 @@ async def _read_call(
     started: float,
     state: SidecarState,
 ) -> Call:
+    check_sidecar_headers(request.headers)
     operation: Operation = runtime.operation(request.headers.get("x-llm-operation"))
     body: dict[str, Any] | None = None
     raw: bytes | None = None
@@ -132,15 +135,8 @@ async def _read_call(
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge as error:
             raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes") from error
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as error:
-            raise MalformedRequest(f"request body is not valid JSON: {error}") from error
-        if not isinstance(body, dict):
-            raise MalformedRequest("request body must be a JSON object")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise MalformedRequest("'model' is required and must be a non-empty string")
+        body = parse_body(raw)
+        model = body["model"]
         stream = body.get("stream") is True and kind != "embeddings"
     return Call(
         api=api,
@@ -262,6 +258,13 @@ def _error_response(error: SluiceError, api: ApiFamily) -> web.Response:
     return web.Response(
         status=error.status, body=orjson.dumps(render_error(error, api)), headers=headers
     )
+
+
+def _limit_of(error: SluiceError) -> str | None:
+    """The boundary limit a refusal comes from, for ``llm_requests_refused_total``."""
+    if isinstance(error, LimitExceeded):
+        return error.limit
+    return "body_size" if isinstance(error, BodyTooLarge) else None
 
 
 def _seconds(value: float) -> str:

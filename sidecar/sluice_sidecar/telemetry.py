@@ -199,6 +199,15 @@ class Metrics:
             ["use"],
             registry=r,
         )
+        # Boundary limits (docs/sidecar.md "Limits"): requests and connections refused by one.
+        self.refused = Counter(
+            "llm_requests_refused",
+            "Requests refused or connections closed by a boundary limit, by limit"
+            " (body_size, body_time, header_time, json_depth, name_length, name_chars,"
+            " header_length, header_chars).",
+            ["limit"],
+            registry=r,
+        )
         self._models: set[str] = set()
 
     def model_label(self, model: str) -> str:
