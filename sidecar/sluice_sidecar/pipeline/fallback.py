@@ -10,6 +10,7 @@ import logging
 
 from sluice_sidecar.errors import CircuitOpen, Refused, SluiceError, TransientUpstreamError
 from sluice_sidecar.pipeline.call import Call, Next
+from sluice_sidecar.redaction import redact
 from sluice_sidecar.telemetry import Metrics
 from sluice_sidecar.transports.base import UpstreamReply
 
@@ -35,7 +36,8 @@ class FallbackStage:
                     call.operation.name,
                     previous,
                     provider.name,
-                    last_error,
+                    # Built from safe fields by the transport; masked again, as every log is.
+                    redact(str(last_error)),
                 )
             call.provider = provider
             try:

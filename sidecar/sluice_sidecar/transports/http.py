@@ -19,6 +19,7 @@ from sluice_sidecar.errors import (
     reason_for_status,
 )
 from sluice_sidecar.pipeline.ratelimit_headers import requested_wait_seconds
+from sluice_sidecar.redaction import credential_values, redact, redact_bytes
 from sluice_sidecar.transports.base import UpstreamReply, UpstreamRequest
 
 # Connection-level headers that must not be relayed back to the caller.
@@ -77,16 +78,16 @@ class HttpTransport:
             )
         except aiohttp.ClientConnectorError as error:
             raise TransientUpstreamError(
-                f"cannot connect to upstream {error.host}:{error.port}: {error.strerror or error}",
+                f"cannot connect to upstream {error.host}:{error.port}: {describe(error)}",
                 reason="connection error",
             ) from error
         except (aiohttp.ClientError, TimeoutError) as error:
             raise TransientUpstreamError(
-                f"upstream connection failed: {error!r}", reason="connection error"
+                f"upstream connection failed: {describe(error)}", reason="connection error"
             ) from error
         try:
             if response.status >= 300:
-                await _raise_for_status(response)
+                await _raise_for_status(response, credential_values(request.headers))
             if request.stream:
                 return await _stream_reply(response)
             return await _json_reply(response)
@@ -95,14 +96,32 @@ class HttpTransport:
             raise
 
 
-async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
+def describe(error: BaseException) -> str:
+    """Safe text for a client error: its class, status and redacted message, never its repr.
+
+    A ``ClientResponseError``'s repr (and its ``request_info``) carries the request headers,
+    the provider key among them; only its status and message are used.
+    """
+    name = type(error).__name__
+    if isinstance(error, aiohttp.ClientResponseError):
+        message = error.message if isinstance(error.message, str) else ""
+        return redact(f"{name} {error.status}: {message}".rstrip(": "))
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return redact(f"{name}: {error.strerror or error.os_error}")
+    text = str(error)
+    return redact(f"{name}: {text}" if text else name)
+
+
+async def _raise_for_status(response: aiohttp.ClientResponse, secrets: list[str]) -> None:
     try:
         body = await response.content.read(MAX_ERROR_BODY)
     except (aiohttp.ClientError, TimeoutError):
         body = b""
+    # Some providers quote the key they rejected: it must not reach the caller.
+    body = redact_bytes(body, secrets)
     headers = relayable_headers(response.headers)
     error_class = classify_upstream_status(response.status)
-    detail = _error_message(body) or response.reason or ""
+    detail = redact(_error_message(body) or response.reason or "", secrets)
     raise error_class(
         f"upstream answered {response.status}: {detail}".rstrip(": "),
         reason=reason_for_status(response.status),
@@ -129,13 +148,13 @@ async def _json_reply(response: aiohttp.ClientResponse) -> UpstreamReply:
         body = await response.read()
     except (aiohttp.ClientError, TimeoutError) as error:
         raise TransientUpstreamError(
-            f"upstream connection broke while sending its answer: {error!r}",
+            f"upstream connection broke while sending its answer: {describe(error)}",
             reason="broken response",
         ) from error
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        preview = body[:80].decode("utf-8", "replace")
+        preview = redact(body[:80].decode("utf-8", "replace"))
         raise TransientUpstreamError(
             f"upstream returned an answer that is not valid JSON: {preview!r}",
             reason="invalid response",
@@ -156,7 +175,8 @@ async def _stream_reply(response: aiohttp.ClientResponse) -> UpstreamReply:
         first = b""
     except (aiohttp.ClientError, TimeoutError) as error:
         raise TransientUpstreamError(
-            f"upstream stream broke before its first event: {error!r}", reason="broken stream"
+            f"upstream stream broke before its first event: {describe(error)}",
+            reason="broken stream",
         ) from error
     if not first:
         raise TransientUpstreamError(
@@ -187,6 +207,6 @@ async def _guarded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             yield chunk
     except (aiohttp.ClientError, asyncio.IncompleteReadError) as error:
         raise TransientUpstreamError(
-            f"upstream stream broke mid-way: {type(error).__name__}: {error}",
+            f"upstream stream broke mid-way: {describe(error)}",
             reason="broken stream",
         ) from error

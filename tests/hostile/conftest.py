@@ -1,0 +1,98 @@
+"""Fixtures of the hostile-upstream tests: one misbehaving provider and one sidecar per module.
+
+The sidecar has two providers, both the ``HostileUpstream``: an OpenAI-compatible one whose key
+comes from an environment variable (``apiKeyEnv``) and an Anthropic one whose key comes from a
+Secret file (``apiKeySecretRef``), so every test can check that neither key leaks. Operations
+have short deadlines so stalls answer fast; the breaker never opens, so each call meets the
+behaviour it asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.support.hostile_upstream import HostileUpstream
+from tests.support.sidecar import (
+    SidecarHandle,
+    close_test_sidecar,
+    compile_policy,
+    policy,
+    start_test_sidecar,
+)
+
+OPENAI_KEY = "sk-hostile-openai-5f3c9a1e7b2d4c6a"
+ANTHROPIC_KEY = "sk-ant-hostile-secret-8e1f2a3b4c5d6e7f"
+SECRETS = (OPENAI_KEY, ANTHROPIC_KEY)
+KEY_ENV = "SLUICE_TEST_HOSTILE_OPENAI_KEY"
+DEADLINE_S = 0.5
+
+
+def hostile_policy(
+    upstream: HostileUpstream, *, openai_providers: int = 1, **spec: Any
+) -> dict[str, Any]:
+    """The policy; ``openai_providers`` > 1 adds fallbacks (``hostile-openai-2``, ...)."""
+    providers: list[dict[str, Any]] = [
+        {
+            "name": "hostile-openai" + (f"-{n}" if n > 1 else ""),
+            "type": "openai-compatible",
+            "baseUrl": upstream.openai_base_url,
+            "apiKeyEnv": KEY_ENV,
+        }
+        for n in range(1, openai_providers + 1)
+    ]
+    providers += [
+        {
+            "name": "hostile-anthropic",
+            "type": "anthropic",
+            "baseUrl": upstream.url,
+            "apiKeySecretRef": {"name": "anthropic", "key": "apiKey"},
+        },
+    ]
+    spec.setdefault("retry", {"maxAttempts": 2, "baseDelayMs": 1, "maxDelayMs": 2})
+    spec.setdefault("defaults", {"timeoutSeconds": DEADLINE_S})
+    spec.setdefault("circuitBreaker", {"failureThreshold": 1_000_000})
+    return policy(providers=providers, **spec)
+
+
+async def start_hostile_sidecar(
+    upstream: HostileUpstream, secrets_dir: Path, **spec: Any
+) -> SidecarHandle:
+    """A sidecar in front of ``upstream`` with both provider keys configured (closed by caller)."""
+    (secrets_dir / "anthropic").mkdir(parents=True, exist_ok=True)
+    (secrets_dir / "anthropic" / "apiKey").write_text(ANTHROPIC_KEY)
+    # The key is read when the configuration is applied, then the variable is gone again.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(KEY_ENV, OPENAI_KEY)
+        return await start_test_sidecar(
+            compile_policy(hostile_policy(upstream, **spec)), secrets_dir=secrets_dir
+        )
+
+
+def leaked(text: str) -> list[str]:
+    """The provider keys (or their long tails) that appear in ``text``."""
+    return [key for key in SECRETS if key in text or key[8:] in text]
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def hostile() -> AsyncIterator[HostileUpstream]:
+    async with HostileUpstream() as upstream:
+        yield upstream
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def hostile_sidecar(
+    hostile: HostileUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[SidecarHandle]:
+    handle = await start_hostile_sidecar(hostile, tmp_path_factory.mktemp("secrets"))
+    yield handle
+    await close_test_sidecar(handle)
