@@ -2,7 +2,9 @@
 
 ``/healthz``, ``/readyz`` and ``/metrics`` are open (probes and Prometheus scrape them);
 everything under ``/admin/`` needs ``Authorization: Bearer <token>``. Without a configured
-token the admin API is refused outright rather than left open.
+token the admin API is refused outright rather than left open. Every error is a JSON
+``{"error": ...}`` (aiohttp's own 404, 405 and 413 included); what a caller sends wrong is a
+4xx, never a 500. ``admin_openapi`` describes the whole surface.
 """
 
 from __future__ import annotations
@@ -10,24 +12,73 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 
+from sluice_sidecar.admin_queries import (
+    CircuitResetQuery,
+    EstimateQuery,
+    Query,
+    QueryRejected,
+    parse_query,
+)
 from sluice_sidecar.proxy import STATE
 from sluice_sidecar.state import ConfigRejected, SidecarState
 from sluice_sidecar.telemetry import CONTENT_TYPE_LATEST
 
 ADMIN_BODY_LIMIT = 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Q = TypeVar("Q", bound=Query)
+
+
+def _printable(value: Any) -> Any:
+    """The value with every string made valid UTF-8 (undecodable bytes as ``\\xNN`` escapes)."""
+    if isinstance(value, str):
+        try:  # aiohttp kept undecodable header bytes as surrogates: show those bytes
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = value.encode("utf-8", "backslashreplace")
+        return raw.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(item) for item in value]
+    return value
 
 
 def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status,
-        body=orjson.dumps(data, option=orjson.OPT_INDENT_2),
-        content_type="application/json",
-    )
+    try:
+        body = orjson.dumps(data, option=orjson.OPT_INDENT_2)
+    except orjson.JSONEncodeError:
+        # A string kept from a header that was not UTF-8 (e.g. a session id): show it escaped
+        # rather than fail the whole answer.
+        body = orjson.dumps(_printable(data), option=orjson.OPT_INDENT_2)
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+def _query(model: type[Q], request: web.Request) -> Q:
+    try:
+        return parse_query(model, request.query)
+    except QueryRejected as error:
+        body = {"error": f"invalid query parameters: {error}", "problems": error.problems}
+        raise web.HTTPBadRequest(
+            text=orjson.dumps(body).decode(), content_type="application/json"
+        ) from error
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own refusals (no route, method, body too large) as JSON errors."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400 or error.content_type == "application/json":
+            raise
+        message = (error.text or error.reason).removeprefix(f"{error.status}: ")
+        headers = {"allow": error.headers["allow"]} if "allow" in error.headers else None
+        return web.json_response({"error": message}, status=error.status, headers=headers)
 
 
 @web.middleware
@@ -155,19 +206,11 @@ async def get_cache(request: web.Request) -> web.Response:
 
 
 async def get_estimate(request: web.Request) -> web.Response:
-    query = request.query
-    provider, operation = query.get("provider"), query.get("operation")
-    try:
-        tokens = int(query.get("promptTokens", ""))
-    except ValueError:
-        tokens = -1
-    if not provider or not operation or tokens < 0:
-        return _json(
-            {"error": "needs ?provider=NAME&operation=NAME&promptTokens=N (N >= 0)"}, status=400
-        )
-    prediction = request.app[STATE].latency.predict(provider, operation, tokens)
-    body = {"provider": provider, "operation": operation, "promptTokens": tokens}
-    return _json(body | prediction.as_json())
+    query = _query(EstimateQuery, request)
+    prediction = request.app[STATE].latency.predict(
+        query.provider, query.operation, query.prompt_tokens
+    )
+    return _json(query.model_dump(by_alias=True) | prediction.as_json())
 
 
 async def get_batching(request: web.Request) -> web.Response:
@@ -194,14 +237,15 @@ async def get_circuits(request: web.Request) -> web.Response:
 
 
 async def reset_circuits(request: web.Request) -> web.Response:
-    provider = request.query.get("provider")
-    model = request.query.get("model")
-    count = request.app[STATE].breakers.reset(provider, model)
+    query = _query(CircuitResetQuery, request)
+    count = request.app[STATE].breakers.reset(query.provider, query.model)
     return _json({"reset": count})
 
 
 def build_admin_app(state: SidecarState) -> web.Application:
-    app = web.Application(middlewares=[require_token], client_max_size=ADMIN_BODY_LIMIT)
+    app = web.Application(
+        middlewares=[json_errors, require_token], client_max_size=ADMIN_BODY_LIMIT
+    )
     app[STATE] = state
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -5,61 +5,84 @@ pushes back, to every sidecar, what the *other* replicas spent (``PUT /admin/bud
 so a hard limit holds across replicas between collections. On shutdown a sidecar POSTs its
 final usage to the operator (``SLUICE_USAGE_REPORT_URL``), so a deleted pod's spend is not lost.
 With Redis the counters are shared directly and external reports are ignored.
+
+A report is validated whole (``ExternalUsage``): a spend that is negative, not finite or
+absurdly large would corrupt every later budget decision, so the body is refused with 400.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sluice_sidecar.budget_periods import period_of
+from sluice_sidecar.budgets import MemoryBudgetStore
+from sluice_sidecar.config.model import config_problems
 from sluice_sidecar.proxy import STATE
 from sluice_sidecar.state import SidecarState
 
 logger = logging.getLogger("sluice.fleet")
 REPORT_TIMEOUT_S = 3.0
+# A trillion dollars: more than any budget, small enough for exact Decimal sums and JSON.
+MAX_EXTERNAL_USD = Decimal(10) ** 12
+MAX_EXTERNAL_TOKENS = 2**53  # exact in every JSON reader
 
 
-def apply_external(state: SidecarState, rows: list[dict[str, Any]]) -> int:
+class ExternalSpend(BaseModel):
+    """What the other replicas spent on one budget in one period (a row the operator pushes)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    budget: str = Field(max_length=512, description="Budget identity, namespace/name.")
+    period_start: str = Field(
+        alias="periodStart", max_length=64, description="Start of the period, ISO 8601."
+    )
+    spent_usd: Decimal = Field(
+        alias="spentUSD", ge=0, le=MAX_EXTERNAL_USD, allow_inf_nan=False, description="USD."
+    )
+    tokens: int = Field(default=0, ge=0, le=MAX_EXTERNAL_TOKENS)
+
+
+class ExternalUsage(BaseModel):
+    """The body of ``PUT /admin/budgets/external``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    budgets: list[ExternalSpend] = Field(max_length=10_000)
+
+
+def apply_external(state: SidecarState, rows: list[ExternalSpend]) -> int:
     """Note other replicas' spend per budget; returns how many rows applied."""
-    note = getattr(state.budgets.store, "note_external", None)
-    runtime = state.runtime
-    if note is None or runtime is None:
-        return 0
+    store, runtime = state.budgets.store, state.runtime
+    if not isinstance(store, MemoryBudgetStore) or runtime is None:
+        return 0  # a shared store (Redis) already counts every replica
     rules = {rule.identity: rule for rule in runtime.budget_rules}
     now = dt.datetime.now(dt.UTC)
     applied = 0
     for row in rows:
-        rule = rules.get(str(row.get("budget")))
+        rule = rules.get(row.budget)
         if rule is None:
             continue
         period = period_of(rule.spec.period, now)
-        if row.get("periodStart") != period.start.isoformat():
+        if row.period_start != period.start.isoformat():
             continue  # about another period: stale or early, either way not ours
-        try:
-            cost, tokens = Decimal(str(row["spentUSD"])), int(row.get("tokens", 0))
-        except (KeyError, InvalidOperation, ValueError):
-            continue
-        note(rule.identity, period.key, cost, tokens)
+        store.note_external(rule.identity, period.key, row.spent_usd, row.tokens)
         applied += 1
     return applied
 
 
 async def put_external(request: web.Request) -> web.Response:
     try:
-        document = orjson.loads(await request.read())
-        rows = document["budgets"]
-        if not isinstance(rows, list):
-            raise TypeError("budgets must be a list")
-    except (orjson.JSONDecodeError, KeyError, TypeError) as error:
-        return web.json_response({"error": f"invalid body: {error}"}, status=400)
-    return web.json_response({"applied": apply_external(request.app[STATE], rows)})
+        usage = ExternalUsage.model_validate_json(await request.read())
+    except ValidationError as error:
+        problems = config_problems(error)
+        return web.json_response({"error": "invalid body", "problems": problems}, status=400)
+    return web.json_response({"applied": apply_external(request.app[STATE], usage.budgets)})
 
 
 def add_routes(admin_app: web.Application) -> None:
