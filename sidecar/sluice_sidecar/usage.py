@@ -10,7 +10,8 @@ Shared by the metering, budget and cache stages (none of which import each other
   chunk (and drops it when the sidecar asked for it on the client's behalf) and the Anthropic
   ``message_start`` / ``message_delta`` usage. Only events that mention ``"usage"`` are parsed.
 * ``estimate_prompt_tokens``: an offline estimate, about 4 characters a token plus a few tokens
-  per message (no tokenizer data is downloaded at run time).
+  per message (no tokenizer data is downloaded at run time); token-id arrays count exactly.
+* ``output_bound``: the most output tokens a call can produce, and from which setting.
 """
 
 from __future__ import annotations
@@ -161,38 +162,84 @@ def _has_usage(data: bytes) -> bool:
     return b'"usage":{' in data or b'"usage": {' in data
 
 
-def _text_chars(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_text_chars(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_text_chars(v) for k, v in value.items() if k not in ("type", "role"))
-    return 0
+def _measure(value: Any, token_ids: bool) -> tuple[int, int]:
+    """Characters of text and count of token ids in a request field (walked without recursion).
+
+    With ``token_ids`` an integer is one token: ``prompt``/``input`` may be token arrays (a list
+    of ints, or a list of such lists) in ``/v1/completions`` and ``/v1/embeddings``, and an int
+    array's length is exactly its token count.
+    """
+    chars = tokens = 0
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            chars += len(item)
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            tokens += 1 if token_ids else 0
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(v for k, v in item.items() if k not in ("type", "role"))
+    return chars, tokens
 
 
 def estimate_prompt_tokens(body: dict[str, Any] | None) -> int:
-    """Prompt tokens from the request text: ~4 characters a token, plus message overhead."""
+    """Prompt tokens from the request: ~4 characters a token, plus message overhead; token-id
+    arrays counted exactly."""
     if not body:
         return 0
     chars = 0
+    tokens = 0
     messages = 0
     for field in ("messages", "system", "prompt", "input", "tools", "functions"):
         value = body.get(field)
         if value is None:
             continue
-        chars += _text_chars(value)
+        text, ids = _measure(value, token_ids=field in ("prompt", "input"))
+        chars += text
+        tokens += ids
         if field == "messages" and isinstance(value, list):
             messages += len(value)
-    return -(-chars // CHARS_PER_TOKEN) + messages * TOKENS_PER_MESSAGE + TOKENS_PER_REQUEST
+    return (
+        -(-chars // CHARS_PER_TOKEN) + tokens + messages * TOKENS_PER_MESSAGE + TOKENS_PER_REQUEST
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OutputBound:
+    """The most output tokens a call can produce, and where that figure comes from."""
+
+    tokens: int
+    source: str  # "max_tokens" (or the field the caller set), "the operation preset", "the default"
+
+
+LIMIT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
+def output_bound(
+    body: dict[str, Any] | None, kind: str, preset: int | None, *, force_preset: bool = False
+) -> OutputBound:
+    """Output tokens at most: the caller's limit, else the preset, else a default.
+
+    Mirrors ``runtime.apply_preset``: a forced preset replaces the caller's limit, and a preset
+    is filled in only when the body names no limit field at all.
+    """
+    if kind in ("embeddings", "models") or body is None:
+        return OutputBound(0, "the route")
+    if preset and force_preset:
+        return OutputBound(preset, "the operation preset")
+    for field in LIMIT_FIELDS:
+        value = body.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return OutputBound(value, field)
+    if preset and not any(field in body for field in LIMIT_FIELDS[:2]):
+        return OutputBound(preset, "the operation preset")
+    return OutputBound(DEFAULT_MAX_OUTPUT_TOKENS, "the default")
 
 
 def output_token_bound(body: dict[str, Any] | None, kind: str, preset: int | None) -> int:
     """The most output tokens the call can produce: max_tokens, else the preset, else a default."""
-    if kind in ("embeddings", "models") or body is None:
-        return 0
-    for field in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        value = body.get(field)
-        if isinstance(value, int) and value > 0:
-            return value
-    return preset or DEFAULT_MAX_OUTPUT_TOKENS
+    return output_bound(body, kind, preset).tokens

@@ -10,13 +10,13 @@ import openai
 import pytest
 
 from sluice_sidecar.batch_stats import BatchStats
-from sluice_sidecar.config import LlmPolicy, compile_policies
 from sluice_sidecar.errors import QueueFull
 from sluice_sidecar.pipeline.call import Call
 from sluice_sidecar.pipeline.queue import PriorityQueueStage
-from sluice_sidecar.runtime import Runtime, build_runtime
+from sluice_sidecar.runtime import Runtime
 from sluice_sidecar.telemetry import Metrics
 from sluice_sidecar.transports.base import UpstreamReply
+from tests.economics.calls import chat_call, runtime_of
 from tests.support.sidecar import policy, provider_for
 from tests.support.waiting import wait_until
 
@@ -28,28 +28,7 @@ def queue_runtime(tmp_path: Path, **queue: object) -> Runtime:
         providers=[{"name": "p", "type": "openai-compatible", "baseUrl": "http://127.0.0.1:9/v1"}],
         queue=queue,
     )
-    config = compile_policies([LlmPolicy.model_validate(document)])
-    return build_runtime(config, secrets_dir=tmp_path, environ={})
-
-
-def chat_call(runtime: Runtime) -> Call:
-    loop = asyncio.get_running_loop()
-    operation = runtime.operation(None)
-    return Call(
-        api="openai",
-        kind="chat",
-        path="/v1/chat/completions",
-        query="",
-        operation=operation,
-        session=None,
-        model="m",
-        stream=False,
-        body={"model": "m", "messages": MESSAGES},
-        raw_body=None,
-        client_headers={},
-        runtime=runtime,
-        deadline=loop.time() + operation.timeout_s,
-    )
+    return runtime_of(document, tmp_path)
 
 
 async def _no_chunks() -> AsyncIterator[bytes]:

@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 
 from sluice_sidecar.usage import (
     DEFAULT_MAX_OUTPUT_TOKENS,
+    OutputBound,
     SseUsageReader,
     Usage,
     estimate_prompt_tokens,
+    output_bound,
     output_token_bound,
     usage_from_json,
 )
@@ -110,3 +112,26 @@ def test_crlf_framed_streams_are_read_and_stripped(size: int) -> None:
     assert reader.usage == Usage(12, 2, 4)
     assert b'"prompt_tokens"' not in out and out.endswith(b"data: [DONE]\r\n\r\n")
     assert out.count(b"\r\n\r\n") == 3  # two content events and [DONE]
+
+
+def test_token_array_prompts_count_one_token_per_id() -> None:
+    assert estimate_prompt_tokens({"prompt": list(range(700))}) == 700 + 3
+    assert estimate_prompt_tokens({"input": [[1, 2, 3], list(range(50))]}) == 53 + 3
+    assert estimate_prompt_tokens({"input": ["abcd", [7] * 10]}) == 1 + 10 + 3
+    assert estimate_prompt_tokens({"messages": [{"role": "user", "content": 12345}]}) == 4 + 3
+
+
+def test_deeply_nested_bodies_are_measured_without_recursion() -> None:
+    deep: list[object] = ["abcd"]
+    for _ in range(100_000):
+        deep = [deep]
+    assert estimate_prompt_tokens({"input": deep}) == 1 + 3
+
+
+def test_output_bound_says_where_it_comes_from() -> None:
+    assert output_bound({"max_tokens": 50}, "chat", 800) == OutputBound(50, "max_tokens")
+    assert output_bound({}, "chat", 800) == OutputBound(800, "the operation preset")
+    assert output_bound({"max_tokens": None}, "chat", 800).source == "the default"
+    forced = output_bound({"max_tokens": 50}, "chat", 800, force_preset=True)
+    assert forced == OutputBound(800, "the operation preset")  # the preset replaces it upstream
+    assert output_bound({"max_tokens": True}, "chat", None).source == "the default"

@@ -20,6 +20,7 @@ from decimal import Decimal
 
 import orjson
 
+from sluice_sidecar.errors import NoProviderForModel
 from sluice_sidecar.ledger import CallRecord
 from sluice_sidecar.pipeline.call import Call, Estimate, Next
 from sluice_sidecar.telemetry import Metrics
@@ -28,7 +29,7 @@ from sluice_sidecar.usage import (
     SseUsageReader,
     Usage,
     estimate_prompt_tokens,
-    output_token_bound,
+    output_bound,
     usage_from_json,
 )
 
@@ -63,10 +64,11 @@ class MeteringStage:
 
     def _estimate(self, call: Call) -> Estimate:
         prompt = estimate_prompt_tokens(call.body)
-        output = output_token_bound(call.body, call.kind, call.operation.max_tokens)
-        price = call.runtime.prices.lookup(None, call.model) if call.model else None
-        cost = price.cost(prompt, output) if price is not None else None
-        return Estimate(prompt, output, cost)
+        operation = call.operation
+        output = output_bound(
+            call.body, call.kind, operation.max_tokens, force_preset=operation.force_preset
+        ).tokens
+        return Estimate(prompt, output, worst_cost(call, prompt, output))
 
     def record(self, call: Call, usage: Usage | None, cost: Decimal | None, priced: bool) -> None:
         provider = call.provider.name if call.provider else "none"
@@ -144,6 +146,33 @@ class _Meter:
         call.usage = usage
         call.cost = cost
         self.stage.record(call, usage, cost, priced)
+
+
+def worst_cost(call: Call, prompt_tokens: int, output_tokens: int) -> Decimal | None:
+    tokens = (prompt_tokens, output_tokens)
+    """The most the call can cost: the dearest price among the providers it may go to.
+
+    Priced under the settlement's rules (``_Meter.finish``): per candidate provider, its
+    ``provider/model`` price of the model it sends upstream (model map applied). None: no
+    candidate has a price (the settlement will not charge either).
+    """
+    if not call.model:
+        return None
+    prices = call.runtime.prices
+    try:
+        candidates = call.runtime.candidates(call.api, call.model, call.operation)
+    except NoProviderForModel:
+        candidates = ()
+    found = [prices.lookup(p.name, p.upstream_model(call.model)) for p in candidates]
+    if not candidates:
+        found = [prices.lookup(None, call.model)]
+    costs = [
+        # Whether the input is read from the provider's cache is up to the provider: both ways.
+        max(price.cost(prompt_tokens, output_tokens), price.cost(*tokens, prompt_tokens))
+        for price in found
+        if price is not None
+    ]
+    return max(costs, default=None)
 
 
 async def _metered(
