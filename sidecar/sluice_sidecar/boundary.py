@@ -35,6 +35,17 @@ class LimitExceeded(MalformedRequest):
         self.limit = limit
 
 
+class BodyTimedOut(LimitExceeded):
+    """The body did not arrive within ``body_timeout_s`` after the headers (408)."""
+
+    status = 408
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            f"the request body did not arrive within {timeout_s:g}s", limit="body_time"
+        )
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object with a usable model; raises MalformedRequest."""
     try:

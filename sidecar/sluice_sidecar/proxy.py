@@ -15,7 +15,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sluice_sidecar.boundary import LimitExceeded, check_sidecar_headers, parse_body
+from sluice_sidecar.boundary import (
+    BodyTimedOut,
+    LimitExceeded,
+    check_sidecar_headers,
+    parse_body,
+)
 from sluice_sidecar.errors import (
     ApiFamily,
     BodyTooLarge,
@@ -132,9 +137,12 @@ async def _read_call(
         if request.content_length is not None and request.content_length > limit:
             raise BodyTooLarge(f"request body of {request.content_length} bytes exceeds {limit}")
         try:
-            raw = await request.read()
+            async with asyncio.timeout(state.settings.body_timeout_s):
+                raw = await request.read()
         except web.HTTPRequestEntityTooLarge as error:
             raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes") from error
+        except TimeoutError as error:
+            raise BodyTimedOut(state.settings.body_timeout_s) from error
         body = parse_body(raw)
         model = body["model"]
         stream = body.get("stream") is True and kind != "embeddings"

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from sluice_sidecar import fleet
 from sluice_sidecar.admin import build_admin_app
+from sluice_sidecar.listeners import BoundedSite, track_requests
 from sluice_sidecar.proxy import build_data_app
 from sluice_sidecar.settings import SidecarSettings
 from sluice_sidecar.standalone import (
@@ -105,15 +106,19 @@ async def start_sidecar(
     ]
     ports = []
     for app, host, port in apps:
+        app.middlewares.append(track_requests)
         # handler_cancellation: a client that disconnects cancels its upstream call.
-        runner = web.AppRunner(
-            app,
-            handler_cancellation=True,
-            access_log=access_log,
-            shutdown_timeout=SHUTDOWN_GRACE_S,
-        )
+        runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = BoundedSite(
+            runner,
+            host,
+            port,
+            access_log=access_log,
+            keepalive_timeout=settings.keepalive_timeout_s,
+            header_timeout_s=settings.header_timeout_s,
+            on_header_timeout=state.metrics.refused.labels("header_time").inc,
+        )
         await site.start()
         running._runners.append(runner)
         ports.append(runner.addresses[0][1])

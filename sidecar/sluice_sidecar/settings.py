@@ -57,6 +57,26 @@ class SidecarSettings(BaseModel):
         description="Where apiKeySecretRef keys are mounted: <dir>/<secret>/<key>.",
     )
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # The caller is the app in the same pod, on loopback: a healthy one sends its headers in
+    # microseconds and 10 MiB in well under a second, so these bounds only cut stalled or
+    # hostile connections (Go servers and hyper use 2-30 s for headers; nginx 60 s).
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds from a request's first byte to the end of its headers; then the"
+        " connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds to receive a whole request body once its headers are in; then 408.",
+    )
+    keepalive_timeout_s: float = Field(
+        default=75.0,
+        gt=0,
+        description="Seconds an idle connection (no request yet, or between requests) stays open;"
+        " 75 like nginx, longer than the 60 s idle timeout of common HTTP client pools.",
+    )
     upstream_connection_limit: int = Field(default=1000, ge=1)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -115,6 +135,9 @@ def load_settings(
         "config_file": "CONFIG_FILE",
         "secrets_dir": "SECRETS_DIR",
         "max_body_bytes": "MAX_BODY_BYTES",
+        "header_timeout_s": "HEADER_TIMEOUT_SECONDS",
+        "body_timeout_s": "BODY_TIMEOUT_SECONDS",
+        "keepalive_timeout_s": "KEEPALIVE_TIMEOUT_SECONDS",
         "upstream_connection_limit": "UPSTREAM_CONNECTION_LIMIT",
         "log_level": "LOG_LEVEL",
         "log_format": "LOG_FORMAT",

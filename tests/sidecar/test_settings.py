@@ -35,3 +35,19 @@ def test_environment_then_flags(tmp_path: Path) -> None:
     assert settings.overrides.retry_max_attempts == 2
     assert settings.overrides.default_timeout_seconds == 30
     assert settings.overrides.provider_base_urls == {"openai-main": "http://localhost:11434/v1"}
+
+
+def test_connection_time_bounds_have_defaults_and_variables() -> None:
+    defaults = load_settings([], {})
+    assert (defaults.header_timeout_s, defaults.body_timeout_s) == (10.0, 30.0)
+    assert defaults.keepalive_timeout_s == 75.0
+    settings = load_settings(
+        [],
+        {
+            "SLUICE_HEADER_TIMEOUT_SECONDS": "2.5",
+            "SLUICE_BODY_TIMEOUT_SECONDS": "5",
+            "SLUICE_KEEPALIVE_TIMEOUT_SECONDS": "30",
+        },
+    )
+    assert (settings.header_timeout_s, settings.body_timeout_s) == (2.5, 5.0)
+    assert settings.keepalive_timeout_s == 30.0

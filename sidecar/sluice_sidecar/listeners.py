@@ -1,0 +1,108 @@
+"""The sidecar's TCP listeners: aiohttp's connection handling, plus a deadline on request headers.
+
+aiohttp bounds an idle connection (``keepalive_timeout``, armed from the moment a connection
+opens and after each answer) but has no timer of its own for a request whose headers arrive
+slowly or stop half way. ``BoundedRequestHandler`` adds one: it starts at the first byte of a
+request and is cancelled when the headers are complete and the request reaches the
+application (``track_requests``, a middleware both apps carry). When it fires, the connection
+is closed; no request exists yet, so there is nobody to answer. Body time is bounded in
+``proxy.py``, where a request exists and a 408 can be answered in the caller's format.
+
+``server.py`` serves each app through a ``BoundedSite``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BoundedRequestHandler(web.RequestHandler):
+    """One connection: aiohttp's protocol with the header deadline described above."""
+
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        header_timeout_s: float,
+        on_header_timeout: Callable[[], None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout_s = header_timeout_s
+        self._on_header_timeout = on_header_timeout
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._in_request = False
+
+    def data_received(self, data: bytes) -> None:
+        if data and not self._in_request and self._header_timer is None:
+            loop = asyncio.get_running_loop()
+            self._header_timer = loop.call_later(self._header_timeout_s, self._headers_too_slow)
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def request_started(self) -> None:
+        self._in_request = True
+        self._cancel_header_timer()
+
+    def request_finished(self) -> None:
+        self._in_request = False
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self._in_request:
+            self._on_header_timeout()
+            self.force_close()
+
+
+@web.middleware
+async def track_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tell the connection its request's headers are in (its header deadline no longer runs)."""
+    protocol = request.protocol
+    if not isinstance(protocol, BoundedRequestHandler):  # e.g. aiohttp's test server
+        return await handler(request)
+    protocol.request_started()
+    try:
+        return await handler(request)
+    finally:
+        protocol.request_finished()
+
+
+class BoundedSite(web.BaseSite):
+    """A TCP listener whose connections are ``BoundedRequestHandler``s of the runner's server."""
+
+    __slots__ = ("_handler_options", "_host", "_port")
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, **handler_options: Any) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._handler_options = handler_options
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None  # the runner was set up before the site was made
+
+        def connection() -> BoundedRequestHandler:
+            return BoundedRequestHandler(server, loop=loop, **self._handler_options)
+
+        self._server = await loop.create_server(connection, self._host, self._port)
