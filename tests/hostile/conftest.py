@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
+import openai
 import pytest
 import pytest_asyncio
 
-from tests.support.hostile_upstream import HostileUpstream
+from tests.support.hostile_upstream import BEHAVIOUR_HEADER, HostileUpstream
 from tests.support.sidecar import (
     SidecarHandle,
     close_test_sidecar,
@@ -31,6 +33,7 @@ ANTHROPIC_KEY = "sk-ant-hostile-secret-8e1f2a3b4c5d6e7f"
 SECRETS = (OPENAI_KEY, ANTHROPIC_KEY)
 KEY_ENV = "SLUICE_TEST_HOSTILE_OPENAI_KEY"
 DEADLINE_S = 0.5
+MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
 def hostile_policy(
@@ -56,7 +59,7 @@ def hostile_policy(
     ]
     spec.setdefault("retry", {"maxAttempts": 2, "baseDelayMs": 1, "maxDelayMs": 2})
     spec.setdefault("defaults", {"timeoutSeconds": DEADLINE_S})
-    spec.setdefault("circuitBreaker", {"failureThreshold": 1_000_000})
+    spec.setdefault("circuitBreaker", {"enabled": False})
     return policy(providers=providers, **spec)
 
 
@@ -71,6 +74,25 @@ async def start_hostile_sidecar(
         patch.setenv(KEY_ENV, OPENAI_KEY)
         return await start_test_sidecar(
             compile_policy(hostile_policy(upstream, **spec)), secrets_dir=secrets_dir
+        )
+
+
+async def sdk_call(sidecar: SidecarHandle, api: str, behaviour: str) -> None:
+    """One call through the official SDK of ``api``, asking the upstream for ``behaviour``."""
+    headers = {BEHAVIOUR_HEADER: behaviour}
+    if api == "openai":
+        async with openai.AsyncOpenAI(
+            base_url=sidecar.openai_url, api_key="sk-app", max_retries=0
+        ) as client:
+            await client.chat.completions.create(
+                model="m", messages=MESSAGES, extra_headers=headers
+            )
+        return
+    async with anthropic.AsyncAnthropic(
+        base_url=sidecar.anthropic_url, api_key="sk-ant-app", max_retries=0
+    ) as client:
+        await client.messages.create(
+            model="m", max_tokens=5, messages=MESSAGES, extra_headers=headers
         )
 
 

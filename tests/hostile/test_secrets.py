@@ -8,33 +8,13 @@ import anthropic
 import openai
 import pytest
 
-from tests.hostile.conftest import leaked, start_hostile_sidecar
-from tests.support.hostile_upstream import BEHAVIOUR_HEADER, HostileUpstream
+from tests.hostile.conftest import leaked, sdk_call, start_hostile_sidecar
+from tests.support.hostile_upstream import HostileUpstream
 from tests.support.sidecar import SidecarHandle, close_test_sidecar
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-MESSAGES = [{"role": "user", "content": "Hello"}]
 UNPARSEABLE = ["bad-status-line", "bad-header"]
-
-
-async def sdk_call(sidecar: SidecarHandle, api: str, behaviour: str) -> None:
-    """One call through the official SDK of ``api``, asking the upstream for ``behaviour``."""
-    headers = {BEHAVIOUR_HEADER: behaviour}
-    if api == "openai":
-        async with openai.AsyncOpenAI(
-            base_url=sidecar.openai_url, api_key="sk-app", max_retries=0
-        ) as client:
-            await client.chat.completions.create(
-                model="m", messages=MESSAGES, extra_headers=headers
-            )
-        return
-    async with anthropic.AsyncAnthropic(
-        base_url=sidecar.anthropic_url, api_key="sk-ant-app", max_retries=0
-    ) as client:
-        await client.messages.create(
-            model="m", max_tokens=5, messages=MESSAGES, extra_headers=headers
-        )
 
 
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
@@ -61,14 +41,8 @@ async def test_provider_error_quoting_the_key_is_relayed_without_it(
     hostile_sidecar: SidecarHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, "sluice")
-    client = openai.AsyncOpenAI(
-        base_url=hostile_sidecar.openai_url, api_key="sk-app", max_retries=0
-    )
-    async with client:
-        with pytest.raises(openai.AuthenticationError) as caught:
-            await client.chat.completions.create(
-                model="m", messages=MESSAGES, extra_headers={BEHAVIOUR_HEADER: "error-echoes-key"}
-            )
+    with pytest.raises(openai.AuthenticationError) as caught:
+        await sdk_call(hostile_sidecar, "openai", "error-echoes-key")
     assert leaked(caught.value.response.text) == []
     assert leaked(caplog.text) == []
     assert "Incorrect API key provided: [redacted]" in caught.value.message

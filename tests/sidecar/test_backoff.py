@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -50,3 +51,10 @@ def test_delays_are_capped() -> None:
 def test_invalid_retry_spec_is_rejected() -> None:
     with pytest.raises(ValueError, match="maxDelayMs must be >= baseDelayMs"):
         spec(baseDelayMs=5000, maxDelayMs=100)
+
+
+@pytest.mark.parametrize("rate", [math.nan, math.inf, -math.inf, -1.0, 7.0])
+def test_adaptive_delay_is_finite_whatever_the_failure_rate(rate: float) -> None:
+    adaptive = spec(strategy="adaptive", jitter=False)
+    delay = retry_delay_ms(adaptive, 2, failure_rate=rate)
+    assert math.isfinite(delay) and 2000 <= delay <= 10_000

@@ -6,7 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sluice_sidecar.pipeline.ratelimit_headers import parse_go_duration, requested_wait_seconds
+from sluice_sidecar.pipeline.ratelimit_headers import (
+    MAX_WAIT_S,
+    parse_go_duration,
+    requested_wait_seconds,
+    sanitise_wait_headers,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 
@@ -51,3 +56,61 @@ def test_anthropic_reset_timestamp() -> None:
 def test_nothing_usable() -> None:
     assert requested_wait_seconds({"retry-after": "soon"}, NOW) is None
     assert requested_wait_seconds({}, NOW) is None
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e400", "-1", "-0.5", "garbage"])
+@pytest.mark.parametrize("header", ["retry-after", "retry-after-ms"])
+def test_numbers_that_are_no_wait_are_ignored(header: str, value: str) -> None:
+    assert requested_wait_seconds({header: value}, NOW) is None
+
+
+def test_a_reset_duration_overflowing_to_infinity_is_ignored() -> None:
+    assert requested_wait_seconds({"x-ratelimit-reset-tokens": "9" * 400 + "s"}, NOW) is None
+
+
+def test_an_unusable_retry_after_ms_leaves_retry_after_to_answer() -> None:
+    assert requested_wait_seconds({"retry-after-ms": "nan", "retry-after": "3"}, NOW) == 3
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"retry-after": "1e300"},
+        {"retry-after": "86400"},
+        {"retry-after-ms": "1e12"},
+        {"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"},
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "99999999h"},
+        {
+            "anthropic-ratelimit-requests-remaining": "0",
+            "anthropic-ratelimit-requests-reset": "9999-12-31T23:59:59Z",
+        },
+    ],
+)
+def test_long_waits_are_clamped_to_the_maximum(headers: dict[str, str]) -> None:
+    assert requested_wait_seconds(headers, NOW) == MAX_WAIT_S
+
+
+def test_a_reset_already_past_means_no_wait() -> None:
+    earlier = (NOW - timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    assert requested_wait_seconds({"retry-after": earlier}, NOW) == 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "relayed"),
+    [
+        ({"retry-after": "nan", "retry-after-ms": "inf"}, {}),
+        ({"retry-after": "-1", "x-other": "1"}, {"x-other": "1"}),
+        ({"retry-after": "1e400"}, {}),
+        ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, {"retry-after": "60"}),
+        ({"retry-after-ms": "1e12"}, {"retry-after-ms": "60000"}),
+        (
+            {"retry-after": "7", "retry-after-ms": "6500"},
+            {"retry-after": "7", "retry-after-ms": "6500"},
+        ),
+    ],
+)
+def test_relayed_wait_headers_are_made_safe(
+    headers: dict[str, str], relayed: dict[str, str]
+) -> None:
+    sanitise_wait_headers(headers, NOW)
+    assert headers == relayed

@@ -2,11 +2,14 @@
 
 With the defaults (base 1 s, jitter on) exponential waits about 1-2 s, 2-4 s, 4-8 s: the nominal
 delay is ``base * 2**(n-1)`` and jitter draws uniformly from [nominal, 2 * nominal], so
-synchronized clients spread out. Every schedule is capped at ``maxDelayMs``.
+synchronized clients spread out. Every schedule is capped at ``maxDelayMs``, and the result is
+always a finite number (a failure rate that is not a number counts as 0): a timer given NaN
+breaks the event loop.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from functools import cache
@@ -34,7 +37,8 @@ def nominal_delay_ms(spec: RetrySpec, retry_number: int, failure_rate: float = 0
         case "adaptive":
             # Back off harder as the provider fails more: at a 100 % failure rate the
             # exponential delay is multiplied by five.
-            return base * 2 ** (retry_number - 1) * (1 + 4 * min(max(failure_rate, 0.0), 1.0))
+            rate = min(max(failure_rate, 0.0), 1.0) if math.isfinite(failure_rate) else 0.0
+            return base * 2 ** (retry_number - 1) * (1 + 4 * rate)
     raise ValueError(f"unknown retry strategy {spec.strategy!r}")
 
 

@@ -2,7 +2,9 @@
 
 The wait before retry n is what the provider asked for (Retry-After and rate-limit reset
 headers) or else the configured backoff schedule. A retry that could not finish before the
-deadline is not started: the last error is answered instead of waiting into a timeout.
+deadline is not started: the last error is answered instead of waiting into a timeout. A wait
+that is not a finite, non-negative number (whoever produced it) is replaced by the schedule's:
+``asyncio.sleep(nan)`` would corrupt the event loop's timer heap for every call.
 Streams are retried only before their first byte reached the client, which holds by design:
 a transport returns a stream only after its first chunk arrived.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 
 from sluice_sidecar.errors import TransientUpstreamError
 from sluice_sidecar.pipeline.backoff import retry_delay_ms
@@ -39,9 +42,8 @@ class RetryStage:
             except TransientUpstreamError as error:
                 if attempt >= spec.max_attempts:
                     raise
-                if error.retry_after is not None:
-                    delay_ms = error.retry_after * 1000
-                else:
+                delay_ms = _requested_ms(error.retry_after)
+                if delay_ms is None:
                     rate = self._breakers.get(provider.name, call.model_name).failure_rate()
                     delay_ms = retry_delay_ms(spec, attempt, failure_rate=rate)
                 if loop.time() + delay_ms / 1000 >= call.deadline:
@@ -67,3 +69,10 @@ class RetryStage:
                 call.retries += 1
                 attempt += 1
                 await asyncio.sleep(delay_ms / 1000)
+
+
+def _requested_ms(retry_after: float | None) -> float | None:
+    """The provider's requested wait in milliseconds, when it is a usable number."""
+    if retry_after is None or not math.isfinite(retry_after) or retry_after < 0:
+        return None
+    return retry_after * 1000

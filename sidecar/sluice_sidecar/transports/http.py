@@ -18,7 +18,10 @@ from sluice_sidecar.errors import (
     classify_upstream_status,
     reason_for_status,
 )
-from sluice_sidecar.pipeline.ratelimit_headers import requested_wait_seconds
+from sluice_sidecar.pipeline.ratelimit_headers import (
+    requested_wait_seconds,
+    sanitise_wait_headers,
+)
 from sluice_sidecar.redaction import credential_values, redact, redact_bytes
 from sluice_sidecar.transports.base import UpstreamReply, UpstreamRequest
 
@@ -120,6 +123,8 @@ async def _raise_for_status(response: aiohttp.ClientResponse, secrets: list[str]
     # Some providers quote the key they rejected: it must not reach the caller.
     body = redact_bytes(body, secrets)
     headers = relayable_headers(response.headers)
+    retry_after = requested_wait_seconds(headers)
+    sanitise_wait_headers(headers)
     error_class = classify_upstream_status(response.status)
     detail = redact(_error_message(body) or response.reason or "", secrets)
     raise error_class(
@@ -128,7 +133,7 @@ async def _raise_for_status(response: aiohttp.ClientResponse, secrets: list[str]
         upstream_status=response.status,
         body=body,
         headers=headers,
-        retry_after=requested_wait_seconds(headers),
+        retry_after=retry_after,
     )
 
 

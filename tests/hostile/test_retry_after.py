@@ -1,0 +1,41 @@
+"""Odd Retry-After values from a provider: a prompt answer in the caller's format, timers intact."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anthropic
+import openai
+import pytest
+
+from tests.hostile.conftest import DEADLINE_S, sdk_call
+from tests.support.hostile_upstream import RETRY_AFTER_VALUES
+from tests.support.sidecar import SidecarHandle
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+TIMER_S = 0.05
+TIMER_SLACK_S = 0.15  # generous for a busy machine, far below the seconds a broken heap costs
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+@pytest.mark.parametrize("status", ["429", "503"])
+@pytest.mark.parametrize("value", sorted(RETRY_AFTER_VALUES))
+async def test_odd_retry_after_answers_the_provider_status_within_the_deadline(
+    hostile_sidecar: SidecarHandle, api: str, status: str, value: str
+) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises((openai.APIStatusError, anthropic.APIStatusError)) as caught:
+        await sdk_call(hostile_sidecar, api, f"{status}-retry-after-{value}")
+    assert loop.time() - started < DEADLINE_S
+    assert caught.value.status_code == int(status)
+    body = caught.value.response.json()
+    assert body["type"] == "error" if api == "anthropic" else body["error"]["message"]
+    wait = caught.value.response.headers.get("retry-after")
+    assert wait is None or 0 <= int(wait) <= 60
+
+    # The event loop's timers still fire on time after whatever the sidecar slept.
+    before = loop.time()
+    await asyncio.sleep(TIMER_S)
+    assert loop.time() - before < TIMER_S + TIMER_SLACK_S
