@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
+from sluice_sidecar.admin_openapi import openapi_document
 from sluice_sidecar.admin_queries import (
     CircuitResetQuery,
     EstimateQuery,
@@ -242,6 +243,10 @@ async def reset_circuits(request: web.Request) -> web.Response:
     return _json({"reset": count})
 
 
+async def get_openapi(request: web.Request) -> web.Response:
+    return _json(openapi_document())
+
+
 def build_admin_app(state: SidecarState) -> web.Application:
     app = web.Application(
         middlewares=[json_errors, require_token], client_max_size=ADMIN_BODY_LIMIT
@@ -250,6 +255,7 @@ def build_admin_app(state: SidecarState) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/admin/openapi.json", get_openapi)
     app.router.add_get("/admin/config", get_config)
     app.router.add_put("/admin/config", put_config)
     app.router.add_get("/admin/stats", get_stats)
