@@ -24,6 +24,9 @@ POINTS = 100
 MAX_KEYS = 4096
 PRIOR_S_PER_TOKEN = 0.03  # 500 tokens ~ 15 s, the reference design's example
 MIN_TOKENS = 1
+# Prompt sizes are clamped to this before any float arithmetic: an int past ~1e308 tokens would
+# overflow, and no model reads more than a few million tokens anyway.
+MAX_TOKENS = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,11 @@ def confidence(points: int) -> float:
     return min(0.8 + 0.2 * (points - 50) / 50, 1.0)
 
 
+def clamp_tokens(prompt_tokens: int) -> int:
+    """A prompt size safe for float arithmetic, whatever int a caller sent."""
+    return min(max(prompt_tokens, MIN_TOKENS), MAX_TOKENS)
+
+
 class LatencyHistory:
     def __init__(self) -> None:
         self._series: dict[tuple[str, str], deque[float]] = {}  # seconds per prompt token
@@ -79,7 +87,7 @@ class LatencyHistory:
             if len(self._series) >= MAX_KEYS:
                 return
             series = self._series[key] = deque(maxlen=POINTS)
-        series.append(duration_s / max(prompt_tokens, MIN_TOKENS))
+        series.append(duration_s / clamp_tokens(prompt_tokens))
         self._sorted.pop(key, None)
 
     def predict(self, provider: str, operation: str, prompt_tokens: int) -> Prediction:
@@ -89,7 +97,7 @@ class LatencyHistory:
             rates = sorted(self._series.get(key, ()))
             if key in self._series:
                 self._sorted[key] = rates
-        tokens = max(prompt_tokens, MIN_TOKENS)
+        tokens = clamp_tokens(prompt_tokens)
         if not rates:
             estimate = PRIOR_S_PER_TOKEN * tokens
             return Prediction(estimate, estimate / 2, estimate * 2, confidence(0), 0)

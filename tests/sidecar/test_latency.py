@@ -52,3 +52,15 @@ def test_history_keeps_the_last_points_only() -> None:
         history.record("p", "op", 10, 1.0)
     assert history.predict("p", "op", 10).estimated_s == pytest.approx(1.0)
     assert confidence(10_000) == 1.0
+
+
+@pytest.mark.parametrize("tokens", [10**400, 2**1024, -(10**400)], ids=["1e400", "2^1024", "-"])
+def test_any_prompt_size_predicts_finite_durations(tokens: int) -> None:
+    history = LatencyHistory()
+    body = history.predict("p", "op", tokens).as_json()  # from the prior
+    assert all(isinstance(v, int) for v in (body["estimatedMs"], *body["rangeMs"]))
+    history.record("p", "op", tokens, 1.0)
+    history.record("p", "op", 500, 15.0)
+    prediction = history.predict("p", "op", tokens)
+    assert prediction.high_s < float("inf")
+    assert prediction.as_json()["points"] == 2
