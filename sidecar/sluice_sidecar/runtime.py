@@ -179,24 +179,36 @@ def _read_key(spec: ProviderSpec, secrets_dir: Path, environ: Mapping[str, str])
             raise RuntimeBuildError(
                 [f"provider {spec.name}: environment variable {spec.api_key_env} is not set"]
             )
-        return key.strip()
+        return _checked_key(key.strip(), spec.name, f"variable {spec.api_key_env}")
     if spec.api_key_secret_ref is not None:
         ref = spec.api_key_secret_ref
         path = secrets_dir / ref.name / ref.key
         where = f"Secret {ref.name} key {ref.key} (expected at {path})"
     elif spec.api_key_file is not None:
-        path = Path(spec.api_key_file)
-        where = f"apiKeyFile {path}"
+        path = secrets_dir / spec.api_key_file  # an absolute path stays as it is
+        where = f"apiKeyFile {spec.api_key_file}"
     else:
         return None
     try:
-        key = path.read_text().strip()
-    except OSError as error:
-        raise RuntimeBuildError(
-            [f"provider {spec.name}: cannot read {where}: {error.strerror}"]
-        ) from error
+        resolved = path.resolve(strict=True)
+        if not resolved.is_relative_to(secrets_dir.resolve()):
+            # Any other file (the admin token, a service account token) would go upstream.
+            raise RuntimeBuildError(
+                [f"provider {spec.name}: {where} is outside the secrets directory {secrets_dir}"]
+            )
+        key = resolved.read_text().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise RuntimeBuildError([f"provider {spec.name}: cannot read {where}: {reason}"]) from error
+    return _checked_key(key, spec.name, where)
+
+
+def _checked_key(key: str, provider: str, where: str) -> str:
     if not key:
-        raise RuntimeBuildError([f"provider {spec.name}: {where} is empty"])
+        raise RuntimeBuildError([f"provider {provider}: {where} is empty"])
+    if not key.isprintable():
+        # A line break would split the auth header: aiohttp refuses to send it at every call.
+        raise RuntimeBuildError([f"provider {provider}: {where} has control characters"])
     return key
 
 

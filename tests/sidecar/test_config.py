@@ -107,6 +107,39 @@ def test_invalid_policies_are_explained(spec: dict, needle: str) -> None:
     assert needle in problems_of(**spec)
 
 
+def _provider(**fields: object) -> dict:
+    return {
+        "providers": [{"name": "x", "type": "openai-compatible", "baseUrl": "http://h/v1"} | fields]
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"authHeader": "api key"}, "authHeader must be an HTTP header name"),
+        ({"authHeader": "x-key:"}, "authHeader must be an HTTP header name"),
+        ({"authHeader": ""}, "authHeader must be an HTTP header name"),
+        ({"headers": {"api-version": "1\r\nX-Evil: 1"}}, "control characters"),
+        ({"headers": {"bad name": "v"}}, "headers: 'bad name' is not an HTTP header name"),
+        ({"baseUrl": "http://h:99999/v1"}, "Port out of range"),
+        ({"baseUrl": "http://h:0/v1"}, "port 0"),
+        ({"baseUrl": "http://[::1/v1"}, "baseUrl"),
+        ({"baseUrl": "ftp://h/v1"}, "baseUrl"),
+        ({"baseUrl": "http:///v1"}, "baseUrl has no host"),
+        ({"displayName": "a\nb"}, "control characters"),
+    ],
+)
+def test_broken_provider_settings_are_refused_at_validation(fields: dict, needle: str) -> None:
+    assert needle in problems_of(**_provider(**fields))
+
+
+def test_valid_provider_settings_pass() -> None:
+    spec = _provider(
+        baseUrl="http://[::1]:8080/v1", authHeader="api-key", headers={"api-version": "2024-06-01"}
+    )
+    assert make("p", **spec).spec.providers[0].auth_header == "api-key"
+
+
 def test_loader_reports_file_and_document() -> None:
     text = """
 apiVersion: sluice.dev/v1alpha1

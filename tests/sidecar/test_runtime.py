@@ -57,6 +57,48 @@ def test_unreadable_keys_are_problems(tmp_path: Path) -> None:
     assert caught.value.problems[1] == "provider b: environment variable MISSING is not set"
 
 
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink", "secret-ref"])
+def test_key_files_outside_the_secrets_dir_are_refused(tmp_path: Path, how: str) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    admin_token = tmp_path / "admin-token"
+    admin_token.write_text("the-admin-token")
+    (secrets / "link").symlink_to(admin_token)
+    source = {
+        "absolute": {"apiKeyFile": str(admin_token)},
+        "dotdot": {"apiKeyFile": str(secrets / ".." / "admin-token")},
+        "symlink": {"apiKeyFile": str(secrets / "link")},
+        "secret-ref": {"apiKeySecretRef": {"name": "s", "key": "../../admin-token"}},
+    }[how]
+    (secrets / "s").mkdir()
+    with pytest.raises(RuntimeBuildError) as caught:
+        runtime_for(secrets, providers=[{"name": "a", "type": "openai", **source}])
+    assert "outside the secrets directory" in caught.value.problems[0]
+    assert "the-admin-token" not in str(caught.value.problems)
+
+
+def test_key_files_inside_the_secrets_dir_are_read(tmp_path: Path) -> None:
+    (tmp_path / "openai").mkdir()
+    (tmp_path / "openai" / "..data").mkdir()  # how a Kubernetes Secret volume links its keys
+    (tmp_path / "openai" / "..data" / "key").write_text("sk-a\n")
+    (tmp_path / "openai" / "key").symlink_to(tmp_path / "openai" / "..data" / "key")
+    runtime = runtime_for(
+        tmp_path,
+        providers=[
+            {"name": "a", "type": "openai", "apiKeyFile": str(tmp_path / "openai" / "key")},
+            {"name": "b", "type": "openai", "apiKeyFile": "openai/key"},  # relative: in the dir
+        ],
+    )
+    assert [p.auth_headers for p in runtime.providers] == [{"authorization": "Bearer sk-a"}] * 2
+
+
+def test_a_key_with_a_line_break_inside_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("sk-a\nX-Injected: 1\n")
+    with pytest.raises(RuntimeBuildError) as caught:
+        runtime_for(tmp_path, providers=[{"name": "a", "type": "openai", "apiKeyFile": "key"}])
+    assert "control characters" in caught.value.problems[0]
+
+
 def test_candidates_in_order_by_family_and_model(tmp_path: Path) -> None:
     runtime = runtime_for(
         tmp_path,

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sluice_sidecar.config.base import NAME_PATTERN, Spec
 from sluice_sidecar.config.economics import (
@@ -28,6 +37,8 @@ from sluice_sidecar.config.economics import (
 )
 
 OPERATION_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+# RFC 9110 field names are tokens; anything else makes aiohttp refuse every call at send time.
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 
 ProviderType = Literal["openai", "openai-compatible", "anthropic"]
 RetryStrategy = Literal["exponential", "linear", "fixed", "fibonacci", "adaptive"]
@@ -77,6 +88,46 @@ class ProviderSpec(Spec):
         default_factory=dict, description="Requested model name -> name sent to this provider."
     )
     display_name: str | None = Field(default=None, description="Name used in log messages.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # parsing it is the check (digits, 0-65535)
+        except ValueError as error:
+            raise ValueError(f"baseUrl {url!r} is not a valid URL: {error}") from error
+        if port == 0:
+            raise ValueError(f"baseUrl {url!r} has port 0")
+        if not parts.hostname:
+            raise ValueError(f"baseUrl has no host: {url!r}")
+        return url
+
+    @field_validator("auth_header")
+    @classmethod
+    def _check_auth_header(cls, name: str | None) -> str | None:
+        if name is not None and not HEADER_NAME.match(name):
+            raise ValueError(f"authHeader must be an HTTP header name (a token), not {name!r}")
+        return name
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not HEADER_NAME.match(name):
+                raise ValueError(f"headers: {name!r} is not an HTTP header name")
+            if not _printable(value):
+                raise ValueError(f"headers: the value of {name} has control characters")
+        return headers
+
+    @field_validator("display_name")
+    @classmethod
+    def _check_display_name(cls, name: str | None) -> str | None:
+        if name is not None and not _printable(name):
+            raise ValueError("displayName has control characters")
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> ProviderSpec:
@@ -261,6 +312,11 @@ class SidecarConfig(Spec):
         body = self.model_dump(mode="json", by_alias=True, exclude={"sources"})
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         return f"sha256:{digest[:16]}"
+
+
+def _printable(value: str) -> bool:
+    """No control characters (CR/LF would split an HTTP header or a log line)."""
+    return value.isprintable()
 
 
 def _check_provider_names(
