@@ -118,6 +118,23 @@ class Metrics:
             ["provider", "model"],
             registry=r,
         )
+        # Economics hardening: spend charged on an estimate, budget state the writer could not
+        # save.
+        self.usage_estimated = Counter(
+            "llm_usage_estimated",
+            "Calls charged on their estimate because the provider's usage never arrived, by"
+            " reason (cancelled: the caller left or the deadline passed after the call was sent;"
+            " cut: a stream ended before its final usage).",
+            ["provider", "model", "reason"],
+            registry=r,
+        )
+        self.state_write_errors = Counter(
+            "sluice_state_write_errors",
+            "Budget state file writes that failed or left records out, by reason"
+            " (encode, io, internal); the writer carries on.",
+            ["reason"],
+            registry=r,
+        )
         self.budget_spent = Gauge(
             "llm_budget_spent_usd",
             "Spend in the budget's current period (this sidecar's view), in US dollars.",

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import anthropic
 import openai
+import orjson
 import pytest
 
 from sluice_sidecar.budget_periods import period_of
@@ -255,3 +256,24 @@ async def test_external_spend_counts_in_redis(redis_url: str, llm: SimulatedLLM,
             await c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=10)
     _, body = await sidecar.admin("GET", "/admin/budgets")
     assert body["budgets"][0]["externalUSD"] == "95"
+
+
+async def test_spend_is_saved_after_a_session_id_the_file_cannot_hold(
+    llm: SimulatedLLM, economics_sidecar, tmp_path
+) -> None:
+    sidecar = await economics_sidecar(
+        priced_policy(llm), [budget(limits={"costUSD": 1000})], state_dir=tmp_path
+    )
+    ledger, rules = sidecar.state.budgets, sidecar.state.runtime.budget_rules
+    # A lone surrogate: what a non-UTF-8 X-LLM-Session byte decodes to, however it got here.
+    ledger.settle(await ledger.admit(rules, Decimal(1), 1, "job-\udcff"), Decimal(1), 1)
+    async with client(sidecar) as c:
+        await c.chat.completions.create(
+            model="m", messages=MESSAGES, max_tokens=10, extra_headers={"X-LLM-Session": "ok"}
+        )
+    total = await spent(sidecar)
+    await close_test_sidecar(sidecar)  # the final flush must not raise either
+    saved = orjson.loads((tmp_path / "budgets.json").read_bytes())
+    [row] = saved["periods"].values()
+    assert Decimal(row["spent"]) == total > 1
+    assert list(row["sessions"]) == ["ok"]

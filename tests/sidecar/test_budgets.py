@@ -5,13 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sluice_sidecar.budget_store import StateFile
 from sluice_sidecar.budgets import BudgetLedger, MemoryBudgetStore, build_rules
 from sluice_sidecar.config.economics import CompiledBudget
 from sluice_sidecar.errors import BudgetExceeded
+from sluice_sidecar.telemetry import Metrics
+from tests.support.waiting import wait_until
 
 NOW = dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)
 
@@ -97,3 +101,33 @@ def test_state_file_form_round_trips() -> None:
     restored = again.get("ns/b", "d:2026-11-22")
     assert (restored.spent, restored.tokens) == (Decimal("1.25"), 7)
     assert restored.sessions["job"][0] == Decimal("0.5")
+
+
+BAD_SESSION = "job-\udcff"  # what a non-UTF-8 header byte decodes to: a lone surrogate
+
+
+async def test_state_writer_survives_a_session_id_it_cannot_encode(tmp_path, caplog) -> None:
+    metrics = Metrics()
+    errors = metrics.state_write_errors
+    store = MemoryBudgetStore()
+    book = BudgetLedger(store, now=lambda: NOW)
+    state = StateFile(tmp_path, store, on_error=lambda r: errors.labels(r).inc(), interval_s=0.01)
+    state.start()
+    budget = rules(costUSD=100)
+    try:
+        for session in (BAD_SESSION, "job-ok"):
+            book.settle(await book.admit(budget, Decimal(1), 1, session), Decimal(2), 3)
+            await wait_until(lambda: (tmp_path / "budgets.json").exists())
+        book.settle(await book.admit(budget, Decimal(1), 1, BAD_SESSION), Decimal(5), 3)
+
+        def saved() -> dict:
+            path = tmp_path / "budgets.json"
+            return next(iter(orjson.loads(path.read_bytes())["periods"].values()))
+
+        await wait_until(lambda: saved()["spent"] == "9")
+    finally:
+        await state.close()
+    assert saved()["sessions"] == {"job-ok": "2"}
+    assert errors.labels("encode")._value.get() >= 2
+    logged = [r for r in caplog.records if "session id(s) left out" in r.getMessage()]
+    assert len(logged) == 1, "logged once, not at every write"
