@@ -1,0 +1,165 @@
+"""The project's container images, built by ``scripts/images`` and run with buildah.
+
+There is no container engine here that may run a container (``podman run`` is refused by the
+sandbox when it sets rlimits), but ``buildah run --isolation chroot`` runs a command inside an
+image's root filesystem, on the host's network. That is enough to start an image's own
+entrypoint and talk to it on loopback. Used by ``tests/images/`` and the e2e tests that run
+the operator's Pod from its image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from e2e.harness import processes
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = ROOT / "scripts" / "images"
+TOOLS = ("buildah", "podman", "debootstrap")
+BUILD_TIMEOUT_S = 1800
+
+
+class ImageBuildFailed(Exception):
+    """``scripts/images`` failed; ``str()`` has its reason and the tail of its output."""
+
+
+def missing_tools() -> list[str]:
+    """The image tools this machine lacks (``scripts/system-packages`` installs them)."""
+    return [tool for tool in TOOLS if shutil.which(tool) is None]
+
+
+def checkout_tag() -> str:
+    """The image tag for this checkout: worktrees testing at once never share an image."""
+    return os.environ.get("SLUICE_IMAGE_TAG") or (
+        "test-" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:10]
+    )
+
+
+def build_images(log_path: Path) -> dict[str, Image]:
+    """Run ``scripts/images`` (cached: well under a second when nothing changed); images by
+    role, tagged ``checkout_tag()``."""
+    with log_path.open("w") as log:
+        result = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+            cwd=ROOT,
+            env={**os.environ, "SLUICE_IMAGE_TAG": checkout_tag()},
+        )
+    if result.returncode != 0:
+        raise ImageBuildFailed(
+            f"scripts/images exited with {result.returncode}:\n" + processes.tail_file(log_path, 30)
+        )
+    names = dict(line.split("=", 1) for line in result.stdout.split())
+    return {role: Image(name) for role, name in names.items()}
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image in the local containers-storage, e.g. ``localhost/sluice-sidecar:dev``."""
+
+    name: str
+
+    def config(self) -> dict[str, Any]:
+        """The image's OCI config: Entrypoint, Cmd, User, Env, Labels, ExposedPorts..."""
+        inspected = _buildah("inspect", "--type", "image", self.name)
+        return json.loads(inspected)["OCIv1"]["config"]
+
+    def entrypoint(self) -> list[str]:
+        """What the image runs when started with no command: Entrypoint + Cmd."""
+        config = self.config()
+        return [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
+
+    def run(
+        self,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        volumes: Mapping[Path, str] | None = None,
+    ) -> Container:
+        """Start ``argv`` in a fresh container of this image (as the image's USER)."""
+        return Container(self, argv, log_path, env or {}, volumes or {})
+
+    def exec(self, argv: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` to completion in a throwaway container; output captured."""
+        container = _buildah("from", "--pull-never", "--quiet", self.name).strip()
+        try:
+            return subprocess.run(
+                ["buildah", "run", "--isolation", "chroot", container, "--", *argv],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        finally:
+            _buildah("rm", container)
+
+
+class Container:
+    """A process running inside a working container of an image; ``stop()`` removes both."""
+
+    def __init__(
+        self,
+        image: Image,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str],
+        volumes: Mapping[Path, str],
+    ) -> None:
+        self.image = image
+        self.id = _buildah(
+            "from",
+            "--pull-never",
+            "--quiet",
+            "--name",
+            f"sluice-{secrets.token_hex(4)}",
+            image.name,
+        ).strip()
+        command = ["buildah", "run", "--isolation", "chroot"]
+        for key, value in env.items():
+            command += ["--env", f"{key}={value}"]
+        for source, target in volumes.items():
+            command += ["--volume", f"{source}:{target}:ro"]
+        self.process = processes.ManagedProcess(
+            f"container-{self.id[:12]}", [*command, self.id, "--", *argv], log_path
+        )
+
+    def running(self) -> bool:
+        return self.process.running()
+
+    def tail(self, lines: int = 40) -> str:
+        return self.process.tail(lines)
+
+    def stop(self) -> None:
+        try:
+            self.process.stop(timeout=10)
+        finally:
+            _buildah("rm", self.id)
+
+    def __enter__(self) -> Container:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _buildah(*args: str) -> str:
+    result = subprocess.run(
+        ["buildah", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"buildah {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
