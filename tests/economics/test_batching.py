@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import openai
+import orjson
 import pytest
 
 from tests.support.sidecar import SidecarHandle, policy, provider_for
-from tests.support.simulator import Fail, SimulatedLLM
+from tests.support.simulator import Fail, Garbage, SimulatedLLM
 from tests.support.waiting import wait_until
 
 MESSAGES = [{"role": "user", "content": "Describe a sluice gate"}]
@@ -167,3 +169,51 @@ async def test_a_failed_merged_call_fails_every_caller_in_it(
         )
     assert all(isinstance(r, openai.BadRequestError) for r in results)
     assert len(llm.requests) == 1
+
+
+def _vectors(n: int) -> list[dict]:
+    return [{"object": "embedding", "index": i, "embedding": [0.1, 0.2]} for i in range(n)]
+
+
+MALFORMED_MERGED_ANSWERS = {
+    "null items": {"object": "list", "data": [None] * 4},
+    "string index": {
+        "object": "list",
+        "data": [dict(v, index=str(i)) for i, v in enumerate(_vectors(4))],
+    },
+    "items missing": {"object": "list", "data": _vectors(3)},
+    "items too many": {"object": "list", "data": _vectors(5)},
+    "repeated index": {"object": "list", "data": [dict(v, index=0) for v in _vectors(4)]},
+    "data not a list": {"object": "list", "data": {"0": [0.1]}},
+    "usage not an object": {"object": "list", "data": _vectors(4), "usage": [1]},
+}
+
+
+@pytest.mark.parametrize("answer", MALFORMED_MERGED_ANSWERS.values(), ids=MALFORMED_MERGED_ANSWERS)
+async def test_a_merged_answer_that_cannot_be_split_fails_every_caller_at_once(
+    llm: SimulatedLLM, sidecar_factory, caplog, answer: dict
+) -> None:
+    sidecar = await sidecar_factory(
+        policy(
+            providers=[provider_for(llm)],
+            batching={"embeddings": {"enabled": True, "maxBatchSize": 4, "maxWaitMs": 200}},
+        )
+    )
+    llm.enqueue(Garbage(200, orjson.dumps(answer), "application/json"))
+    async with client(sidecar) as c, asyncio.timeout(5):  # the operation's deadline is 60 s
+        results = await asyncio.gather(
+            *(
+                c.embeddings.create(model="text-embedding-3-small", input=f"text {i}")
+                for i in range(4)
+            ),
+            return_exceptions=True,
+        )
+    if "usage" in answer:  # a usage block of the wrong shape is no reason to fail the vectors
+        assert all(len(r.data) == 1 for r in results)
+    else:
+        assert all(isinstance(r, openai.InternalServerError) for r in results), results
+        assert {r.status_code for r in results} == {502}
+        assert all("merged embeddings call" in r.message for r in results)
+    assert len(llm.requests) == 1
+    gc.collect()  # an unretrieved task exception is reported when the task is collected
+    assert "never retrieved" not in caplog.text

@@ -7,7 +7,9 @@ batch closes at ``maxBatchSize`` inputs or ``maxWaitMs`` after its first call, w
 first; one call larger than the batch size goes alone. The merged answer's vectors are split
 back in order (re-indexed from 0 per caller); the provider's ``prompt_tokens`` are attributed
 in proportion to each caller's input text (largest remainder, so the shares add up to the
-total). A failed merged call fails every caller in it with the same error.
+total). A failed merged call fails every caller in it with the same error; so does a merged
+answer that cannot be split back (vectors missing, extra, not objects, or with indexes that are
+not 0..n-1): every caller gets a 502 at once, in its own API format.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import orjson
 
 from sluice_sidecar.batch_stats import BatchStats
 from sluice_sidecar.cache_key import credential_hash
+from sluice_sidecar.errors import UpstreamError
 from sluice_sidecar.pipeline.call import Call, Next
 from sluice_sidecar.telemetry import Metrics
 from sluice_sidecar.transports.base import UpstreamReply
@@ -79,11 +82,22 @@ class BatchingStage:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: _Batch, next_stage: Next) -> None:
+        """Make the merged call; whatever happens, every caller's future is resolved."""
         assert batch.done is not None
+        try:
+            replies = await self._merged(batch, next_stage)
+        except BaseException as error:
+            if not batch.done.done():
+                batch.done.set_exception(error)
+                batch.done.exception()  # retrieved by the callers; never "never retrieved"
+            return
+        if not batch.done.done():
+            batch.done.set_result(replies)
+
+    async def _merged(self, batch: _Batch, next_stage: Next) -> list[UpstreamReply]:
         leader = batch.calls[0]
         if len(batch.calls) == 1:
-            await _settle_one(batch, next_stage(leader))
-            return
+            return [await next_stage(leader)]
         body = dict(leader.body or {})
         body["input"] = [item for inputs in batch.inputs for item in inputs]
         merged = dataclasses.replace(
@@ -99,28 +113,14 @@ class BatchingStage:
         self._stats.inputs_batched += batch.size
         self._metrics.batches.inc()
         self._metrics.batched.labels("embeddings").inc(len(batch.calls))
+        reply = await next_stage(merged)
         try:
-            reply = await next_stage(merged)
-        except BaseException as error:
-            if not batch.done.done():
-                batch.done.set_exception(error)
-                batch.done.exception()  # retrieved by the callers; never "never retrieved"
-            return
-        for call in batch.calls:
-            call.provider = merged.provider
-            call.attempts, call.retries = merged.attempts, merged.retries
-        batch.done.set_result(_split(reply, batch))
-
-
-async def _settle_one(batch: _Batch, pending: Any) -> None:
-    assert batch.done is not None
-    try:
-        reply = await pending
-    except BaseException as error:
-        batch.done.set_exception(error)
-        batch.done.exception()
-        return
-    batch.done.set_result([reply])
+            for call in batch.calls:
+                call.provider = merged.provider
+                call.attempts, call.retries = merged.attempts, merged.retries
+            return _split(reply, batch)
+        finally:
+            reply.close()
 
 
 def _inputs(call: Call) -> list[Any] | None:
@@ -151,9 +151,11 @@ def _group(call: Call) -> str:
 
 def _split(reply: UpstreamReply, batch: _Batch) -> list[UpstreamReply]:
     document = reply.json if isinstance(reply.json, dict) else {}
-    data = sorted(document.get("data") or [], key=lambda item: item.get("index", 0))
-    usage = document.get("usage") or {}
-    total = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
+    data = _vectors(document, batch.size)
+    usage = document.get("usage")
+    total = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        total = None
     weights = [sum(len(text) for text in inputs) or 1 for inputs in batch.inputs]
     shares = _apportion(total, weights) if total is not None else None
     replies = []
@@ -168,6 +170,30 @@ def _split(reply: UpstreamReply, batch: _Batch) -> list[UpstreamReply]:
         body = orjson.dumps(answer)
         replies.append(UpstreamReply(reply.status, dict(reply.headers), body, answer))
     return replies
+
+
+def _vectors(document: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """The answer's ``count`` embedding objects in input order; 502 when they are not that."""
+    data = document.get("data")
+    if not isinstance(data, list) or len(data) != count:
+        found = f"{len(data)} items" if isinstance(data, list) else "no data list"
+        raise _malformed(f"{found} for {count} inputs")
+    if not all(isinstance(item, dict) for item in data):
+        raise _malformed("an item that is not an object")
+    if not any("index" in item for item in data):
+        return data  # no indexes at all: in input order, as some compatible servers answer
+    indexes = [item.get("index") for item in data]
+    if sorted(i for i in indexes if type(i) is int) != list(range(count)):
+        raise _malformed("indexes that are not 0.." + str(count - 1))
+    return sorted(data, key=lambda item: item["index"])
+
+
+def _malformed(what: str) -> UpstreamError:
+    return UpstreamError(
+        f"the provider's answer to a merged embeddings call has {what}; it cannot be split "
+        "back to the callers",
+        reason="malformed batch answer",
+    )
 
 
 def _apportion(total: int, weights: list[int]) -> list[int]:
