@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.redis_server import free_port
 from tests.support.sidecar import SidecarHandle, anthropic_provider_for, policy, provider_for
-from tests.support.simulator import SimulatedLLM
+from tests.support.simulator import FailStream, Garbage, SimulatedLLM
 
 MESSAGES = [{"role": "user", "content": "Summarise the plot of Hamlet"}]
 CACHE = {"enabled": True, "ttlSeconds": 600}
@@ -197,3 +197,35 @@ async def test_redis_down_serves_without_cache(llm: SimulatedLLM, sidecar_factor
     _, stats = await sidecar.admin("GET", "/admin/cache")
     assert stats["errors"] >= 3  # two reads, at least one write
     assert 'sluice_redis_errors_total{use="cache"}' in await sidecar.metrics_text()
+
+
+async def test_a_stream_that_failed_mid_way_is_not_stored(
+    cached: SidecarHandle, llm: SimulatedLLM
+) -> None:
+    llm.enqueue(FailStream(after_chunks=2))
+    params: dict[str, Any] = {"model": "gpt-4o", "messages": MESSAGES, "temperature": 0}
+    async with client(cached) as c:
+        stream = await c.chat.completions.create(stream=True, **params)
+        with pytest.raises(openai.APIError):
+            async for _chunk in stream:
+                pass
+        raw = await c.chat.completions.with_raw_response.create(stream=True, **params)
+        async for _chunk in raw.parse():
+            pass
+    assert raw.headers["x-sluice-cache"] == "miss"
+    assert len(llm.requests) == 2
+
+
+async def test_an_error_document_with_a_200_is_not_stored(
+    cached: SidecarHandle, llm: SimulatedLLM
+) -> None:
+    error = b'{"error": {"message": "overloaded", "type": "server_error"}}'
+    llm.enqueue(Garbage(status=200, body=error, content_type="application/json"))
+    async with client(cached) as c:
+        await c.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=MESSAGES, temperature=0
+        )
+        first = await ask(c)
+        second = await ask(c)
+    assert first[1] == "miss" and second == (first[0], "hit")
+    assert len(llm.requests) == 2

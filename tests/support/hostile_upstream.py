@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gzip
 import socket
 import struct
-import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -404,11 +404,14 @@ async def huge_body(upstream: HostileUpstream, conn: Connection) -> None:
 
 
 def gzip_bomb_body(size: int = BOMB_BYTES) -> bytes:
-    """A gzip stream of ``size`` blank bytes (whitespace: a valid JSON prefix), about size/1000."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
-    piece = b" " * (1024 * 1024)
-    parts = [compressor.compress(piece) for _ in range(size // len(piece))]
-    return b"".join([*parts, compressor.flush()])
+    """Gzip of ``size`` blank bytes (whitespace: a valid JSON prefix), about size/1000 on the wire.
+
+    Built as identical 8 MiB gzip members, which a gzip stream may chain: one is compressed and
+    repeated, so the bomb costs nothing to make.
+    """
+    member_size = 8 * 1024 * 1024
+    member = gzip.compress(b" " * member_size, compresslevel=9)
+    return member * (size // member_size)
 
 
 _BOMB: list[bytes] = []  # built once per process: it is the same bytes every time

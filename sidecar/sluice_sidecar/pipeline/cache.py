@@ -6,8 +6,11 @@ the workload enables the cache, the route has answers (not ``/v1/models``) and t
 allows it: ``always`` (the operation enabled caching) or ``deterministic`` (temperature, from the
 request or else the operation's preset, at most ``temperatureCeiling``; a call without one runs
 at the provider default of 1). ``Cache-Control: no-cache``/``no-store`` or ``X-LLM-Cache:
-bypass`` skip the cache both ways. Only complete 2xx answers are stored; a stream is stored
-when it has ended (up to ``maxEntryBytes``) and a hit replays it as one SSE chunk. The answer
+bypass`` skip the cache both ways. Only complete, well-formed 2xx answers are stored, so a
+misbehaving upstream cannot poison the cache: a non-stream answer when it is a JSON object that
+is not an error document; a stream when it is ``text/event-stream``, every event is
+well-formed and it ended with its terminator (``data: [DONE]``, ``message_stop``), up to
+``maxEntryBytes``. A hit replays a stream as one SSE chunk. The answer
 carries ``x-sluice-cache: hit|miss|bypass`` whenever the workload has caching on.
 """
 
@@ -25,9 +28,19 @@ from sluice_sidecar.errors import NoProviderForModel
 from sluice_sidecar.pipeline.call import Call, Next
 from sluice_sidecar.telemetry import Metrics
 from sluice_sidecar.transports.base import UpstreamReply
+from sluice_sidecar.transports.sse import is_complete_stream
 
 DEFAULT_TEMPERATURE = 1.0
 BYPASS_DIRECTIVES = ("no-cache", "no-store")
+EVENT_STREAM = "text/event-stream"
+# The list every answer of a route carries; an answer without it is not stored.
+ANSWER_ITEMS = {
+    "chat": "choices",
+    "completions": "choices",
+    "embeddings": "data",
+    "messages": "content",
+    "models": "data",
+}
 
 Select = Callable[[CacheSpec], CacheBackend]
 
@@ -60,8 +73,9 @@ class CacheStage:
                 assert reply.chunks is not None
                 # Outer stages may rewrite first_chunk and chunks: keep the provider's bytes now.
                 first, source = reply.first_chunk, reply.chunks
-                reply.chunks = self._recording(first, source, reply, backend, key, call, spec)
-            elif len(reply.body) <= spec.max_entry_bytes:
+                if _content_type(reply) == EVENT_STREAM:
+                    reply.chunks = self._recording(first, source, reply, backend, key, call, spec)
+            elif len(reply.body) <= spec.max_entry_bytes and _valid_answer(reply, call):
                 content_type = reply.headers.get("content-type", "application/json")
                 answer = CachedAnswer(reply.status, content_type, False, reply.body, reply.json)
                 await self._store(backend, key, answer, call.operation.cache_ttl_s)
@@ -132,10 +146,26 @@ class CacheStage:
                 else:
                     parts = None  # too large to keep: relay only
             yield chunk
-        if parts is not None:
-            content_type = reply.headers.get("content-type", "text/event-stream")
-            answer = CachedAnswer(reply.status, content_type, True, b"".join(parts))
+        if parts is not None and is_complete_stream(body := b"".join(parts)):
+            content_type = reply.headers.get("content-type", EVENT_STREAM)
+            answer = CachedAnswer(reply.status, content_type, True, body)
             await self._store(backend, key, answer, call.operation.cache_ttl_s)
+
+
+def _content_type(reply: UpstreamReply) -> str:
+    return reply.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _valid_answer(reply: UpstreamReply, call: Call) -> bool:
+    """A JSON answer of the route's shape, not an error document sent with a 2xx status."""
+    document = reply.json
+    content_type = _content_type(reply)
+    if not (content_type in ("", "application/json") or content_type.endswith("+json")):
+        return False
+    if not isinstance(document, dict) or "error" in document:
+        return False
+    items = document.get(ANSWER_ITEMS[call.kind])
+    return isinstance(items, list) and bool(items) and all(isinstance(i, dict) for i in items)
 
 
 async def _none() -> AsyncIterator[bytes]:

@@ -3,17 +3,25 @@
 This module is the only place that touches ``aiohttp.ClientSession`` and the only place aiohttp
 client errors become sidecar errors. The session outlives configuration swaps, so connections
 stay warm and in-flight calls are never cut by a reload.
+
+What an upstream sends is bounded here: a non-stream answer is read incrementally and refused
+past ``max_answer_bytes`` (decompressed; an error body past ``MAX_ERROR_BODY`` is cut), a
+stream must be ``text/event-stream`` and start with a well-formed event within
+``MAX_FIRST_EVENT_BYTES``, may stay silent at most ``stream_idle_timeout_s`` between chunks,
+and must end with its terminator. Redirects are not followed (the key would go with them).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import aiohttp
 import orjson
 
 from sluice_sidecar.errors import (
+    PermanentUpstreamError,
     TransientUpstreamError,
     classify_upstream_status,
     reason_for_status,
@@ -24,6 +32,7 @@ from sluice_sidecar.pipeline.ratelimit_headers import (
 )
 from sluice_sidecar.redaction import credential_values, redact, redact_bytes
 from sluice_sidecar.transports.base import UpstreamReply, UpstreamRequest
+from sluice_sidecar.transports.sse import StreamCheck
 
 # Connection-level headers that must not be relayed back to the caller.
 HOP_BY_HOP = frozenset(
@@ -42,6 +51,11 @@ HOP_BY_HOP = frozenset(
     }
 )
 MAX_ERROR_BODY = 64 * 1024
+DEFAULT_MAX_ANSWER_BYTES = 32 * 1024 * 1024  # a non-stream answer, decompressed
+DEFAULT_STREAM_IDLE_TIMEOUT_S = 300.0  # silence allowed between two chunks of a stream
+# A stream's first event must arrive within this many bytes (comments before it included).
+MAX_FIRST_EVENT_BYTES = 64 * 1024
+EVENT_STREAM = "text/event-stream"
 
 
 def relayable_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:
@@ -49,9 +63,18 @@ def relayable_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:
 
 
 class HttpTransport:
-    def __init__(self, *, connection_limit: int = 1000, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        connection_limit: int = 1000,
+        connect_timeout_s: float = 10.0,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        stream_idle_timeout_s: float = DEFAULT_STREAM_IDLE_TIMEOUT_S,
+    ) -> None:
         self._connector_limit = connection_limit
         self._connect_timeout_s = connect_timeout_s
+        self._max_answer_bytes = max_answer_bytes
+        self._stream_idle_timeout_s = stream_idle_timeout_s
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -77,7 +100,11 @@ class HttpTransport:
         assert self._session is not None, "HttpTransport.start() was not awaited"
         try:
             response = await self._session.request(
-                request.method, request.url, headers=request.headers, data=request.body
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body,
+                allow_redirects=False,
             )
         except aiohttp.ClientConnectorError as error:
             raise TransientUpstreamError(
@@ -92,10 +119,10 @@ class HttpTransport:
             if response.status >= 300:
                 await _raise_for_status(response, credential_values(request.headers))
             if request.stream:
-                return await _stream_reply(response)
-            return await _json_reply(response)
+                return await _stream_reply(response, self._stream_idle_timeout_s)
+            return await _json_reply(response, self._max_answer_bytes)
         except BaseException:
-            response.release()
+            _finish(response)
             raise
 
 
@@ -148,9 +175,32 @@ def _error_message(body: bytes) -> str | None:
     return None
 
 
-async def _json_reply(response: aiohttp.ClientResponse) -> UpstreamReply:
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole (decompressed) answer, read chunk by chunk and refused once past ``limit``."""
+    if response.content_length is not None and response.content_length > limit:
+        _too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            _too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> NoReturn:
+    # Permanent: the same request would bring the same answer back, and each retry or
+    # fallback would pay for downloading (or inflating) it again. The breaker counts it as
+    # an answer, not an outage.
+    raise PermanentUpstreamError(
+        f"upstream answer exceeds the sidecar's limit of {limit} bytes", reason="answer too large"
+    )
+
+
+async def _json_reply(response: aiohttp.ClientResponse, limit: int) -> UpstreamReply:
     try:
-        body = await response.read()
+        body = await _read_bounded(response, limit)
     except (aiohttp.ClientError, TimeoutError) as error:
         raise TransientUpstreamError(
             f"upstream connection broke while sending its answer: {describe(error)}",
@@ -172,26 +222,57 @@ async def _json_reply(response: aiohttp.ClientResponse) -> UpstreamReply:
     )
 
 
-async def _stream_reply(response: aiohttp.ClientResponse) -> UpstreamReply:
-    chunks = response.content.iter_any().__aiter__()
+async def _next_chunk(chunks: AsyncIterator[bytes], idle_s: float, started: bool) -> bytes | None:
+    """The stream's next chunk, None at its end; silence past ``idle_s`` is an error."""
     try:
-        first = await chunks.__anext__()
+        async with asyncio.timeout(idle_s):
+            return await chunks.__anext__()
     except StopAsyncIteration:
-        first = b""
-    except (aiohttp.ClientError, TimeoutError) as error:
+        return None
+    except TimeoutError as error:
         raise TransientUpstreamError(
-            f"upstream stream broke before its first event: {describe(error)}",
-            reason="broken stream",
+            f"upstream stream sent nothing for {idle_s:g}s", reason="stream idle"
         ) from error
-    if not first:
+    except (aiohttp.ClientError, asyncio.IncompleteReadError) as error:
+        where = "mid-way" if started else "before its first event"
         raise TransientUpstreamError(
-            "upstream closed the stream without data", reason="empty stream"
-        )
+            f"upstream stream broke {where}: {describe(error)}", reason="broken stream"
+        ) from error
+
+
+def _invalid_stream(detail: str) -> NoReturn:
+    raise TransientUpstreamError(
+        f"upstream answered a stream request with {detail}", reason="invalid stream"
+    )
+
+
+async def _stream_reply(response: aiohttp.ClientResponse, idle_s: float) -> UpstreamReply:
+    # Nothing but an event stream is relayed (or cached) as one: an HTML page or a JSON
+    # answer to stream: true is a broken upstream, retried like one.
+    if response.content_type != EVENT_STREAM:
+        _invalid_stream(f"{response.content_type!r}, not {EVENT_STREAM}")
+    chunks = response.content.iter_any().__aiter__()
+    check = StreamCheck()
+    received = bytearray()
+    while not check.data_events:
+        chunk = await _next_chunk(chunks, idle_s, started=False)
+        if chunk is None:
+            if not received:
+                raise TransientUpstreamError(
+                    "upstream closed the stream without data", reason="empty stream"
+                )
+            _invalid_stream("a stream that ended before its first event")
+        received += chunk
+        check.feed(chunk)
+        if not check.well_formed:
+            _invalid_stream("bytes that are not a well-formed event stream")
+        if len(received) > MAX_FIRST_EVENT_BYTES and not check.data_events:
+            _invalid_stream(f"no event in its first {MAX_FIRST_EVENT_BYTES} bytes")
     return UpstreamReply(
         status=response.status,
         headers=relayable_headers(response.headers),
-        first_chunk=first,
-        chunks=_guarded(chunks),
+        first_chunk=bytes(received),
+        chunks=_rest(chunks, check, idle_s),
         on_close=[lambda: _finish(response)],
     )
 
@@ -205,13 +286,18 @@ def _finish(response: aiohttp.ClientResponse) -> None:
         response.close()
 
 
-async def _guarded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Relay chunks; a connection that breaks mid-stream becomes a transient upstream error."""
-    try:
-        async for chunk in chunks:
-            yield chunk
-    except (aiohttp.ClientError, asyncio.IncompleteReadError) as error:
+async def _rest(chunks: AsyncIterator[bytes], check: StreamCheck, idle_s: float):
+    """Relay the chunks after the first event; a stream that stops short is an error.
+
+    A connection that breaks, a silence past the idle limit, or an end without the
+    terminator each become a transient upstream error, which the proxy turns into the
+    caller's error event (the stream already started, so there is no retry).
+    """
+    while (chunk := await _next_chunk(chunks, idle_s, started=True)) is not None:
+        check.feed(chunk)
+        yield chunk
+    if not check.terminated:
         raise TransientUpstreamError(
-            f"upstream stream broke mid-way: {describe(error)}",
+            "upstream stream ended without its final event ([DONE] or message_stop)",
             reason="broken stream",
-        ) from error
+        )

@@ -1,0 +1,88 @@
+"""What a well-formed provider event stream is, checked as its bytes go by.
+
+``StreamCheck`` is fed a stream's bytes in order (as they are relayed, nothing is held back)
+and tells the transport whether the stream started with a real event and whether it ended
+with its terminator (OpenAI's ``data: [DONE]``, Anthropic's ``message_stop`` event), and the
+cache whether the whole stream was well-formed: every line a known SSE field or a comment,
+every ``data`` payload JSON. It keeps only the event being received, at most
+``MAX_EVENT_BYTES``; a longer event is not checked and makes the stream not well-formed.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+MAX_EVENT_BYTES = 1024 * 1024
+FIELDS = frozenset({b"data", b"event", b"id", b"retry"})
+OPENAI_TERMINATOR = b"[DONE]"
+ANTHROPIC_TERMINATOR = "message_stop"
+
+
+class StreamCheck:
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._max_event_bytes = max_event_bytes
+        self._pending = bytearray()
+        self._skipping = False  # inside an event too large to check, until its end
+        self.data_events = 0
+        self.well_formed = True
+        self.terminated = False
+
+    def feed(self, chunk: bytes) -> None:
+        self._pending += chunk
+        # Lines may end in \r\n or \n; a lone \r at the end may be half of a \r\n.
+        if b"\r" in self._pending:
+            tail = self._pending.endswith(b"\r")
+            body = self._pending[:-1] if tail else self._pending
+            self._pending = bytearray(body.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+            if tail:
+                self._pending += b"\r"
+        while (end := self._pending.find(b"\n\n")) >= 0:
+            event = bytes(self._pending[:end])
+            del self._pending[: end + 2]
+            if self._skipping:
+                self._skipping = False
+            else:
+                self._event(event)
+        if len(self._pending) > self._max_event_bytes:
+            self.well_formed = False
+            self._skipping = True
+            self._pending.clear()
+
+    @property
+    def complete(self) -> bool:
+        """Well-formed from start to end, and its last event was the terminator."""
+        return self.well_formed and self.terminated and not self._pending.strip()
+
+    def _event(self, event: bytes) -> None:
+        data: list[bytes] = []
+        for line in event.lstrip(b"\n").split(b"\n"):
+            if line.startswith(b":"):
+                continue  # a comment (keep-alive)
+            name, _, value = line.partition(b":")
+            if name not in FIELDS:
+                self.well_formed = False
+                continue
+            if name == b"data":
+                data.append(value[1:] if value.startswith(b" ") else value)
+        if not data:
+            return
+        self.data_events += 1
+        payload = b"\n".join(data)
+        self.terminated = payload.strip() == OPENAI_TERMINATOR
+        if self.terminated:
+            return
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self.well_formed = False
+            return
+        self.terminated = isinstance(document, dict) and document.get("type") == (
+            ANTHROPIC_TERMINATOR
+        )
+
+
+def is_complete_stream(body: bytes) -> bool:
+    """Whether a whole recorded stream is well-formed and ends with its terminator."""
+    check = StreamCheck(max_event_bytes=len(body) + 1)
+    check.feed(body)
+    return check.complete

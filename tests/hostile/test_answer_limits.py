@@ -1,0 +1,129 @@
+"""Upstream answers are bounded: size (decompressed), and a stream's silence between chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from collections.abc import AsyncIterator
+
+import openai
+import pytest
+import pytest_asyncio
+
+from sluice_sidecar.errors import PermanentUpstreamError, TransientUpstreamError
+from sluice_sidecar.transports.base import UpstreamRequest
+from sluice_sidecar.transports.http import HttpTransport
+from tests.hostile.conftest import MESSAGES, sdk_call
+from tests.support.hostile_upstream import BEHAVIOUR_HEADER, BOMB_BYTES, HostileUpstream
+from tests.support.sidecar import SidecarHandle
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+LIMIT = 1024 * 1024
+IDLE_S = 0.2
+BODY = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true}'
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def transport() -> AsyncIterator[HttpTransport]:
+    transport = HttpTransport(max_answer_bytes=LIMIT, stream_idle_timeout_s=IDLE_S)
+    await transport.start()
+    yield transport
+    await transport.close()
+
+
+def request(upstream: HostileUpstream, behaviour: str, *, stream: bool) -> UpstreamRequest:
+    body = BODY if stream else BODY.replace(b"true", b"false")
+    return UpstreamRequest(
+        method="POST",
+        url=upstream.openai_base_url + "/chat/completions",
+        headers={BEHAVIOUR_HEADER: behaviour, "content-type": "application/json"},
+        body=body,
+        stream=stream,
+    )
+
+
+@pytest.mark.parametrize("behaviour", ["huge-body", "gzip-bomb"])
+async def test_an_answer_past_the_limit_is_refused_as_502(
+    transport: HttpTransport, hostile: HostileUpstream, behaviour: str
+) -> None:
+    with pytest.raises(
+        PermanentUpstreamError, match=f"exceeds the sidecar's limit of {LIMIT}"
+    ) as caught:
+        await transport.send(request(hostile, behaviour, stream=False))
+    assert caught.value.status == 502 and caught.value.reason == "answer too large"
+
+
+async def test_a_gzip_bomb_through_the_sidecar_is_a_502_without_inflating_memory(
+    hostile_sidecar: SidecarHandle,
+) -> None:
+    peak_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(openai.APIStatusError, match="exceeds the sidecar's limit") as caught:
+        await sdk_call(hostile_sidecar, "openai", "gzip-bomb")
+    assert caught.value.status_code == 502
+    assert caught.value.response.json()["error"]["code"] == "upstream_error"
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before_kib) / 1024
+    assert grown_mib < BOMB_BYTES / 1024 / 1024 / 3  # the default limit (32 MiB), not the bomb
+
+
+async def test_a_stalled_stream_ends_with_an_error_after_the_idle_limit(
+    transport: HttpTransport, hostile: HostileUpstream
+) -> None:
+    reply = await transport.send(request(hostile, "stall-mid-body", stream=True))
+    assert reply.first_chunk.startswith(b"data: ")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        assert reply.chunks is not None
+        with pytest.raises(TransientUpstreamError, match=f"sent nothing for {IDLE_S:g}s"):
+            async for _chunk in reply.chunks:
+                pass
+    finally:
+        reply.close()
+    assert IDLE_S <= loop.time() - started < IDLE_S + 0.5
+
+
+async def test_a_trickling_stream_is_not_idle(
+    transport: HttpTransport, hostile: HostileUpstream
+) -> None:
+    """Bytes every few milliseconds keep a stream alive past the idle limit."""
+    reply = await transport.send(request(hostile, "trickle", stream=True))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        assert reply.chunks is not None
+        async for _chunk in reply.chunks:
+            if loop.time() - started > 2 * IDLE_S:
+                break
+    finally:
+        reply.close()
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "message"),
+    [("stall-mid-body", "timed out"), ("stream-cut", "ended without its final event")],
+)
+async def test_a_broken_stream_through_the_sidecar_ends_with_an_error_event(
+    hostile_sidecar: SidecarHandle, behaviour: str, message: str
+) -> None:
+    async with openai.AsyncOpenAI(
+        base_url=hostile_sidecar.openai_url, api_key="sk-app", max_retries=0
+    ) as client:
+        stream = await client.chat.completions.create(
+            model="m",
+            messages=MESSAGES,
+            stream=True,
+            extra_headers={BEHAVIOUR_HEADER: behaviour},
+        )
+        with pytest.raises(openai.APIError, match=message):
+            async for _chunk in stream:
+                pass
+
+
+async def test_redirects_are_not_followed(
+    transport: HttpTransport, hostile: HostileUpstream
+) -> None:
+    with pytest.raises(PermanentUpstreamError) as caught:
+        await transport.send(request(hostile, "redirect", stream=False))
+    assert caught.value.status == 307
+    assert not [r for r in hostile.requests if r.path.startswith("/elsewhere")]

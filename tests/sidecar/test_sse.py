@@ -1,0 +1,45 @@
+"""Checking provider event streams as they pass (unit)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice_sidecar.transports.sse import StreamCheck, is_complete_stream
+
+OPENAI = b'data: {"choices": []}\n\ndata: {"choices": []}\n\ndata: [DONE]\n\n'
+ANTHROPIC = (
+    b'event: message_start\ndata: {"type": "message_start"}\n\n'
+    b": keep-alive\n\n"
+    b'event: message_stop\ndata: {"type": "message_stop"}\n\n'
+)
+
+
+@pytest.mark.parametrize("stream", [OPENAI, ANTHROPIC, OPENAI.replace(b"\n", b"\r\n")])
+def test_complete_streams_are_complete_however_they_are_cut(stream: bytes) -> None:
+    assert is_complete_stream(stream)
+    check = StreamCheck()
+    for i in range(len(stream)):  # one byte at a time: every boundary is a chunk boundary
+        check.feed(stream[i : i + 1])
+    assert check.complete and check.data_events == (3 if stream.startswith(b"data") else 2)
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        OPENAI[: -len(b"data: [DONE]\n\n")],  # cut before its terminator
+        ANTHROPIC[: ANTHROPIC.index(b"event: message_stop")],
+        b"<html><body>Service moved</body></html>\n\n",
+        b"data: {not json\n\ndata: [DONE]\n\n",
+        b"data: [DONE]\n\ndata: {}\n\n",  # events after the end
+        OPENAI + b'data: {"partial',  # an unfinished event after the end
+    ],
+)
+def test_cut_or_malformed_streams_are_not_complete(stream: bytes) -> None:
+    assert not is_complete_stream(stream)
+
+
+def test_an_event_past_the_size_limit_is_skipped_and_spoils_the_stream() -> None:
+    check = StreamCheck(max_event_bytes=64)
+    check.feed(b"data: " + b"x" * 100)
+    check.feed(b"\n\ndata: [DONE]\n\n")
+    assert check.terminated and not check.well_formed and not check.complete
