@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -151,3 +153,14 @@ async def test_an_unconfigured_sidecar_answers_as_documented(sidecar_factory) ->
             answer = await http.get(path, headers={"Authorization": "Bearer wrong"})
             assert answer.status_code == 401
             schema[path]["GET"].Case().validate_response(answer, checks=CHECKS)
+
+
+def test_the_admin_section_of_the_docs_lists_every_documented_operation() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "sidecar.md").read_text()
+    section = text.split("## Admin API", 1)[1].split("\n## ", 1)[0]
+    # `GET /admin/estimate?provider=...`, `POST /admin/circuits/reset[?...]`: method and path.
+    listed = {
+        (path, method.lower())
+        for method, path in re.findall(r"`(GET|PUT|POST|DELETE|PATCH) (/[^`?\[ ]*)", section)
+    }
+    assert listed == documented(openapi_document())
