@@ -39,6 +39,10 @@ class CallRecord:
     status: int
     fingerprint: str | None = None  # hash of the request, for calls of a session
     kind: str = "chat"  # route kind: chat, completions, embeddings, messages
+    # Why the usage is the call's estimate, not the provider's report: "cancelled" (the caller
+    # left or the deadline passed after the call was sent), "cut" (a stream ended before its
+    # final usage); None: reported by the provider (or unknown, usage None).
+    estimated: str | None = None
 
 
 @dataclass(slots=True)
@@ -49,6 +53,7 @@ class Totals:
     cached_input_tokens: int = 0
     cost: Decimal = field(default_factory=Decimal)
     unknown_usage: int = 0
+    estimated_usage: int = 0  # calls charged on their estimate (their tokens and cost included)
     unpriced: int = 0
     cache_hits: int = 0
     saved: Decimal = field(default_factory=Decimal)
@@ -62,6 +67,8 @@ class Totals:
         if record.usage is None:
             self.unknown_usage += 1
             return
+        if record.estimated is not None:
+            self.estimated_usage += 1
         self.input_tokens += record.usage.input_tokens
         self.output_tokens += record.usage.output_tokens
         self.cached_input_tokens += record.usage.cached_input_tokens
@@ -78,6 +85,7 @@ class Totals:
             "cachedInputTokens": self.cached_input_tokens,
             "costUSD": str(self.cost),
             "unknownUsageCalls": self.unknown_usage,
+            "estimatedUsageCalls": self.estimated_usage,
             "unpricedCalls": self.unpriced,
             "cacheHits": self.cache_hits,
             "savedUSD": str(self.saved),

@@ -9,6 +9,8 @@ Shared by the metering, budget and cache stages (none of which import each other
 * ``SseUsageReader``: fed the raw stream, re-cut into whole SSE events; finds the OpenAI usage
   chunk (and drops it when the sidecar asked for it on the client's behalf) and the Anthropic
   ``message_start`` / ``message_delta`` usage. Only events that mention ``"usage"`` are parsed.
+  ``final`` tells whether the stream's closing usage arrived (a cut Anthropic stream has only
+  ``message_start``'s input count, so its output is not known).
 * ``estimate_prompt_tokens``: an offline estimate, about 4 characters a token plus a few tokens
   per message (no tokenizer data is downloaded at run time); token-id arrays count exactly.
 * ``output_bound``: the most output tokens a call can produce, and from which setting.
@@ -79,7 +81,8 @@ class SseUsageReader:
         self._input = 0
         self._output = 0
         self._cached = 0
-        self.found = False
+        self.found = False  # some usage seen
+        self.final = False  # the stream's closing usage seen (OpenAI usage chunk, message_delta)
 
     @property
     def usage(self) -> Usage | None:
@@ -139,11 +142,12 @@ class SseUsageReader:
                 if usage.get("input_tokens"):
                     self._take(usage_from_object(usage), output=False)
                 self._output = _int(usage.get("output_tokens"))
-                self.found = True
+                self.found = self.final = True
             return True
         usage = payload.get("usage")
         if isinstance(usage, dict):
             self._take(usage_from_object(usage), output=True)
+            self.final = self.found
             if self.strip and payload.get("choices") == []:
                 return False
         return True

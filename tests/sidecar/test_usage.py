@@ -135,3 +135,16 @@ def test_output_bound_says_where_it_comes_from() -> None:
     forced = output_bound({"max_tokens": 50}, "chat", 800, force_preset=True)
     assert forced == OutputBound(800, "the operation preset")  # the preset replaces it upstream
     assert output_bound({"max_tokens": True}, "chat", None).source == "the default"
+
+
+def test_only_the_closing_usage_makes_a_stream_final() -> None:
+    start, _, _ = ANTHROPIC_STREAM.partition(b"event: content_block")
+    cut = SseUsageReader()
+    cut.feed(start)
+    assert cut.found and not cut.final  # message_start's input count, no output count yet
+    whole = SseUsageReader()
+    whole.feed(ANTHROPIC_STREAM)
+    assert whole.final
+    chat = SseUsageReader()
+    chat.feed(OPENAI_STREAM)
+    assert chat.final

@@ -5,13 +5,18 @@ exhausted) and outside fallback. Budgets that apply: the configuration's rules w
 matches the model and one of the call's candidate providers. A hard budget that the
 reservation would overspend refuses the call (``errors.BudgetExceeded``, 429). The reservation
 is settled when the reply is closed, after the metering stage priced it: with the actual cost,
-or the estimate when the provider reported no usage; a call that failed settles at zero; spend
-for a provider outside a budget's provider scope settles at zero. The answer carries
+or the estimate when the provider reported no usage (a stream cut before its final usage is
+priced by the metering stage at its reported input and the output bound). A call cancelled
+(caller gone, deadline passed) after it was sent upstream settles at the full reservation: the
+provider may bill it and its usage will never be known. A call that failed otherwise, or never
+left the sidecar, settles at zero; spend for a provider outside a budget's provider scope
+settles at zero. The answer carries
 ``x-sluice-budget-remaining``: the smallest cost remaining after this call's reservation.
 """
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 from sluice_sidecar.budgets import BudgetLedger, BudgetRule, Reservation
@@ -39,6 +44,12 @@ class BudgetStage:
             call.response_headers["x-sluice-budget-remaining"] = str(max(min(remaining), ZERO))
         try:
             reply = await next_stage(call)
+        except asyncio.CancelledError:
+            if call.attempts:  # sent upstream, answer never seen: the provider may bill it
+                self._charge(call, held, cost, tokens)
+            else:
+                self._ledger.settle(held, ZERO, 0)
+            raise
         except BaseException:
             self._ledger.settle(held, ZERO, 0)
             raise
@@ -53,6 +64,9 @@ class BudgetStage:
         else:
             cost = call.cost if call.cost is not None else ZERO
             tokens = call.usage.total_tokens
+        self._charge(call, held, cost, tokens)
+
+    def _charge(self, call: Call, held: list[Reservation], cost: Decimal, tokens: int) -> None:
         provider = call.provider.name if call.provider else None
         in_scope = [r for r in held if r.rule.provider in (None, provider)]
         out_of_scope = [r for r in held if r.rule.provider not in (None, provider)]

@@ -8,6 +8,14 @@ usage comes from the JSON answer, or from the stream as it passes (``usage.SseUs
 the call is priced and recorded once (``call.usage``, ``call.cost``, metrics, the usage ledger,
 listeners such as session reports) when the answer is complete or the reply is closed, before
 inner stages' close callbacks (budget reconciliation) run. A cache hit records what it saved.
+
+Spend is never dropped because the usage did not arrive. A call cancelled (the caller left, or
+the deadline passed) after it was sent upstream (``call.attempts``) is recorded with its
+estimate: the estimated prompt and the output bound, as status 499. A stream that ends before
+its final usage (cut by either side; an Anthropic stream whose ``message_delta`` never came) is
+charged the input it reported and the output bound. Both are marked ``estimated`` in the usage
+ledger and counted in ``llm_usage_estimated_total``; their cost goes into ``llm_cost_usd``,
+their tokens (which nobody reported) not into ``llm_tokens``.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from sluice_sidecar.usage import (
 logger = logging.getLogger("sluice.cost")
 USAGE_KINDS = frozenset({"chat", "completions"})  # OpenAI routes with stream_options
 MAX_WARNED_MODELS = 1024
+CLIENT_CLOSED = 499  # the status a cancelled call is recorded with (nginx's convention)
 
 Recorder = Callable[[CallRecord], None]
 
@@ -49,15 +58,20 @@ class MeteringStage:
     async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
         call.estimate = self._estimate(call)
         strip = _ask_for_stream_usage(call)
-        reply = await next_stage(call)
         meter = _Meter(self, call)
+        try:
+            reply = await next_stage(call)
+        except asyncio.CancelledError:
+            if call.attempts:  # sent upstream: the provider may bill what it did
+                meter.finish(meter.charged(None), estimated="cancelled")
+            raise
         if reply.streaming:
             assert reply.chunks is not None
             reader = SseUsageReader(strip_openai_usage=strip)
             first = reader.feed(reply.first_chunk)
             reply.chunks = _metered(reply.chunks, reader, meter)
             reply.first_chunk = first
-            reply.on_close.append(lambda: meter.finish(reader.usage))
+            reply.on_close.append(lambda: meter.finish_stream(reader, ended=False))
         else:
             meter.finish(usage_from_json(reply.json))
         return reply
@@ -70,13 +84,24 @@ class MeteringStage:
         ).tokens
         return Estimate(prompt, output, worst_cost(call, prompt, output))
 
-    def record(self, call: Call, usage: Usage | None, cost: Decimal | None, priced: bool) -> None:
+    def record(
+        self,
+        call: Call,
+        usage: Usage | None,
+        cost: Decimal | None,
+        priced: bool,
+        estimated: str | None = None,
+    ) -> None:
         provider = call.provider.name if call.provider else "none"
         model = self._metrics.model_label(call.model_name)
         operation = call.operation.name
         hit = call.cache_status == "hit"
         if usage is None:
             self._metrics.usage_unknown.labels(provider, model).inc()
+        elif estimated is not None:  # tokens nobody reported: only the spend is counted
+            self._metrics.usage_estimated.labels(provider, model, estimated).inc()
+            if cost is not None:
+                self._metrics.cost.labels(provider, model, operation).inc(float(cost))
         elif not hit:
             m = self._metrics.tokens
             m.labels(provider, model, operation, "input").inc(usage.input_tokens)
@@ -109,9 +134,10 @@ class MeteringStage:
             saved=cost if hit else None,
             latency_ms=round((asyncio.get_running_loop().time() - started) * 1000, 2),
             retries=call.retries,
-            status=200,
+            status=CLIENT_CLOSED if estimated == "cancelled" else 200,
             fingerprint=_fingerprint(call) if call.session is not None else None,
             kind=call.kind,
+            estimated=estimated,
         )
         for recorder in self._recorders:
             recorder(record)
@@ -127,7 +153,7 @@ class _Meter:
         self.call = call
         self.done = False
 
-    def finish(self, usage: Usage | None) -> None:
+    def finish(self, usage: Usage | None, estimated: str | None = None) -> None:
         if self.done:
             return
         self.done = True
@@ -145,7 +171,28 @@ class _Meter:
                 )
         call.usage = usage
         call.cost = cost
-        self.stage.record(call, usage, cost, priced)
+        self.stage.record(call, usage, cost, priced, estimated)
+
+    def finish_stream(self, reader: SseUsageReader, *, ended: bool) -> None:
+        """A stream is over: ``ended`` when its last byte arrived, else closed before it."""
+        if reader.final or (ended and reader.usage is None):
+            self.finish(reader.usage)  # all of it, or a provider that reports none
+        else:
+            self.finish(self.charged(reader.usage), estimated="cut")
+
+    def charged(self, seen: Usage | None) -> Usage:
+        """What a call whose usage never fully arrived is charged: the input the provider
+        reported (else the estimate) and the most output it could have produced (the
+        reservation's bound), since it may have generated more than reached the sidecar."""
+        estimate = self.call.estimate
+        assert estimate is not None
+        if seen is None:
+            return Usage(estimate.prompt_tokens, estimate.max_output_tokens)
+        return Usage(
+            seen.input_tokens or estimate.prompt_tokens,
+            max(seen.output_tokens, estimate.max_output_tokens),
+            seen.cached_input_tokens,
+        )
 
 
 def worst_cost(call: Call, prompt_tokens: int, output_tokens: int) -> Decimal | None:
@@ -185,7 +232,7 @@ async def _metered(
     rest = reader.flush()
     if rest:
         yield rest
-    meter.finish(reader.usage)
+    meter.finish_stream(reader, ended=True)
 
 
 def _fingerprint(call: Call) -> str | None:
