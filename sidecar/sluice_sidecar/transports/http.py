@@ -143,6 +143,15 @@ def describe(error: BaseException) -> str:
 
 
 async def _raise_for_status(response: aiohttp.ClientResponse, secrets: list[str]) -> None:
+    if response.status < 400:
+        # Not followed (the provider key would go along) and not relayed (the caller's client
+        # might follow it): a provider that redirects is misconfigured, which is permanent.
+        target = redact(response.headers.get("location", "nowhere")[:200])
+        raise PermanentUpstreamError(
+            f"upstream answered a redirect ({response.status}) to {target}, which the sidecar"
+            " does not follow; check the provider's baseUrl",
+            reason="redirect",
+        )
     try:
         body = await response.content.read(MAX_ERROR_BODY)
     except (aiohttp.ClientError, TimeoutError):
