@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-import openai
-import pytest
 import schemathesis
 from aiohttp import web
 from schemathesis.checks import not_a_server_error
@@ -19,9 +17,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from sluice_sidecar.admin_openapi import openapi_document
-from tests.economics.conftest import budget
-from tests.support.sidecar import SidecarHandle, policy, provider_for
-from tests.support.simulator import SimulatedLLM
+from tests.support.sidecar import SidecarHandle
 
 CHECKS = [
     not_a_server_error,
@@ -29,7 +25,6 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-MESSAGES = [{"role": "user", "content": "hello"}]
 
 
 def admin_routes(sidecar: SidecarHandle) -> set[tuple[str, str]]:
@@ -60,25 +55,6 @@ async def test_the_document_is_served_behind_the_token(sidecar: SidecarHandle) -
     assert status == 200 and served == openapi_document()
     assert served["openapi"].startswith("3.1")
     assert served["components"]["securitySchemes"]["adminToken"]["scheme"] == "bearer"
-
-
-@pytest.fixture
-async def busy(llm: SimulatedLLM, economics_sidecar) -> SidecarHandle:
-    """A sidecar with something in every report: calls, a session, budgets, cache, breakers."""
-    document = policy(
-        providers=[provider_for(llm)],
-        pricing={"m": {"inputPer1M": 1, "outputPer1M": 2}},
-        cache={"enabled": True, "ttlSeconds": 600},
-    )
-    budgets = [budget(limits={"costUSD": 100, "tokens": 10**6}), budget("soft", enforcement="soft")]
-    sidecar = await economics_sidecar(document, budgets)
-    async with openai.AsyncOpenAI(base_url=sidecar.openai_url, api_key="k", max_retries=0) as c:
-        for _ in range(2):  # the second is a cache hit
-            await c.chat.completions.create(
-                model="m", messages=MESSAGES, extra_headers={"X-LLM-Session": "job-1"}
-            )
-        await c.embeddings.create(model="m", input=["a", "b"])
-    return sidecar
 
 
 # (method, path as documented, path sent, query, JSON body): each documented status that a

@@ -23,10 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from sluice_sidecar.admin_openapi import openapi_document
-from tests.admin.test_openapi import busy
 from tests.support.sidecar import SidecarHandle
-
-__all__ = ["busy"]
 
 CHECKS = [
     not_a_server_error,
