@@ -22,17 +22,19 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Protocol
 
 from sluice_sidecar.budget_periods import Period, period_of
 from sluice_sidecar.config.economics import CompiledBudget
 from sluice_sidecar.errors import BudgetExceeded
+from sluice_sidecar.usage import OutputBound
 
 logger = logging.getLogger("sluice.budget")
 MAX_SESSIONS_PER_PERIOD = 10_000  # per budget and period; least recently used dropped beyond
 MAX_PERIODS = 4096  # budget x period counters kept in memory; oldest dropped beyond
 ZERO = Decimal(0)
+MICRO = Decimal("0.000001")
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,8 +254,17 @@ class BudgetLedger:
         self._observer = observer
 
     async def admit(
-        self, rules: Sequence[BudgetRule], cost: Decimal, tokens: int, session: str | None
+        self,
+        rules: Sequence[BudgetRule],
+        cost: Decimal,
+        tokens: int,
+        session: str | None,
+        output: OutputBound | None = None,
     ) -> list[Reservation]:
+        """Reserve ``cost`` and ``tokens`` in every rule, or refuse (``BudgetExceeded``).
+
+        ``output`` (the call's output bound and where it comes from) only explains a refusal.
+        """
         now = self.now()
         held: list[Reservation] = []
         for rule in rules:
@@ -264,7 +275,7 @@ class BudgetLedger:
                     self.store.settle(reservation, ZERO, 0)
                 if self._on_refusal is not None:
                     self._on_refusal(rule, result)
-                raise _exceeded(rule, result, period, now)
+                raise _exceeded(rule, result, period, now, _Ask(cost, tokens, output))
             held.append(result)
             if not rule.hard:
                 self._soft_check(rule, cost, tokens, result)
@@ -337,26 +348,77 @@ def status_row(rule: BudgetRule, period: Period, c: Counters) -> dict[str, Any]:
     }
 
 
-def _exceeded(rule: BudgetRule, refused: Refusal, period: Period, now: dt.datetime) -> Exception:
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """What the refused call asked to reserve."""
+
+    cost: Decimal
+    tokens: int
+    output: OutputBound | None
+
+
+def _exceeded(
+    rule: BudgetRule, refused: Refusal, period: Period, now: dt.datetime, ask: _Ask
+) -> Exception:
     reset = period.resets_at.isoformat() if period.resets_at else "never (period total)"
-    what = {
-        "cost": "cost limit",
-        "tokens": "token limit",
-        "perRequest": "per-request cost cap (estimated cost of this call)",
-        "perSession": "per-session cost cap",
-    }[refused.reason]
-    unit = "" if refused.reason == "tokens" else " USD"
-    message = (
-        f"budget {rule.identity} exceeded: {what} {refused.limit}{unit}, "
-        f"{'this call' if refused.reason == 'perRequest' else 'spent'} {refused.spent}{unit}; "
-        f"resets {reset}"
-    )
-    details = {
+    details: dict[str, Any] = {
         "budget": rule.identity,
         "limit": str(refused.limit),
         "limitKind": refused.reason,
         "spent": str(refused.spent),
         "resetsAt": period.resets_at.isoformat() if period.resets_at else None,
     }
+    too_big = _too_big_for_what_remains(refused, ask)
+    if too_big is not None:
+        message = f"budget {rule.identity}: {too_big}; resets {reset}"
+        details["callCostUSD"] = str(ask.cost)
+        details["callTokens"] = ask.tokens
+        if ask.output is not None:
+            details["maxOutputTokens"] = ask.output.tokens
+    else:
+        what = {
+            "cost": "cost limit",
+            "tokens": "token limit",
+            "perRequest": "per-request cost cap (estimated cost of this call)",
+            "perSession": "per-session cost cap",
+        }[refused.reason]
+        unit = "" if refused.reason == "tokens" else " USD"
+        message = (
+            f"budget {rule.identity} exceeded: {what} {refused.limit}{unit}, "
+            f"{'this call' if refused.reason == 'perRequest' else 'spent'} {refused.spent}{unit}"
+            f"; resets {reset}"
+        )
     wait = period.seconds_to_reset(now) if refused.reason != "perRequest" else None
     return BudgetExceeded(message, retry_after=wait, details=details)
+
+
+def _too_big_for_what_remains(refused: Refusal, ask: _Ask) -> str | None:
+    """The refusal said as the call's own worst case against what is left; None when the
+    budget was used up before this call (then the plain "exceeded" message is the truth)."""
+    if refused.reason != "perRequest" and refused.spent >= refused.limit:
+        return None
+    bound = ask.output
+    why = f" ({bound.tokens} output tokens at most, from {bound.source})" if bound else ""
+    fit = "; set max_tokens to fit" if bound is not None and bound.tokens else ""
+    if refused.reason == "tokens":
+        left = int(refused.limit) - int(refused.spent)
+        return (
+            f"this call could use up to {ask.tokens} tokens{why}, more than the {left} that "
+            f"remain of its token limit of {refused.limit}{fit}"
+        )
+    if refused.reason == "perRequest":
+        return (
+            f"this call could cost up to ${_usd(ask.cost, ROUND_CEILING)}{why}, more than its "
+            f"per-request cap of ${refused.limit}{fit}"
+        )
+    cap = "cost limit" if refused.reason == "cost" else "per-session cap"
+    left_usd = _usd(Decimal(refused.limit) - Decimal(refused.spent), ROUND_FLOOR)
+    return (
+        f"this call could cost up to ${_usd(ask.cost, ROUND_CEILING)}{why}, more than the "
+        f"${left_usd} that remains of its {cap} of ${refused.limit}{fit}"
+    )
+
+
+def _usd(amount: Decimal, rounding: str) -> str:
+    """Dollars to the millionth, rounded the safe way, without trailing zeros."""
+    return format(amount.quantize(MICRO, rounding=rounding).normalize(), "f")

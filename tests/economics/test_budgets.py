@@ -64,13 +64,57 @@ async def test_hard_budget_refuses_with_budget_exceeded(
     assert error["budget"] == "tests/team" and error["limit"] == "100"
     assert error["resetsAt"].endswith("T00:00:00+00:00")
     assert int(caught.value.response.headers["retry-after"]) > 0
-    assert "budget tests/team exceeded: cost limit 100 USD" in error["message"]
+    left = 100 - answer.usage.total_tokens
+    assert error["message"].startswith(
+        f"budget tests/team: this call could cost up to $112 (100 output tokens at most, from"
+        f" max_tokens), more than the ${left} that remains of its cost limit of $100;"
+        " set max_tokens to fit; resets "
+    )
+    assert error["callCostUSD"] == "112" and error["maxOutputTokens"] == 100
     assert len(llm.requests) == 1, "the refused call must not reach the provider"
     metrics = await sidecar.metrics_text()
     assert (
         'llm_budget_refusals_total{budget="tests/team",enforcement="hard",reason="cost"} 1.0'
         in metrics
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "operation", "bound"),
+    [
+        ({}, "ScriptGeneration", "4096 output tokens at most, from the default"),
+        ({}, "Completion", "2000 output tokens at most, from the operation preset"),
+        ({"max_completion_tokens": 300}, "Completion", "300 output tokens at most, from max_comp"),
+    ],
+)
+async def test_a_call_dearer_than_what_remains_is_told_its_worst_case(
+    llm: SimulatedLLM, economics_sidecar, body: dict, operation: str, bound: str
+) -> None:
+    sidecar = await economics_sidecar(priced_policy(llm), [budget(limits={"costUSD": 40})])
+    async with client(sidecar) as c:
+        with pytest.raises(openai.RateLimitError) as caught:
+            await c.chat.completions.create(
+                model="m", messages=MESSAGES, extra_headers={"X-LLM-Operation": operation}, **body
+            )
+    message = caught.value.body["message"]
+    assert "could cost up to $" in message and bound in message
+    assert "more than the $40 that remains of its cost limit of $40" in message
+    assert "set max_tokens to fit" in message and "exceeded" not in message
+    assert not llm.requests
+
+
+async def test_a_used_up_budget_says_it_is_exceeded(llm: SimulatedLLM, economics_sidecar):
+    sidecar = await economics_sidecar(priced_policy(llm), [budget(limits={"costUSD": 1})])
+    sidecar.state.budget_memory.note_external("tests/team", *await _period_key(sidecar), 1, 0)
+    async with client(sidecar) as c:
+        with pytest.raises(openai.RateLimitError) as caught:
+            await c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=1)
+    assert "budget tests/team exceeded: cost limit 1 USD, spent 1 USD" in caught.value.message
+
+
+async def _period_key(sidecar: SidecarHandle) -> tuple[str]:
+    [rule] = sidecar.state.runtime.budget_rules
+    return (period_of(rule.spec.period, datetime.datetime.now(datetime.UTC)).key,)
 
 
 async def test_anthropic_caller_gets_its_own_error_format(

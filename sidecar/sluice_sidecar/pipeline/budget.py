@@ -23,6 +23,7 @@ from sluice_sidecar.budgets import BudgetLedger, BudgetRule, Reservation
 from sluice_sidecar.errors import NoProviderForModel
 from sluice_sidecar.pipeline.call import Call, Next
 from sluice_sidecar.transports.base import UpstreamReply
+from sluice_sidecar.usage import output_bound
 
 ZERO = Decimal(0)
 
@@ -38,7 +39,11 @@ class BudgetStage:
         estimate = call.estimate
         cost = estimate.cost if estimate and estimate.cost is not None else ZERO
         tokens = estimate.tokens if estimate else 0
-        held = await self._ledger.admit(rules, cost, tokens, call.session)
+        operation = call.operation
+        output = output_bound(
+            call.body, call.kind, operation.max_tokens, force_preset=operation.force_preset
+        )
+        held = await self._ledger.admit(rules, cost, tokens, call.session, output)
         remaining = [r.remaining for r in held if r.remaining is not None]
         if remaining:
             call.response_headers["x-sluice-budget-remaining"] = str(max(min(remaining), ZERO))
