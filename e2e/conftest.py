@@ -1,9 +1,10 @@
 """Fixtures for tests against a real local control plane (see docs/testing.md).
 
 Session-scoped: ``k8s_binaries``, ``control_plane``, ``helm``, ``service_account_kubeconfig``,
-``loopback_ips``. Per test: ``namespace``, ``fake_kubelet``. Tests that need a program that
-``e2e/k8s/build`` has not built skip with the reason it recorded. When a test that used the
-control plane fails, the tail of every component's log is added to its report.
+``loopback_ips``, ``images``. Per test: ``namespace``, ``fake_kubelet``. Tests that need a
+program that ``e2e/k8s/build`` has not built FAIL with the reason it recorded (a build that
+failed must never look like a green run). When a test that used the control plane fails, the
+tail of every component's log is added to its report.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from e2e.harness.client import ApiError, JsonObject
 from e2e.harness.controlplane import ControlPlane
 from e2e.harness.kubelet import FakeKubelet, IpAllocator, KubeletFactory, LaunchFactory
 from e2e.harness.rbac import ServiceAccountFactory
+from e2e.image_fixtures import images
 from e2e.sluice import SluiceDeployment
+
+__all__ = ["images"]
 
 CONTROL_PLANE_KEY = pytest.StashKey[ControlPlane]()
 KUBELETS_KEY = pytest.StashKey[list[FakeKubelet]]()
@@ -29,20 +33,20 @@ KUBELETS_KEY = pytest.StashKey[list[FakeKubelet]]()
 
 @pytest.fixture(scope="session")
 def k8s_binaries() -> Binaries:
-    """The built etcd, kube-apiserver, kube-controller-manager and kubectl, or a skip."""
+    """The built etcd, kube-apiserver, kube-controller-manager and kubectl, or a failure."""
     try:
         return find_binaries("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
     except BinariesUnavailable as exc:
-        pytest.skip(f"control plane binaries unavailable: {exc}")
+        pytest.fail(f"control plane binaries unavailable: {exc}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def helm(k8s_binaries: Binaries) -> Path:
-    """Path of the built helm, or a skip with the reason it is missing."""
+    """Path of the built helm, or a failure with the reason it is missing."""
     try:
         k8s_binaries.require("helm")
     except BinariesUnavailable as exc:
-        pytest.skip(f"helm unavailable: {exc}")
+        pytest.fail(f"helm unavailable: {exc}", pytrace=False)
     return k8s_binaries.helm
 
 

@@ -11,6 +11,7 @@ ports, ConfigMap and admin token the injected container declares.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RULES_FILE = ROOT / "helm/sluice/files/operator-clusterrole-rules.yaml"
 OPERATOR_NAMESPACE = "sluice-system"
 WEBHOOK_CONFIGURATION = "sluice-sidecar-injector"
+CRD_NAMES = ("llmpolicies.sluice.dev", "llmbudgets.sluice.dev")
 
 
 def webhook_configuration(port: int) -> dict[str, Any]:
@@ -77,6 +79,21 @@ def webhook_configuration(port: int) -> dict[str, Any]:
     }
 
 
+def wait_for_crds(cp: ControlPlane, timeout: float = 30) -> None:
+    """Wait until both CRDs are Established (``kubectl wait`` fails when it looks before the
+    API server has written any condition)."""
+
+    def established(name: str) -> bool:
+        crd = cp.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+        return any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in crd.get("status", {}).get("conditions") or []
+        )
+
+    for name in CRD_NAMES:
+        processes.wait_until(functools.partial(established, name), timeout, what=f"CRD {name}")
+
+
 @dataclass
 class SluiceDeployment:
     cp: ControlPlane
@@ -89,7 +106,7 @@ class SluiceDeployment:
     @classmethod
     def install(cls, cp: ControlPlane, sa_kubeconfig: Any, workdir: Path) -> SluiceDeployment:
         cp.kubectl("apply", "-f", str(ROOT / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "crd/llmpolicies.sluice.dev")
+        wait_for_crds(cp)
         rules = yaml.safe_load(RULES_FILE.read_text())
         kubeconfig = sa_kubeconfig("sluice-operator", namespace=OPERATOR_NAMESPACE, rules=rules)
         port = net.free_port()

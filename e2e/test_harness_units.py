@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
 import subprocess
 import sys
@@ -86,3 +87,30 @@ def test_managed_process_stops_its_whole_group(tmp_path: Path) -> None:
     # The grandchild was in the same process group, so it is gone too.
     result = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, check=False)
     assert result.returncode == 1
+
+
+def test_a_failed_control_plane_build_fails_the_tests_that_need_it(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "kube-apiserver").write_text("go build exited 1: out of disk\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rA",
+            "e2e/test_control_plane_smoke.py::test_server_reports_pinned_version",
+        ],
+        env={**os.environ, "SLUICE_K8S_BIN_DIR": str(tmp_path / "bin")},
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout  # an error, never a skip
+    assert "1 error" in result.stdout and "skipped" not in result.stdout
+    assert "kube-apiserver: e2e/k8s/build failed: go build exited 1: out of disk" in result.stdout

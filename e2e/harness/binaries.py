@@ -3,7 +3,7 @@
 The build script is the single source of truth for the pinned versions and the cache
 location (``e2e/k8s/build --print-bin-dir``). When a program is missing, the reason is the
 one the build script recorded in ``<cache>/failed/<name>``, or "not built yet"; the pytest
-fixtures turn that into a skip with the same text.
+fixtures fail the tests that need it with the same text.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ PROGRAMS = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "hel
 
 
 class BinariesUnavailable(Exception):
-    """A needed program is missing; ``str()`` is the reason to show in a skip."""
+    """A needed program is missing; ``str()`` is the reason the tests fail with."""
 
 
 @dataclass(frozen=True)
