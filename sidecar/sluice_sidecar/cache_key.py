@@ -31,7 +31,18 @@ EXACT_FLOAT_INTEGERS = (
 
 def credential_hash(headers: dict[str, str]) -> str:
     material = "\x00".join(headers.get(name, "") for name in CREDENTIAL_HEADERS)
-    return hashlib.sha256(material.encode()).hexdigest()[:32]
+    return hashlib.sha256(_exact_bytes(material)).hexdigest()[:32]
+
+
+def _exact_bytes(text: str) -> bytes:
+    """UTF-8, with lone surrogates kept (aiohttp's form of header bytes that are not UTF-8):
+    one-to-one, so distinct header values never share a key, and it never raises."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _header_text(text: str) -> str:
+    """A caller's header text that orjson can encode: its exact bytes, one char per byte."""
+    return text if text.isascii() else _exact_bytes(text).decode("latin-1")
 
 
 def canonical(value: Any) -> Any:
@@ -60,11 +71,11 @@ def cache_key(
         "v": KEY_VERSION,
         "tenant": tenant,
         "credentials": credentials,
-        "route": route,
+        "route": _header_text(route),
         "operation": list(operation),
         "providers": list(providers),
         "stream": stream,
-        "variant": list(variant),
+        "variant": [_header_text(value) for value in variant],
         "body": canonical(fields),
     }
     encoded = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)

@@ -218,3 +218,19 @@ async def test_non_utf8_session_header_is_refused_and_budget_state_keeps_being_s
     assert status == 200 and [s["session"] for s in sessions["sessions"]] == ["job-1"]
     saved = tmp_path / "budgets.json"
     await wait_until(lambda: saved.exists() and b"tests/team" in saved.read_bytes())
+
+
+@pytest.mark.parametrize("header", [b"Authorization: Bearer caf\xe9", b"anthropic-beta: caf\xe9"])
+async def test_non_utf8_headers_in_the_cache_key_are_served_and_cached(
+    llm, sidecar_factory, header
+):
+    document = policy(providers=[provider_for(llm)], cache={"enabled": True})
+    sidecar = await sidecar_factory(document)
+    body = b'{"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]}'
+    answers = [
+        await _raw_post(sidecar.running.data_port, "/v1/chat/completions", body, header + b"\r\n")
+        for _ in range(2)
+    ]
+    assert [answer[:15] for answer in answers] == [b"HTTP/1.1 200 OK"] * 2
+    assert b"x-sluice-cache: hit" in answers[1]
+    assert len(llm.requests) == 1

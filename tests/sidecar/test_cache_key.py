@@ -93,3 +93,16 @@ def test_fields_that_cannot_change_the_answer_are_ignored() -> None:
     assert key(providers=("anthropic",)) != key()
     assert key(variant=("2023-06-01", "output-128k", "")) != key(variant=("2023-06-01", "", ""))
     assert key(route="/v1/chat/completions?api-version=2024-10-21") != key()
+
+
+# aiohttp keeps header bytes that are not UTF-8 as lone surrogates ("caf\xe9" -> "caf\udce9").
+UNDECODABLE = st.binary(max_size=12).map(lambda raw: raw.decode("utf-8", "surrogateescape"))
+
+
+@given(UNDECODABLE, UNDECODABLE)
+def test_headers_that_are_not_utf8_give_keys_and_never_collide(a: str, b: str) -> None:
+    def with_headers(value: str) -> str:
+        credentials = credential_hash({"authorization": value})
+        return key(credentials=credentials, route=f"/v1/chat?{value}", variant=(value, "", ""))
+
+    assert (with_headers(a) == with_headers(b)) == (a == b)
