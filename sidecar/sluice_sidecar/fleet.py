@@ -33,6 +33,7 @@ REPORT_TIMEOUT_S = 3.0
 # A trillion dollars: more than any budget, small enough for exact Decimal sums and JSON.
 MAX_EXTERNAL_USD = Decimal(10) ** 12
 MAX_EXTERNAL_TOKENS = 2**53  # exact in every JSON reader
+MAX_EXTERNAL_DIGITS = 40  # the operator's sums have at most 28 (Decimal's default precision)
 
 
 class ExternalSpend(BaseModel):
@@ -44,7 +45,12 @@ class ExternalSpend(BaseModel):
         alias="periodStart", max_length=64, description="Start of the period, ISO 8601."
     )
     spent_usd: Decimal = Field(
-        alias="spentUSD", ge=0, le=MAX_EXTERNAL_USD, allow_inf_nan=False, description="USD."
+        alias="spentUSD",
+        ge=0,
+        le=MAX_EXTERNAL_USD,
+        allow_inf_nan=False,
+        max_digits=MAX_EXTERNAL_DIGITS,
+        description="USD.",
     )
     tokens: int = Field(default=0, ge=0, le=MAX_EXTERNAL_TOKENS)
 

@@ -47,6 +47,7 @@ async def test_a_valid_report_is_applied(budgeted: SidecarHandle) -> None:
         ({"spentUSD": "Infinity"}, "budgets.0.spentUSD"),
         ({"spentUSD": "-5"}, "budgets.0.spentUSD"),
         ({"spentUSD": "1e999999999"}, "budgets.0.spentUSD"),
+        ({"spentUSD": "0." + "1" * 5000}, "budgets.0.spentUSD"),
         ({"tokens": 1e300}, "budgets.0.tokens"),
         ({"tokens": -1}, "budgets.0.tokens"),
         ({"budget": ["x"]}, "budgets.0.budget"),
