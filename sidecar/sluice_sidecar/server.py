@@ -93,7 +93,11 @@ def _admin_app(state: SidecarState) -> web.Application:
 async def start_sidecar(
     settings: SidecarSettings, *, clock: Callable[[], float] = time.monotonic
 ) -> RunningSidecar:
-    transport = HttpTransport(connection_limit=settings.upstream_connection_limit)
+    transport = HttpTransport(
+        connection_limit=settings.upstream_connection_limit,
+        max_answer_bytes=settings.max_answer_bytes,
+        stream_idle_timeout_s=settings.stream_idle_timeout_s,
+    )
     await transport.start()
     state = SidecarState(settings, transport, clock=clock)
     await state.start()

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from sluice_sidecar.config.model import RetryStrategy
+from sluice_sidecar.transports.http import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT_S
 
 ENV_PREFIX = "SLUICE_"
 PROVIDER_URL_PREFIX = "SLUICE_PROVIDER_BASE_URL_"
@@ -78,6 +79,16 @@ class SidecarSettings(BaseModel):
         " 75 like nginx, longer than the 60 s idle timeout of common HTTP client pools.",
     )
     upstream_connection_limit: int = Field(default=1000, ge=1)
+    max_answer_bytes: int = Field(
+        default=DEFAULT_MAX_ANSWER_BYTES,
+        ge=1024,
+        description="Largest non-stream upstream answer, decompressed, in bytes; past it 502.",
+    )
+    stream_idle_timeout_s: float = Field(
+        default=DEFAULT_STREAM_IDLE_TIMEOUT_S,
+        gt=0,
+        description="Seconds a stream may stay silent between two chunks; then it is broken.",
+    )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = False
@@ -139,6 +150,8 @@ def load_settings(
         "body_timeout_s": "BODY_TIMEOUT_SECONDS",
         "keepalive_timeout_s": "KEEPALIVE_TIMEOUT_SECONDS",
         "upstream_connection_limit": "UPSTREAM_CONNECTION_LIMIT",
+        "max_answer_bytes": "MAX_ANSWER_BYTES",
+        "stream_idle_timeout_s": "STREAM_IDLE_TIMEOUT_SECONDS",
         "log_level": "LOG_LEVEL",
         "log_format": "LOG_FORMAT",
         "access_log": "ACCESS_LOG",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sluice_sidecar.settings import load_settings
+from sluice_sidecar.transports.http import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT_S
 
 
 def test_defaults() -> None:
@@ -51,3 +52,13 @@ def test_connection_time_bounds_have_defaults_and_variables() -> None:
     )
     assert (settings.header_timeout_s, settings.body_timeout_s) == (2.5, 5.0)
     assert settings.keepalive_timeout_s == 30.0
+
+
+def test_upstream_answer_bounds_have_defaults_and_variables() -> None:
+    defaults = load_settings([], {})
+    assert defaults.max_answer_bytes == DEFAULT_MAX_ANSWER_BYTES
+    assert defaults.stream_idle_timeout_s == DEFAULT_STREAM_IDLE_TIMEOUT_S
+    settings = load_settings(
+        [], {"SLUICE_MAX_ANSWER_BYTES": "65536", "SLUICE_STREAM_IDLE_TIMEOUT_SECONDS": "12"}
+    )
+    assert (settings.max_answer_bytes, settings.stream_idle_timeout_s) == (65536, 12.0)
