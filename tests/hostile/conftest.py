@@ -27,6 +27,7 @@ from tests.support.sidecar import (
     policy,
     start_test_sidecar,
 )
+from tests.support.waiting import wait_until
 
 OPENAI_KEY = "sk-hostile-openai-5f3c9a1e7b2d4c6a"
 ANTHROPIC_KEY = "sk-ant-hostile-secret-8e1f2a3b4c5d6e7f"
@@ -118,3 +119,12 @@ async def hostile_sidecar(
     handle = await start_hostile_sidecar(hostile, tmp_path_factory.mktemp("secrets"))
     yield handle
     await close_test_sidecar(handle)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def settled_fds(hostile: HostileUpstream) -> AsyncIterator[None]:
+    """Fail the test unless every descriptor it opened is closed again."""
+    await wait_until(lambda: hostile.open_connections == 0)
+    before = open_fds()
+    yield
+    await wait_until(lambda: hostile.open_connections == 0 and open_fds() <= before)

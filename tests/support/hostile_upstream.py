@@ -212,8 +212,10 @@ def good_json(request: HostileRequest) -> dict[str, Any]:
     path = request.path
     usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     if path.endswith("/embeddings"):
-        item = {"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}
-        return {"object": "list", "data": [item], "model": "m", "usage": usage}
+        inputs = request.json.get("input") if isinstance(request.json, dict) else None
+        count = len(inputs) if isinstance(inputs, list) and inputs else 1
+        data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2]} for i in range(count)]
+        return {"object": "list", "data": data, "model": "m", "usage": usage}
     if path.endswith("/chat/completions"):
         message = {"role": "assistant", "content": "fine"}
         choice = {"index": 0, "message": message, "finish_reason": "stop"}
