@@ -32,3 +32,27 @@ async def test_the_right_token_over_a_raw_socket_is_accepted(sidecar: SidecarHan
     head = b"GET /admin/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN
     status, body = await raw_request(sidecar.running.admin_port, head)
     assert status == 200 and "calls" in body  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"//admin/config",
+        b"/%61dmin/config",
+        b"/healthz/../admin/config",
+        b"/./admin/config",
+        b"/admin/./config",
+        b"/admin//config",
+        b"/admin%2Fconfig",
+        b"http://x/admin/config",
+        b"/ADMIN/config",
+        b"/admin\\config",
+    ],
+)
+async def test_no_spelling_of_an_admin_path_gets_past_the_token(
+    sidecar: SidecarHandle, target: bytes
+) -> None:
+    status, body = await raw_request(
+        sidecar.running.admin_port, b"GET " + target + b" HTTP/1.1\r\nHost: x"
+    )
+    assert status in (401, 404), body
