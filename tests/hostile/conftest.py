@@ -38,9 +38,14 @@ MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
 def hostile_policy(
-    upstream: HostileUpstream, *, openai_providers: int = 1, **spec: Any
+    upstream: HostileUpstream,
+    *,
+    openai_providers: int = 1,
+    auth_header: str | None = None,
+    **spec: Any,
 ) -> dict[str, Any]:
-    """The policy; ``openai_providers`` > 1 adds fallbacks (``hostile-openai-2``, ...)."""
+    """The policy; ``openai_providers`` > 1 adds fallbacks (``hostile-openai-2``, ...);
+    ``auth_header`` is the OpenAI providers' key header instead of ``authorization``."""
     providers: list[dict[str, Any]] = [
         {
             "name": "hostile-openai" + (f"-{n}" if n > 1 else ""),
@@ -48,6 +53,7 @@ def hostile_policy(
             "baseUrl": upstream.openai_base_url,
             "apiKeyEnv": KEY_ENV,
         }
+        | ({"authHeader": auth_header} if auth_header else {})
         for n in range(1, openai_providers + 1)
     ]
     providers += [

@@ -8,7 +8,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.hostile.conftest import leaked, sdk_call, start_hostile_sidecar
+from tests.hostile.conftest import OPENAI_KEY, leaked, sdk_call, start_hostile_sidecar
 from tests.support.hostile_upstream import HostileUpstream
 from tests.support.sidecar import SidecarHandle, close_test_sidecar
 
@@ -45,7 +45,7 @@ async def test_provider_error_quoting_the_key_is_relayed_without_it(
         await sdk_call(hostile_sidecar, "openai", "error-echoes-key")
     assert leaked(caught.value.response.text) == []
     assert leaked(caplog.text) == []
-    assert "Incorrect API key provided: [redacted]" in caught.value.message
+    assert "authorization=[redacted]" in caught.value.message
 
 
 async def test_fallback_log_names_the_failure_without_the_key(
@@ -62,3 +62,19 @@ async def test_fallback_log_names_the_failure_without_the_key(
     assert "falling back from hostile-openai to hostile-openai-2: upstream connection failed" in (
         caplog.text
     )
+
+
+async def test_a_key_under_a_custom_header_is_masked_in_a_relayed_error(
+    hostile: HostileUpstream, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sidecar = await start_hostile_sidecar(hostile, tmp_path, auth_header="x-gateway-key")
+    caplog.set_level(logging.DEBUG, "sluice")
+    try:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            await sdk_call(sidecar, "openai", "error-echoes-key")
+    finally:
+        await close_test_sidecar(sidecar)
+    assert hostile.requests[-1].headers["x-gateway-key"] == OPENAI_KEY
+    assert leaked(caught.value.response.text) == []
+    assert leaked(caplog.text) == []
+    assert "x-gateway-key=[redacted]" in caught.value.message

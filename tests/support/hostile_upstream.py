@@ -470,9 +470,8 @@ async def malformed_answer(upstream: HostileUpstream, conn: Connection) -> None:
 
 
 async def error_echoes_key(upstream: HostileUpstream, conn: Connection) -> None:
-    """A 401 whose message quotes the credentials it received, as some providers do."""
-    headers = conn.request.headers
-    quoted = headers.get("authorization") or headers.get("x-api-key") or "none"
+    """A 401 quoting every header it received (credentials too), as debugging proxies do."""
+    quoted = ", ".join(f"{k}={v}" for k, v in conn.request.headers.items())
     if conn.request.anthropic:
         error = {"type": "error", "error": {"type": "authentication_error", "message": quoted}}
     else:

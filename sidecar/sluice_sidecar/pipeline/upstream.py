@@ -93,5 +93,6 @@ class UpstreamStage:
             headers=upstream_headers(call, provider),
             body=upstream_body(call, provider),
             stream=call.stream,
+            secrets=tuple(provider.auth_headers.values()),
         )
         return await self._transport.send(request)

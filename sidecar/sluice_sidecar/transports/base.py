@@ -19,6 +19,9 @@ class UpstreamRequest:
     headers: dict[str, str]
     body: bytes | None
     stream: bool
+    # The credentials among ``headers`` (the provider key, under whatever header name the
+    # provider uses): masked in any error text or relayed body that would show them.
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

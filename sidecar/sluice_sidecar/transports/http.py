@@ -98,6 +98,7 @@ class HttpTransport:
 
     async def send(self, request: UpstreamRequest) -> UpstreamReply:
         assert self._session is not None, "HttpTransport.start() was not awaited"
+        secrets = _secrets(request)
         try:
             response = await self._session.request(
                 request.method,
@@ -108,16 +109,17 @@ class HttpTransport:
             )
         except aiohttp.ClientConnectorError as error:
             raise TransientUpstreamError(
-                f"cannot connect to upstream {error.host}:{error.port}: {describe(error)}",
+                f"cannot connect to upstream {error.host}:{error.port}: {describe(error, secrets)}",
                 reason="connection error",
             ) from error
         except (aiohttp.ClientError, TimeoutError) as error:
             raise TransientUpstreamError(
-                f"upstream connection failed: {describe(error)}", reason="connection error"
+                f"upstream connection failed: {describe(error, secrets)}",
+                reason="connection error",
             ) from error
         try:
             if response.status >= 300:
-                await _raise_for_status(response, credential_values(request.headers))
+                await _raise_for_status(response, secrets)
             if request.stream:
                 return await _stream_reply(response, self._stream_idle_timeout_s)
             return await _json_reply(response, self._max_answer_bytes)
@@ -126,7 +128,15 @@ class HttpTransport:
             raise
 
 
-def describe(error: BaseException) -> str:
+def _secrets(request: UpstreamRequest) -> list[str]:
+    """Every credential the request carries: the provider's key and any caller's key."""
+    secrets = [*request.secrets, *credential_values(request.headers)]
+    # A bearer key is known with and without its scheme; mask the longer form first.
+    secrets += [value.partition(" ")[2] for value in request.secrets if " " in value]
+    return sorted(set(secrets), key=len, reverse=True)
+
+
+def describe(error: BaseException, secrets: list[str] | tuple[str, ...] = ()) -> str:
     """Safe text for a client error: its class, status and redacted message, never its repr.
 
     A ``ClientResponseError``'s repr (and its ``request_info``) carries the request headers,
@@ -135,11 +145,11 @@ def describe(error: BaseException) -> str:
     name = type(error).__name__
     if isinstance(error, aiohttp.ClientResponseError):
         message = error.message if isinstance(error.message, str) else ""
-        return redact(f"{name} {error.status}: {message}".rstrip(": "))
+        return redact(f"{name} {error.status}: {message}".rstrip(": "), secrets)
     if isinstance(error, aiohttp.ClientConnectorError):
-        return redact(f"{name}: {error.strerror or error.os_error}")
+        return redact(f"{name}: {error.strerror or error.os_error}", secrets)
     text = str(error)
-    return redact(f"{name}: {text}" if text else name)
+    return redact(f"{name}: {text}" if text else name, secrets)
 
 
 async def _raise_for_status(response: aiohttp.ClientResponse, secrets: list[str]) -> None:
