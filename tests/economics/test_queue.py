@@ -98,3 +98,18 @@ async def test_queue_under_load_frees_every_slot(llm_factory, sidecar_factory) -
             *(c.chat.completions.create(model="m", messages=MESSAGES) for _ in range(2))
         )
     assert all(a.choices for a in answers)
+
+
+async def test_waiters_that_time_out_behind_a_held_slot_leave_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    runtime = queue_runtime(tmp_path, maxConcurrent=1, maxWaitMs=0, maxLength=10)
+    queue = PriorityQueueStage(BatchStats(), Metrics())
+    holder = await queue(chat_call(runtime), streaming_answer)  # holds the slot throughout
+    for _ in range(2000):
+        with pytest.raises(QueueFull):
+            await queue(chat_call(runtime), plain_answer)
+    assert queue.depth == 0
+    assert len(queue._waiting) <= 100, "the entries of departed waiters must not pile up"
+    holder.close()
+    assert queue.in_flight == 0

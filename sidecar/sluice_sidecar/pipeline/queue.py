@@ -22,6 +22,7 @@ from sluice_sidecar.transports.base import UpstreamReply
 
 PRIORITIES = {"critical": 0, "high": 1, "normal": 2, "low": 3}
 RETRY_AFTER_S = 1.0
+COMPACT_SLACK = 64  # dead entries tolerated before the heap is rebuilt
 
 
 class PriorityQueueStage:
@@ -30,11 +31,12 @@ class PriorityQueueStage:
         self._metrics = metrics
         self.in_flight = 0
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._live = 0  # tickets in _waiting still waiting (the others left, or were served)
         self._order = itertools.count()
 
     @property
     def depth(self) -> int:
-        return sum(1 for *_, f in self._waiting if not f.done())
+        return self._live
 
     async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
         spec = call.runtime.config.queue
@@ -64,6 +66,7 @@ class PriorityQueueStage:
         loop = asyncio.get_running_loop()
         ticket: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._waiting, (rank, next(self._order), ticket))
+        self._live += 1
         self._stats.queued += 1
         self._metrics.queue_depth.set(self.depth)
         started = loop.time()
@@ -81,6 +84,9 @@ class PriorityQueueStage:
         finally:
             if not ticket.done():
                 ticket.cancel()
+            if ticket.cancelled():  # left without the slot: its entry is dead weight now
+                self._live -= 1
+                self._compact()
             waited = loop.time() - started
             self._stats.waits_s.append(waited)
             self._metrics.queue_wait.labels(label).observe(waited)
@@ -91,8 +97,16 @@ class PriorityQueueStage:
             _, _, ticket = heapq.heappop(self._waiting)
             if not ticket.done():
                 ticket.set_result(None)  # the slot passes to this waiter: in_flight unchanged
+                self._live -= 1
                 return
         self.in_flight -= 1
+
+    def _compact(self) -> None:
+        """Drop the entries of waiters that left, once they outnumber the live ones: while a
+        slot is held for long, refused waiters would otherwise pile up until it is released."""
+        if len(self._waiting) > 2 * self._live + COMPACT_SLACK:
+            self._waiting = [entry for entry in self._waiting if not entry[2].done()]
+            heapq.heapify(self._waiting)
 
     def _refuse(self, priority: str, reason: str, detail: str) -> None:
         self._stats.queue_rejected += 1
