@@ -16,6 +16,13 @@ from tests.support.waiting import wait_until
 MESSAGES = [{"role": "user", "content": "Describe a sluice gate"}]
 
 
+async def streamed_text(c: openai.AsyncOpenAI) -> str:
+    stream = await c.chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, temperature=0, stream=True
+    )
+    return "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
+
+
 def client(sidecar: SidecarHandle) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=sidecar.openai_url, api_key="sk-app", max_retries=0)
 
@@ -137,16 +144,25 @@ async def test_identical_streams_in_flight_share_one_upstream_stream(
     slow = await llm_factory(name="slow", stream_chunk_delay_s=0.05, chunks=4)
     sidecar = await sidecar_factory(policy(providers=[provider_for(slow)], cache={"enabled": True}))
     async with client(sidecar) as c:
-
-        async def one() -> str:
-            stream = await c.chat.completions.create(
-                model="gpt-4o", messages=MESSAGES, temperature=0, stream=True
-            )
-            return "".join([ch.choices[0].delta.content or "" async for ch in stream if ch.choices])
-
-        texts = await asyncio.gather(*(one() for _ in range(3)))
+        texts = await asyncio.gather(*(streamed_text(c) for _ in range(3)))
     assert len(slow.requests) == 1
     assert texts[0].startswith("Simulated answer") and len(set(texts)) == 1
+
+
+async def test_a_stream_too_large_to_hold_lets_its_followers_go(
+    llm_factory, sidecar_factory
+) -> None:
+    """Followers are not held for a stream past cache.maxEntryBytes: they make their own call."""
+    slow = await llm_factory(name="slow", stream_chunk_delay_s=0.05, chunks=6)
+    sidecar = await sidecar_factory(
+        policy(providers=[provider_for(slow)], cache={"enabled": True, "maxEntryBytes": 256})
+    )
+    async with client(sidecar) as c:
+        texts = await asyncio.gather(*(streamed_text(c) for _ in range(3)))
+    assert len(slow.requests) == 3
+    assert texts[0].startswith("Simulated answer") and len(set(texts)) == 1
+    _, stats = await sidecar.admin("GET", "/admin/batching")
+    assert stats["coalesced"] == 0
 
 
 async def test_a_failed_merged_call_fails_every_caller_in_it(

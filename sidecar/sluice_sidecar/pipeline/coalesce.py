@@ -5,7 +5,10 @@ budgets (a follower spends nothing). The first call with a key is the leader and
 with the same key arriving before it finished wait for its complete answer and get a copy
 (a stream is replayed as SSE once the leader's stream has ended). A follower is metered like a
 cache hit (saved cost) and answered with ``x-sluice-coalesced: 1``. If the leader fails, or its
-answer is not a complete 2xx, each follower makes its own call. Bounded by the calls in flight.
+answer is not a complete 2xx, each follower makes its own call. Bounded by the calls in flight;
+a leader's stream is kept for its followers only up to ``cache.maxEntryBytes`` (the size the
+cache would keep): past it the followers are let go at once to make their own calls, and the
+leader's stream goes on unrecorded.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class CoalesceStage:
         elif reply.streaming:
             assert reply.chunks is not None
             first, source = reply.first_chunk, reply.chunks
-            reply.chunks = self._recording(key, future, reply, first, source)
+            limit = call.runtime.config.cache.max_entry_bytes
+            reply.chunks = self._recording(key, future, reply, first, source, limit)
             reply.on_close.append(lambda: self._finish(key, future, None))
         else:
             content_type = reply.headers.get("content-type", "application/json")
@@ -71,13 +75,22 @@ class CoalesceStage:
         reply: UpstreamReply,
         first: bytes,
         source: AsyncIterator[bytes],
+        limit: int,
     ) -> AsyncIterator[bytes]:
-        parts = [first]
+        parts: list[bytes] | None = [first]
+        size = len(first)
         async for chunk in source:
-            parts.append(chunk)
+            if parts is not None:
+                size += len(chunk)
+                if size <= limit:
+                    parts.append(chunk)
+                else:  # too large to hold for the followers: let them go now
+                    parts = None
+                    self._finish(key, future, None)
             yield chunk
-        content_type = reply.headers.get("content-type", "text/event-stream")
-        self._finish(key, future, (reply.status, content_type, True, b"".join(parts)))
+        if parts is not None:
+            content_type = reply.headers.get("content-type", "text/event-stream")
+            self._finish(key, future, (reply.status, content_type, True, b"".join(parts)))
 
     def _follow(self, call: Call, shared: Shared) -> UpstreamReply:
         status, content_type, stream, body = shared
