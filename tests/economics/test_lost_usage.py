@@ -129,3 +129,27 @@ async def test_a_cut_anthropic_stream_is_charged_its_output_bound(
     totals = await usage_totals(sidecar)
     assert totals["estimatedUsageCalls"] == 1
     assert totals["outputTokens"] == MAX_TOKENS
+
+
+async def test_a_caller_that_leaves_a_merged_batch_is_charged_its_share(
+    llm_factory, economics_sidecar
+) -> None:
+    slow: SimulatedLLM = await llm_factory(name="slow", latency_s=0.3)
+    sidecar = await economics_sidecar(
+        policy(
+            providers=[provider_for(slow)],
+            pricing={"e": DOLLAR_PER_TOKEN},
+            batching={"embeddings": {"enabled": True, "maxBatchSize": 4, "maxWaitMs": 200}},
+        ),
+        [budget(limits={"costUSD": 1000})],
+    )
+    async with openai.AsyncOpenAI(base_url=sidecar.openai_url, api_key="k", max_retries=0) as c:
+        calls = [
+            asyncio.create_task(c.embeddings.create(model="e", input=f"text {i}")) for i in range(4)
+        ]
+        await wait_until(lambda: slow.in_flight == 1)  # the merged call is out
+        calls[0].cancel()
+        answers = await asyncio.gather(*calls[1:])
+    reported = sum(a.usage.prompt_tokens for a in answers)
+    reservation = estimate_prompt_tokens({"input": "text 0"})
+    assert await settled_spend(sidecar) == reported + reservation

@@ -9,7 +9,9 @@ back in order (re-indexed from 0 per caller); the provider's ``prompt_tokens`` a
 in proportion to each caller's input text (largest remainder, so the shares add up to the
 total). A failed merged call fails every caller in it with the same error; so does a merged
 answer that cannot be split back (vectors missing, extra, not objects, or with indexes that are
-not 0..n-1): every caller gets a 502 at once, in its own API format.
+not 0..n-1): every caller gets a 502 at once, in its own API format. A caller that leaves
+while the merged call is out takes its attempts along, so the budget and usage stages charge
+its share (the provider bills the whole batch).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class _Batch:
     size: int = 0
     done: asyncio.Future[list[UpstreamReply]] | None = None
     timer: asyncio.TimerHandle | None = None
+    merged: Call | None = None  # the call sent for the whole batch, once it is made
 
 
 class BatchingStage:
@@ -68,7 +71,13 @@ class BatchingStage:
         assert batch.done is not None
         if batch.size >= spec.max_batch_size:
             self._close(key, batch, next_stage)
-        replies = await asyncio.shield(batch.done)
+        try:
+            replies = await asyncio.shield(batch.done)
+        except asyncio.CancelledError:
+            if batch.merged is not None:  # this caller's inputs went upstream with the others
+                call.provider = batch.merged.provider
+                call.attempts, call.retries = batch.merged.attempts, batch.merged.retries
+            raise
         return replies[index]
 
     def _close(self, key: str, batch: _Batch, next_stage: Next) -> None:
@@ -97,6 +106,7 @@ class BatchingStage:
     async def _merged(self, batch: _Batch, next_stage: Next) -> list[UpstreamReply]:
         leader = batch.calls[0]
         if len(batch.calls) == 1:
+            batch.merged = leader
             return [await next_stage(leader)]
         body = dict(leader.body or {})
         body["input"] = [item for inputs in batch.inputs for item in inputs]
@@ -108,6 +118,7 @@ class BatchingStage:
             prepared_bodies={},
             response_headers={},
         )
+        batch.merged = merged
         self._stats.batches += 1
         self._stats.requests_batched += len(batch.calls)
         self._stats.inputs_batched += batch.size
