@@ -45,6 +45,8 @@ def _routes() -> list[Route]:
 
 
 ROUTES = _routes()
+# A good answer however it is wrapped: 1xx interim answers before it are skipped.
+GOOD = frozenset({"ok", "informational-first"})
 STALLS = frozenset({"stall", "stall-mid-body", "trickle"})
 # Reading (or inflating) 32 MiB may outlast a short deadline on a busy machine: either is fine.
 TOO_LARGE = frozenset({"huge-body", "gzip-bomb"})
@@ -54,7 +56,7 @@ STARTED_STREAM_FAILURES = frozenset({"stall-mid-body", "trickle", "stream-cut"})
 
 def expected(behaviour: str, route: Route) -> int | str:
     """The status the caller must get, or "answer" / "error event" for a 200 stream or body."""
-    if behaviour == "ok" or (behaviour == "json-to-stream" and not route.stream):
+    if behaviour in GOOD or (behaviour == "json-to-stream" and not route.stream):
         return "answer"
     if behaviour == "malformed-answer" and not route.stream:
         return "answer"  # valid JSON is relayed as it came: the caller's SDK judges its shape

@@ -10,7 +10,8 @@ sidecar's pool holds nothing between calls and file descriptors can be counted.
 Behaviours (``BEHAVIOURS``): ``ok``, ``bad-status-line``, ``bad-header``,
 ``reset-before-headers``, ``reset-after-headers``, ``stall``, ``stall-mid-body``, ``trickle``,
 ``huge-body``, ``gzip-bomb``, ``html-200``, ``invalid-sse``, ``sse-bad-json``, ``stream-cut``,
-``json-to-stream``, ``malformed-answer``, ``error-echoes-key``, ``redirect``, ``429-…`` and
+``json-to-stream``, ``malformed-answer``, ``error-echoes-key``, ``redirect``, ``bad-chunk``,
+``informational-first``, ``no-content``, ``header-flood``, ``429-…`` and
 ``503-…`` with odd Retry-After values (``RETRY_AFTER_VALUES``).
 """
 
@@ -485,6 +486,29 @@ async def redirect(upstream: HostileUpstream, conn: Connection) -> None:
     await conn.answer("307 Temporary Redirect", JSON, b"{}", location=location)
 
 
+async def bad_chunk(upstream: HostileUpstream, conn: Connection) -> None:
+    """A chunked answer whose chunk size is not a number."""
+    await conn.head("200 OK", {"content-type": _content_type(conn.request)}, chunked=True)
+    await conn.send(b"zz\r\nnot a chunk\r\n0\r\n\r\n")
+
+
+async def informational_first(upstream: HostileUpstream, conn: Connection) -> None:
+    """A 103 Early Hints before the real (good) answer."""
+    await conn.send(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n")
+    await ok(upstream, conn)
+
+
+async def no_content(upstream: HostileUpstream, conn: Connection) -> None:
+    await conn.send(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+
+
+async def header_flood(upstream: HostileUpstream, conn: Connection) -> None:
+    """Thousands of headers, then a good answer."""
+    flood = {f"x-flood-{n}": "y" * 64 for n in range(5000)}
+    body = orjson.dumps(good_json(conn.request))
+    await conn.answer("200 OK", JSON, body, **flood)
+
+
 def _odd_wait(status: str, header: str, value: str) -> Handler:
     async def answer(upstream: HostileUpstream, conn: Connection) -> None:
         await conn.answer(status, JSON, b"", **{header: value})
@@ -511,6 +535,10 @@ BEHAVIOURS: dict[str, Handler] = {
     "malformed-answer": malformed_answer,
     "error-echoes-key": error_echoes_key,
     "redirect": redirect,
+    "bad-chunk": bad_chunk,
+    "informational-first": informational_first,
+    "no-content": no_content,
+    "header-flood": header_flood,
     **{
         f"{status[:3]}-retry-after-{name}": _odd_wait(status, header, value)
         for name, (header, value) in RETRY_AFTER_VALUES.items()
