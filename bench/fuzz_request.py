@@ -5,7 +5,7 @@ Run:  .venv/bin/python bench/fuzz_request.py bench/fuzz_corpus -max_total_time=6
 An input is one length byte N, N bytes of header value (decoded the way aiohttp decodes
 header bytes: UTF-8 with surrogate escapes) used for every caller header, then the request
 body; ``bench/fuzz_request.py --seed`` rewrites the corpus from readable seeds. The properties:
-``parse_body`` and ``check_sidecar_headers`` raise nothing but ``MalformedRequest``; a body
+``parse_body`` and ``check_headers`` raise nothing but ``MalformedRequest``; a body
 they accept is encodable again (the upstream stage re-encodes it) and yields one stable cache
 key, whatever the credential and variant headers hold.
 """
@@ -21,7 +21,7 @@ import atheris
 with atheris.instrument_imports():
     import orjson
 
-    from sluice_sidecar.boundary import check_sidecar_headers, parse_body
+    from sluice_sidecar.boundary import check_headers, parse_body
     from sluice_sidecar.cache_key import cache_key, credential_hash
     from sluice_sidecar.errors import MalformedRequest
 
@@ -72,7 +72,7 @@ def key_of(body: dict, value: str) -> str:
 def test_one_input(data: bytes) -> None:
     value, raw = split(data)
     with contextlib.suppress(MalformedRequest):
-        check_sidecar_headers({"x-llm-session": value, "x-llm-priority": value})
+        check_headers({"x-llm-session": value, "x-llm-priority": value, "authorization": value})
     try:
         body = parse_body(raw)
     except MalformedRequest:

@@ -25,6 +25,8 @@ MAX_MODEL_CHARS = 256
 # Headers the sidecar reads and keeps (sessions, budgets per session, queue labels).
 SIDECAR_HEADERS = ("x-llm-session", "x-llm-operation", "x-llm-priority", "x-llm-cache")
 MAX_HEADER_CHARS = 256
+# Keys are ASCII at every provider; the sidecar compares, hashes and redacts them as text.
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
 
 
 class LimitExceeded(MalformedRequest):
@@ -91,20 +93,20 @@ def check_model(model: object) -> None:
         )
 
 
-def check_sidecar_headers(headers: Mapping[str, str]) -> None:
-    """The ``X-LLM-*`` values are short printable text (aiohttp keeps undecodable bytes as
-    lone surrogates, which no JSON writer accepts later)."""
+def check_headers(headers: Mapping[str, str]) -> None:
+    """The ``X-LLM-*`` values are short printable text, credentials printable text (aiohttp
+    keeps undecodable bytes as lone surrogates, which no JSON writer or encoder accepts later)."""
     for name in SIDECAR_HEADERS:
         value = headers.get(name)
-        if value is None:
-            continue
-        if len(value) > MAX_HEADER_CHARS:
+        if value is not None and len(value) > MAX_HEADER_CHARS:
             raise LimitExceeded(
                 f"header {name} is {len(value)} characters long;"
                 f" at most {MAX_HEADER_CHARS} are accepted",
                 limit="header_length",
             )
-        if not value.isprintable():
+    for name in SIDECAR_HEADERS + CREDENTIAL_HEADERS:
+        value = headers.get(name)
+        if value is not None and not value.isprintable():
             raise LimitExceeded(
                 f"header {name} must be printable UTF-8 text (no control characters)",
                 limit="header_chars",

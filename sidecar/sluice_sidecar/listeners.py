@@ -8,18 +8,28 @@ application (``track_requests``, a middleware both apps carry). When it fires, t
 is closed; no request exists yet, so there is nobody to answer. Body time is bounded in
 ``proxy.py``, where a request exists and a 408 can be answered in the caller's format.
 
+Requests aiohttp's parser refuses (a bad request line, control characters in a header, a
+header over aiohttp's 8190-byte line limit) have no route either: ``handle_error`` answers
+them with the JSON error the listener was given (``protocol_error``) instead of aiohttp's
+plain text, logs one line at debug level instead of a traceback at error level (a hostile
+caller must not be able to flood the log), and counts them (``on_refused``).
+
 ``server.py`` serves each app through a ``BoundedSite``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 
+logger = logging.getLogger("sluice.listeners")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ProtocolError = Callable[[int, str], web.Response]  # (status, reason) -> the answer
 
 
 class BoundedRequestHandler(web.RequestHandler):
@@ -30,12 +40,14 @@ class BoundedRequestHandler(web.RequestHandler):
         manager: web.Server,
         *,
         header_timeout_s: float,
-        on_header_timeout: Callable[[], None],
+        on_refused: Callable[[str], None],
+        protocol_error: ProtocolError,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout_s = header_timeout_s
-        self._on_header_timeout = on_header_timeout
+        self._on_refused = on_refused
+        self._protocol_error = protocol_error
         self._header_timer: asyncio.TimerHandle | None = None
         self._in_request = False
 
@@ -64,8 +76,25 @@ class BoundedRequestHandler(web.RequestHandler):
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if not self._in_request:
-            self._on_header_timeout()
+            self._on_refused("header_time")
             self.force_close()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)  # a bug: traceback
+        # The parser's message quotes the offending line after its first one: keep the first.
+        reason = (message or HTTPStatus(status).phrase).strip().splitlines()[0]
+        logger.debug("refused a request aiohttp cannot parse (%d): %s", status, reason)
+        self._on_refused("http_parse")
+        response = self._protocol_error(status, f"malformed HTTP request: {reason}")
+        response.force_close()
+        return response
 
 
 @web.middleware

@@ -18,13 +18,14 @@ from aiohttp import web
 from sluice_sidecar.boundary import (
     BodyTimedOut,
     LimitExceeded,
-    check_sidecar_headers,
+    check_headers,
     parse_body,
 )
 from sluice_sidecar.errors import (
     ApiFamily,
     BodyTooLarge,
     DeadlineExceeded,
+    MalformedRequest,
     NotConfigured,
     PermanentUpstreamError,
     RouteNotFound,
@@ -126,7 +127,7 @@ async def _read_call(
     started: float,
     state: SidecarState,
 ) -> Call:
-    check_sidecar_headers(request.headers)
+    check_headers(request.headers)
     operation: Operation = runtime.operation(request.headers.get("x-llm-operation"))
     body: dict[str, Any] | None = None
     raw: bytes | None = None
@@ -266,6 +267,13 @@ def _error_response(error: SluiceError, api: ApiFamily) -> web.Response:
     return web.Response(
         status=error.status, body=orjson.dumps(render_error(error, api)), headers=headers
     )
+
+
+def protocol_error_response(status: int, reason: str) -> web.Response:
+    """A request aiohttp could not parse: no route is known, so the OpenAI format (the default)."""
+    error = MalformedRequest(reason, code="malformed_http")
+    error.status = status  # aiohttp's choice (400, or 413/431 for sizes)
+    return _error_response(error, "openai")
 
 
 def _limit_of(error: SluiceError) -> str | None:

@@ -21,7 +21,7 @@ from aiohttp import web
 from sluice_sidecar import fleet
 from sluice_sidecar.admin import build_admin_app
 from sluice_sidecar.listeners import BoundedSite, track_requests
-from sluice_sidecar.proxy import build_data_app
+from sluice_sidecar.proxy import build_data_app, protocol_error_response
 from sluice_sidecar.settings import SidecarSettings
 from sluice_sidecar.standalone import (
     Fingerprint,
@@ -84,6 +84,10 @@ def load_initial_config(state: SidecarState) -> Fingerprint:
     return seen
 
 
+def _admin_protocol_error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
 def _admin_app(state: SidecarState) -> web.Application:
     app = build_admin_app(state)
     fleet.add_routes(app)
@@ -105,11 +109,11 @@ async def start_sidecar(
     access_log = logging.getLogger("sluice.access") if settings.access_log else None
     running = RunningSidecar(state, settings.data_port, settings.admin_port)
     apps = [
-        (build_data_app(state), settings.data_host, settings.data_port),
-        (_admin_app(state), settings.admin_host, settings.admin_port),
+        (build_data_app(state), settings.data_host, settings.data_port, protocol_error_response),
+        (_admin_app(state), settings.admin_host, settings.admin_port, _admin_protocol_error),
     ]
     ports = []
-    for app, host, port in apps:
+    for app, host, port, protocol_error in apps:
         app.middlewares.append(track_requests)
         # handler_cancellation: a client that disconnects cancels its upstream call.
         runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE_S)
@@ -121,7 +125,8 @@ async def start_sidecar(
             access_log=access_log,
             keepalive_timeout=settings.keepalive_timeout_s,
             header_timeout_s=settings.header_timeout_s,
-            on_header_timeout=state.metrics.refused.labels("header_time").inc,
+            on_refused=lambda limit: state.metrics.refused.labels(limit).inc(),
+            protocol_error=protocol_error,
         )
         await site.start()
         running._runners.append(runner)

@@ -220,7 +220,7 @@ async def test_non_utf8_session_header_is_refused_and_budget_state_keeps_being_s
     await wait_until(lambda: saved.exists() and b"tests/team" in saved.read_bytes())
 
 
-@pytest.mark.parametrize("header", [b"Authorization: Bearer caf\xe9", b"anthropic-beta: caf\xe9"])
+@pytest.mark.parametrize("header", [b"anthropic-beta: caf\xe9", b"openai-beta: \xff\xfe"])
 async def test_non_utf8_headers_in_the_cache_key_are_served_and_cached(
     llm, sidecar_factory, header
 ):
@@ -234,3 +234,30 @@ async def test_non_utf8_headers_in_the_cache_key_are_served_and_cached(
     assert [answer[:15] for answer in answers] == [b"HTTP/1.1 200 OK"] * 2
     assert b"x-sluice-cache: hit" in answers[1]
     assert len(llm.requests) == 1
+
+
+async def test_a_request_aiohttp_cannot_parse_gets_a_json_400_and_is_counted(sidecar) -> None:
+    body = b'{"model": "m", "messages": []}'
+    answer = await _raw_post(
+        sidecar.running.data_port, "/v1/messages", body, b"X-LLM-Session: a\x01b\r\n"
+    )
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].endswith(b" 400 Bad Request") and b"application/json" in head
+    error = orjson.loads(payload)["error"]
+    assert error["code"] == "malformed_http" and "Invalid header value char" in error["message"]
+    assert "a\x01b" not in error["message"]  # the offending line is not echoed
+    metrics = await sidecar.metrics_text()
+    assert 'llm_requests_refused_total{limit="http_parse"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("header", [b"Authorization: Bearer caf\xe9", b"x-api-key: sk-\xff"])
+async def test_credentials_that_are_not_utf8_text_are_refused_with_400(sidecar, llm, header):
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+    answer = await _raw_post(
+        sidecar.running.data_port, "/v1/chat/completions", body, header + b"\r\n"
+    )
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    error = orjson.loads(payload)["error"]
+    assert error["code"] == "header_chars_exceeded" and "printable" in error["message"]
+    assert llm.requests == []
