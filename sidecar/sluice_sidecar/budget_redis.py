@@ -11,11 +11,16 @@ swaps a reservation for the actual spend. Keys expire a day after their period r
 
 Redis unavailable: the call is admitted against the local memory store instead (enforcement
 continues per replica), ``sluice_redis_errors_total{use="budget"}`` counts it, no call fails.
+A settlement Redis did not take is kept (at most ``MAX_UNSENT_SETTLEMENTS``, oldest first) and
+sent again with backoff until Redis takes it, and once more at shutdown: spend is not lost to an
+outage, and the reservation it replaces does not stay held in Redis. Failures are logged at
+most once a minute per kind of operation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from decimal import ROUND_CEILING, Decimal
@@ -31,11 +36,17 @@ from sluice_sidecar.budgets import (
     Refusal,
     Reservation,
 )
+from sluice_sidecar.throttled_log import ThrottledLog
 
 logger = logging.getLogger("sluice.budget")
 NANO = Decimal(1_000_000_000)
 EXPIRE_AFTER_RESET_S = 86_400
 MAX_PENDING_SETTLEMENTS = 10_000
+MAX_UNSENT_SETTLEMENTS = 100_000  # ~200 bytes each: an outage of hours at a few calls a second
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+
+Settlement = tuple[Reservation, Decimal, int]  # the reservation, actual cost, actual tokens
 
 RESERVE = """
 local h = redis.call('HMGET', KEYS[1], 'spent', 'tokens', 'rcost', 'rtok', 'ext', 'exttok')
@@ -109,6 +120,10 @@ class RedisBudgetStore:
         self._reserve = client.register_script(RESERVE)
         self._settle = client.register_script(SETTLE)
         self._pending: set[asyncio.Task[None]] = set()
+        self._unsent: collections.deque[Settlement] = collections.deque()
+        self._retrying: asyncio.Task[None] | None = None
+        self._log = ThrottledLog(logger)
+        self.lost_settlements = 0  # dropped because too many were waiting for Redis
 
     async def reserve(
         self, rule: BudgetRule, period: Period, cost: Decimal, tokens: int, session: str | None
@@ -149,8 +164,8 @@ class RedisBudgetStore:
     def settle(self, reservation: Reservation, cost: Decimal, tokens: int) -> Counters | None:
         if reservation.held_locally:
             return self._fallback.settle(reservation, cost, tokens)
-        if len(self._pending) >= MAX_PENDING_SETTLEMENTS:
-            self._failed("settle", RuntimeError("too many settlements pending"))
+        if len(self._pending) >= MAX_PENDING_SETTLEMENTS or self._unsent:
+            self._keep((reservation, cost, tokens))  # in order, behind those already waiting
             return None
         task = asyncio.get_running_loop().create_task(self._send(reservation, cost, tokens))
         self._pending.add(task)
@@ -158,6 +173,13 @@ class RedisBudgetStore:
         return None
 
     async def _send(self, reservation: Reservation, cost: Decimal, tokens: int) -> None:
+        try:
+            await self._settle_in_redis(reservation, cost, tokens)
+        except (RedisError, OSError) as error:
+            self._failed("settle", error)
+            self._keep((reservation, cost, tokens))
+
+    async def _settle_in_redis(self, reservation: Reservation, cost: Decimal, tokens: int) -> None:
         keys = _keys(reservation.rule, reservation.period, reservation.session)
         args = [
             to_nano(reservation.cost),
@@ -166,18 +188,58 @@ class RedisBudgetStore:
             tokens,
             "1" if reservation.session is not None else "0",
         ]
-        try:
-            values = await self._settle(keys=keys, args=args)
-        except (RedisError, OSError) as error:
-            self._failed("settle", error)
-            return
+        values = await self._settle(keys=keys, args=args)
         if self._observer is not None:
             self._observer(reservation.rule, reservation.period, _counters(values))
 
+    def _keep(self, settlement: Settlement) -> None:
+        """Hold a settlement Redis has not taken yet; the retry task sends it later."""
+        if len(self._unsent) >= MAX_UNSENT_SETTLEMENTS:
+            self._unsent.popleft()
+            self.lost_settlements += 1
+            self._failed("settle", RuntimeError("too many settlements waiting; oldest dropped"))
+        self._unsent.append(settlement)
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.get_running_loop().create_task(
+                self._retry(), name="sluice-budget-settle-retry"
+            )
+
+    async def _retry(self) -> None:
+        wait = RETRY_FIRST_S
+        while self._unsent:
+            await asyncio.sleep(wait)
+            sent = await self._send_unsent()
+            wait = RETRY_FIRST_S if sent else min(wait * 2, RETRY_MAX_S)
+
+    async def _send_unsent(self) -> bool:
+        """Send the waiting settlements in order; False when Redis failed again."""
+        while self._unsent:
+            reservation, cost, tokens = self._unsent[0]
+            try:
+                await self._settle_in_redis(reservation, cost, tokens)
+            except (RedisError, OSError) as error:
+                self._failed("settle", error)
+                return False
+            self._unsent.popleft()
+        return True
+
     async def drain(self) -> None:
-        """Wait for settlements in flight (shutdown, tests)."""
+        """Wait for settlements in flight, and give the waiting ones one more try (shutdown)."""
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
+        if self._retrying is not None:
+            self._retrying.cancel()
+            await asyncio.gather(self._retrying, return_exceptions=True)
+            self._retrying = None
+        if self._unsent and not await self._send_unsent():
+            logger.error(
+                "%d budget settlement(s) could not be written to Redis before shutdown",
+                len(self._unsent),
+            )
+
+    @property
+    def unsent(self) -> int:
+        return len(self._unsent)
 
     async def counters(self, rule: BudgetRule, period: Period) -> Counters:
         try:
@@ -200,7 +262,13 @@ class RedisBudgetStore:
 
     def _failed(self, what: str, error: BaseException) -> None:
         self._on_error()
-        logger.warning("budget %s in Redis failed (using local counters): %s", what, error)
+        self._log.log(
+            logging.WARNING,
+            what,
+            "budget %s in Redis failed (using local counters): %s",
+            what,
+            error,
+        )
 
 
 def _keys(rule: BudgetRule, period: Period, session: str | None) -> list[str]:

@@ -10,6 +10,7 @@ import anthropic
 import openai
 import orjson
 import pytest
+import redis.asyncio
 
 from sluice_sidecar.budget_periods import period_of
 from tests.economics.conftest import budget
@@ -21,7 +22,8 @@ from tests.support.sidecar import (
     policy,
     provider_for,
 )
-from tests.support.simulator import SimulatedLLM
+from tests.support.simulator import Delay, SimulatedLLM
+from tests.support.waiting import wait_until
 
 MESSAGES = [{"role": "user", "content": "Name three rivers"}]
 # $1 per token makes the arithmetic readable: a call's cost is its token count in dollars.
@@ -321,3 +323,28 @@ async def test_spend_is_saved_after_a_session_id_the_file_cannot_hold(
     [row] = saved["periods"].values()
     assert Decimal(row["spent"]) == total > 1
     assert list(row["sessions"]) == ["ok"]
+
+
+async def test_a_settlement_redis_missed_is_sent_again(
+    redis_url: str, llm: SimulatedLLM, economics_sidecar
+) -> None:
+    sidecar = await economics_sidecar(
+        priced_policy(llm), [budget(limits={"costUSD": 1000})], redis_url=redis_url
+    )
+    store = sidecar.state.budgets.store
+    control = redis.asyncio.Redis.from_url(redis_url)
+    llm.enqueue(Delay(0.2))
+    async with client(sidecar) as c:
+        call = asyncio.create_task(
+            c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=10)
+        )
+        await wait_until(lambda: llm.in_flight == 1)  # reserved in Redis, now at the provider
+        await control.execute_command("CLIENT", "PAUSE", 700, "ALL")  # Redis stops answering
+        answer = await call
+        await wait_until(lambda: store.unsent == 1)  # the settlement timed out: kept
+        await wait_until(lambda: store.unsent == 0)  # and sent once Redis answers again
+    await control.aclose()
+    _, body = await sidecar.admin("GET", "/admin/budgets")
+    row = body["budgets"][0]
+    assert Decimal(row["spentUSD"]) == answer.usage.total_tokens
+    assert row["reservedUSD"] == "0"
