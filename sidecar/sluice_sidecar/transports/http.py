@@ -203,6 +203,9 @@ async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
     async for chunk in response.content.iter_any():
         size += len(chunk)
         if size > limit:
+            # Freed now: the error's traceback keeps this frame alive until the cycle
+            # collector runs, and with it up to ``limit`` bytes per refused answer.
+            parts.clear()
             _too_large(limit)
         parts.append(chunk)
     return b"".join(parts)
