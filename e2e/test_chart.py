@@ -67,3 +67,45 @@ def test_chart_ships_the_generated_crds() -> None:
         assert (CHART / "crds" / crd.name).read_text() == crd.read_text(), (
             f"helm/sluice/crds/{crd.name} differs from crds/{crd.name}: copy it"
         )
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("replicas=2", "/replicas"),  # one active operator
+        ("image.repository=", "/image/repository"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("sidecar.image=ghcr.io/x/sidecar:1", "/sidecar"),  # the old value: now repository/tag
+        ("sidecar.ports.data=70000", "/sidecar/ports/data"),
+        ("webhook.timeoutSeconds=60", "/webhook/timeoutSeconds"),
+        ("webhook.certManager.enabled=yes", "/webhook/certManager/enabled"),
+        ("push.attempts=0", "/push/attempts"),
+        ("replica=1", "additional properties 'replica'"),  # a typo is an error, not ignored
+    ],
+)
+def test_schema_rejects_bad_values(helm: Path, setting: str, complaint: str) -> None:
+    for command in ("lint", "template"):
+        args = [command, str(CHART)] if command == "lint" else [command, "x", str(CHART)]
+        result = subprocess.run(
+            [str(helm), *args, "--set", setting],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode != 0, f"helm {command} accepted {setting}"
+        assert complaint in result.stdout + result.stderr
+
+
+def test_images_default_to_the_chart_app_version(helm: Path) -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    rendered = run_helm(helm, "template", "sluice", str(CHART), "--show-only",
+                        "templates/deployment.yaml")  # fmt: skip
+    (deployment,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert container["image"] == f"ghcr.io/sluice-dev/sluice-operator:{app_version}"
+    assert (
+        env["SLUICE_OPERATOR_SIDECAR_IMAGE"] == f"ghcr.io/sluice-dev/sluice-sidecar:{app_version}"
+    )
+    assert env["SLUICE_OPERATOR_DATA_PORT"] == "15000"

@@ -22,6 +22,9 @@ from e2e.harness.client import ApiClient, ApiError, JsonObject
 from e2e.harness.kubeconfig import write_kubeconfig
 
 START_TIMEOUT = 90.0
+# Services get ClusterIPs on loopback: the harness plays kube-proxy for them (``services.py``),
+# so the API server reaches a webhook through its Service as in a cluster.
+SERVICE_CIDR = "127.0.100.0/24"
 
 # What kube-apiserver logs when etcd cannot do RequestWatchProgress (etcd too old):
 # watches then fail inside the stream or hang, so the harness refuses to go on.
@@ -163,7 +166,7 @@ class ControlPlane:
             f"--service-account-issuer={self.server}",
             f"--service-account-key-file={self.sa_keys.cert_file}",
             f"--service-account-signing-key-file={self.sa_keys.key_file}",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
             "--profiling=false",
             # The default reconciler publishes 127.0.0.1 as the kubernetes Service's endpoint,

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from e2e.harness import processes
@@ -90,22 +90,84 @@ class Image:
         env: Mapping[str, str] | None = None,
         volumes: Mapping[Path, str] | None = None,
     ) -> Container:
-        """Start ``argv`` in a fresh container of this image (as the image's USER)."""
-        return Container(self, argv, log_path, env or {}, volumes or {})
+        """Start ``argv`` in a fresh container of this image (as the image's USER), with
+        ``volumes`` (host path: container path) mounted read-only."""
+        mounts = [Mount(source, target) for source, target in (volumes or {}).items()]
+        return Container(self, argv, log_path, env or {}, mounts)
 
     def exec(self, argv: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` to completion in a throwaway container; output captured."""
-        container = _buildah("from", "--pull-never", "--quiet", self.name).strip()
+        container = self.create_container()
         try:
             return subprocess.run(
-                ["buildah", "run", "--isolation", "chroot", container, "--", *argv],
+                run_command(container, argv),
                 capture_output=True,
                 text=True,
                 timeout=timeout,
                 check=False,
             )
         finally:
-            _buildah("rm", container)
+            remove_container(container)
+
+    def create_container(self) -> str:
+        """A new working container of this image (its id); ``remove_container`` ends it."""
+        name = f"sluice-{secrets.token_hex(4)}"
+        return _buildah("from", "--pull-never", "--quiet", "--name", name, self.name).strip()
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path mounted into a container, read-only unless said otherwise."""
+
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+def run_command(
+    container: str,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    mounts: Sequence[Mount] = (),
+    user: str | None = None,
+) -> list[str]:
+    """The ``buildah run`` command line that runs ``argv`` inside ``container``."""
+    command = ["buildah", "run", "--isolation", "chroot"]
+    if user is not None:
+        command += ["--user", user]
+    for key, value in (env or {}).items():
+        command += ["--env", f"{key}={value}"]
+    for mount in mounts:
+        command += [
+            "--volume",
+            f"{mount.source}:{mount.target}:{'ro' if mount.read_only else 'rw'}",
+        ]
+    return [*command, container, "--", *argv]
+
+
+def resolve_in_container(container: str, path: str) -> str:
+    """``path`` with symlinks in its parents resolved inside the container's root filesystem.
+
+    ``buildah run --volume`` silently drops a mount whose target passes through a symlink
+    (Debian's ``/var/run -> /run``, where the ServiceAccount token goes), so mount targets are
+    resolved first.
+    """
+    root = Path(_buildah("mount", container).strip())
+    resolved = PurePosixPath("/")
+    for part in PurePosixPath(path).parts[1:]:  # one level of links: enough for images
+        candidate = resolved / part
+        on_disk = root / candidate.relative_to("/")
+        if on_disk.is_symlink():
+            link = PurePosixPath(os.readlink(on_disk))
+            candidate = PurePosixPath(
+                os.path.normpath(link if link.is_absolute() else resolved / link)
+            )
+        resolved = candidate
+    return str(resolved)
+
+
+def remove_container(container: str) -> None:
+    _buildah("rm", container)
 
 
 class Container:
@@ -117,24 +179,12 @@ class Container:
         argv: Sequence[str],
         log_path: Path,
         env: Mapping[str, str],
-        volumes: Mapping[Path, str],
+        mounts: Sequence[Mount],
     ) -> None:
         self.image = image
-        self.id = _buildah(
-            "from",
-            "--pull-never",
-            "--quiet",
-            "--name",
-            f"sluice-{secrets.token_hex(4)}",
-            image.name,
-        ).strip()
-        command = ["buildah", "run", "--isolation", "chroot"]
-        for key, value in env.items():
-            command += ["--env", f"{key}={value}"]
-        for source, target in volumes.items():
-            command += ["--volume", f"{source}:{target}:ro"]
+        self.id = image.create_container()
         self.process = processes.ManagedProcess(
-            f"container-{self.id[:12]}", [*command, self.id, "--", *argv], log_path
+            f"container-{self.id[:12]}", run_command(self.id, argv, env, mounts), log_path
         )
 
     def running(self) -> bool:
@@ -147,7 +197,7 @@ class Container:
         try:
             self.process.stop(timeout=10)
         finally:
-            _buildah("rm", self.id)
+            remove_container(self.id)
 
     def __enter__(self) -> Container:
         return self

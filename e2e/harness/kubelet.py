@@ -38,13 +38,15 @@ class Launch:
     """What a launch callable returns: the command to run for the Pod.
 
     ``ports``: TCP ports on the Pod IP that must accept connections before the Pod is
-    reported Ready; ``None`` means the containerPorts the Pod declares.
+    reported Ready; ``None`` means the containerPorts the Pod declares. ``on_stop``: called
+    once the process has stopped (e.g. to remove the container it ran in).
     """
 
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     ports: Sequence[int] | None = None
     cwd: Path | None = None
+    on_stop: Callable[[], None] | None = None
 
 
 LaunchFactory = Callable[[PodSlot], Launch]
@@ -71,6 +73,14 @@ class IpAllocator:
 class _RunningPod:
     slot: PodSlot
     process: processes.ManagedProcess
+    launch: Launch
+
+    def stop(self) -> None:
+        try:
+            self.process.stop(timeout=5)
+        finally:
+            if self.launch.on_stop is not None:
+                self.launch.on_stop()
 
 
 class FakeKubelet:
@@ -114,7 +124,7 @@ class FakeKubelet:
             running = list(self._pods.values())
             self._pods.clear()
         for pod in running:
-            pod.process.stop(timeout=5)
+            pod.stop()
 
     def slots(self) -> dict[str, PodSlot]:
         """Pods currently run by this kubelet, by Pod name."""
@@ -209,9 +219,9 @@ class FakeKubelet:
         )
         with self._lock:
             if self._stopped.is_set():
-                proc.stop()
+                _RunningPod(slot, proc, launch).stop()
                 return
-            self._pods[meta["uid"]] = _RunningPod(slot, proc)
+            self._pods[meta["uid"]] = _RunningPod(slot, proc, launch)
         ports = launch.ports if launch.ports is not None else _container_ports(pod)
         try:
             processes.wait_until(
@@ -228,7 +238,7 @@ class FakeKubelet:
         with self._lock:
             running = self._pods.pop(uid, None)
         if running:
-            running.process.stop(timeout=5)
+            running.stop()
         if force_delete:
             # Finish a graceful deletion the way a kubelet does once containers are gone.
             path = f"{self._pods_path}/{urllib.parse.quote(name)}"

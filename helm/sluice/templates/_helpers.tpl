@@ -15,3 +15,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "sluice.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
+{{- define "sluice.sidecarImage" -}}
+{{ .Values.sidecar.repository }}:{{ .Values.sidecar.tag | default .Chart.AppVersion }}
+{{- end -}}

@@ -1,0 +1,263 @@
+"""``helm install`` for real: the chart on its own control plane, the operator run from its image.
+
+The fake kubelet runs the operator's Pod exactly as the chart's Deployment renders it (from
+the image ``scripts/images`` built: its command and args, env, the ServiceAccount token the
+admission plugin mounts at the standard path, its volumes; ``e2e/harness/pods.py``), so the
+operator logs in in-cluster with the chart's own RBAC. The API server reaches the webhook
+through the chart's Service (``e2e/harness/services.py`` plays kube-proxy for loopback
+ClusterIPs). Then a user's steps: annotate a Deployment, see its Pods injected, apply a
+policy, see it Ready and synced, ``helm upgrade`` with a changed value, ``helm uninstall``.
+
+A control plane of its own: the session one carries the hand-made install of ``e2e/sluice.py``
+(same cluster-scoped names), which helm would refuse to adopt.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from e2e.harness.binaries import Binaries
+from e2e.harness.controlplane import ControlPlane
+from e2e.harness.images import Image
+from e2e.harness.kubelet import FakeKubelet, IpAllocator
+from e2e.harness.pods import image_launch
+from e2e.harness.processes import wait_until
+from e2e.harness.services import ServiceProxy
+from e2e.sluice import WEBHOOK_CONFIGURATION, sidecar_launch
+from e2e.test_operator import (
+    admin_token,
+    condition,
+    configmap_version,
+    deployment,
+    policy,
+    policy_status,
+    running_sidecars,
+    versions,
+)
+
+pytestmark = pytest.mark.e2e
+CHART = Path(__file__).resolve().parents[1] / "helm" / "sluice"
+RELEASE, RELEASE_NAMESPACE, APP_NAMESPACE = "sluice", "sluice-system", "studio"
+OPERATOR_SELECTOR = "app.kubernetes.io/name=sluice,app.kubernetes.io/component=operator"
+
+
+@dataclass
+class Cluster:
+    cp: ControlPlane
+    proxy: ServiceProxy
+    helm: Path
+    workdir: Path
+
+    def helm_run(self, *args: str) -> str:
+        result = subprocess.run(
+            [str(self.helm), *args, "--kubeconfig", str(self.cp.admin_kubeconfig)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, f"helm {args[0]}: {result.stderr}\n{self.diagnose()}"
+        return result.stdout
+
+    def diagnose(self) -> str:
+        pods = self.cp.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
+        return f"pods:\n{pods}\nservice proxy errors: {self.proxy.errors[-5:]}"
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    k8s_binaries: Binaries, helm: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    cp = ControlPlane(k8s_binaries, tmp_path_factory.mktemp("helm-control-plane")).start()
+    proxy = ServiceProxy(cp.api).start()
+    try:
+        yield Cluster(cp, proxy, helm, tmp_path_factory.mktemp("helm-pods"))
+    finally:
+        proxy.stop()
+        cp.stop()
+
+
+def image_values(images: dict[str, Image]) -> list[str]:
+    values = []
+    for key, role in (("image", "operator"), ("sidecar", "sidecar")):
+        repository, tag = images[role].name.rsplit(":", 1)
+        values += ["--set", f"{key}.repository={repository}", "--set", f"{key}.tag={tag}"]
+    return values
+
+
+def webhook_injects(cp: ControlPlane, namespace: str) -> bool:
+    """A dry-run Pod that opts in comes back with the sidecar (webhook reached via Service)."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "probe-", "labels": {"sluice.dev/inject": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "app"}]},
+    }
+    created = cp.request("POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", pod)
+    spec = created["spec"]
+    return any(c["name"] == "sluice-proxy" for c in spec.get("initContainers", []))
+
+
+def operator_pod(kubelet: FakeKubelet, exclude: str = "") -> str:
+    """Name of the operator Pod the kubelet runs (other than ``exclude``)."""
+
+    def running() -> str | None:
+        assert not kubelet.errors, kubelet.errors
+        return next((name for name in kubelet.slots() if name != exclude), None)
+
+    return wait_until(running, 120, what="the operator pod to run")
+
+
+@pytest.mark.timeout(600)
+def test_helm_install_upgrade_uninstall(
+    cluster: Cluster, images: dict[str, Image], loopback_ips: IpAllocator
+) -> None:
+    cp = cluster.cp
+    operator_kubelet = FakeKubelet(
+        cp.api,
+        RELEASE_NAMESPACE,
+        OPERATOR_SELECTOR,
+        image_launch(
+            cp.api, {i.name: i for i in images.values()}, cluster.workdir, cp.apiserver_port
+        ),
+        cluster.workdir / "logs",
+        loopback_ips,
+        ready_timeout=90,
+    ).start()
+    cp.kubectl("create", "namespace", APP_NAMESPACE)
+    app_kubelet = FakeKubelet(
+        cp.api,
+        APP_NAMESPACE,
+        "sluice.dev/injected=true",
+        sidecar_launch(cp, cluster.workdir / "sidecars"),
+        cluster.workdir / "logs",
+        loopback_ips,
+    ).start()
+    try:
+        install_and_use(cluster, images, operator_kubelet, app_kubelet)
+        upgrade(cluster, operator_kubelet, app_kubelet)
+        uninstall(cluster, operator_kubelet)
+    except BaseException:
+        for kubelet in (operator_kubelet, app_kubelet):
+            for name in kubelet.slots():
+                process = kubelet.process(name)
+                if process is not None:
+                    print(f"---- pod {name} ----\n{process.tail(60)}")
+            print(f"kubelet errors: {kubelet.errors}")
+        raise
+    finally:
+        app_kubelet.stop()
+        operator_kubelet.stop()
+
+
+def install_and_use(
+    cluster: Cluster, images: dict[str, Image], operator: FakeKubelet, app: FakeKubelet
+) -> None:
+    cp = cluster.cp
+    notes = cluster.helm_run(
+        "install", RELEASE, str(CHART), "-n", RELEASE_NAMESPACE, "--create-namespace",
+        *image_values(images), "--wait", "--timeout", "180s",
+    )  # fmt: skip
+    assert f"sidecar image:  {images['sidecar'].name}" in notes  # NOTES.txt: the next steps
+    assert "annotate deployment NAME sluice.dev/inject=true" in notes
+    pod = cp.request("GET", f"/api/v1/namespaces/{RELEASE_NAMESPACE}/pods/{operator_pod(operator)}")
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == images["operator"].name
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/var/run/secrets/kubernetes.io/serviceaccount" in mounts  # the token, in-cluster
+    wait_until(lambda: webhook_injects(cp, APP_NAMESPACE), 90, what="the webhook via its Service")
+
+    cp.kubectl("apply", "-n", APP_NAMESPACE, "-f", "-", input=deployment("studio", 1))
+    (slot,) = running_sidecars(app, 1)
+    (sidecar,) = [c for c in slot.pod["spec"]["initContainers"] if c["name"] == "sluice-proxy"]
+    assert sidecar["image"] == images["sidecar"].name  # the chart's sidecar values
+    token = admin_token(cp, APP_NAMESPACE)
+    wait_until(
+        lambda: versions(app, token) == {configmap_version(cp, APP_NAMESPACE, "studio")},
+        60,
+        what="the sidecar to get its configuration from the operator",
+    )
+    cp.kubectl("apply", "-n", APP_NAMESPACE, "-f", "-", input=policy("studio", "studio"))
+    wait_for_policy_synced(cp, "1/1")
+    table = cp.kubectl("get", "sluice", "-n", APP_NAMESPACE).stdout
+    assert "True" in table and "1/1" in table, table
+
+
+def wait_for_policy_synced(cp: ControlPlane, summary: str) -> dict:
+    return wait_until(
+        lambda: (
+            (s := policy_status(cp, APP_NAMESPACE, "studio"))
+            and condition(s, "Ready").get("status") == "True"
+            and s.get("sidecars", {}).get("summary") == summary
+            and s
+        ),
+        60,
+        what="the policy to report Ready and synced",
+    )
+
+
+def upgrade(cluster: Cluster, operator: FakeKubelet, app: FakeKubelet) -> None:
+    cp = cluster.cp
+    before = operator_pod(operator)
+    cluster.helm_run(
+        "upgrade", RELEASE, str(CHART), "-n", RELEASE_NAMESPACE, "--reuse-values",
+        "--set", "push.attempts=3", "--wait", "--timeout", "180s",
+    )  # fmt: skip
+    after = operator_pod(operator, exclude=before)
+    pod = cp.request("GET", f"/api/v1/namespaces/{RELEASE_NAMESPACE}/pods/{after}")
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["SLUICE_OPERATOR_PUSH_ATTEMPTS"] == "3"
+    wait_until(lambda: before not in operator.slots(), 60, what="the old operator pod to stop")
+    # The upgraded operator does the work: a policy change reaches the sidecar.
+    token = admin_token(cp, APP_NAMESPACE)
+    old = versions(app, token)
+    cp.kubectl(
+        "apply", "-n", APP_NAMESPACE, "-f", "-",
+        input=policy("studio", "studio", retry={"maxAttempts": 2}),
+    )  # fmt: skip
+    wait_until(
+        lambda: (v := versions(app, token)) and v != old, 60, what="the sidecar on the new version"
+    )
+    wait_for_policy_synced(cp, "1/1")
+
+
+def uninstall(cluster: Cluster, operator: FakeKubelet) -> None:
+    cp = cluster.cp
+    cluster.helm_run("uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait", "--timeout", "120s")
+    wait_until(lambda: not operator.slots(), 60, what="the operator pod to stop")
+    for path in (
+        f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{WEBHOOK_CONFIGURATION}",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/sluice-operator",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/sluice-operator",
+        f"/apis/apps/v1/namespaces/{RELEASE_NAMESPACE}/deployments/sluice-operator",
+        f"/api/v1/namespaces/{RELEASE_NAMESPACE}/services/sluice-operator",
+    ):
+        assert not cp.api.exists(path), f"left behind: {path}"
+    # Later Pods are untouched: an opted-in Pod is created as it is, without the sidecar.
+    assert not webhook_injects(cp, APP_NAMESPACE)
+    # helm never deletes crds/: the CRDs (and the users' policies) stay, as documented.
+    assert cp.api.exists(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/llmpolicies.sluice.dev"
+    )
+    # What the operator made at run time stays too; docs/quickstart.md says how to remove it.
+    assert operator_made(cp) == {
+        f"{APP_NAMESPACE}/configmaps/sluice-config-studio",
+        f"{APP_NAMESPACE}/secrets/sluice-sidecar-admin",
+        f"{RELEASE_NAMESPACE}/secrets/sluice-webhook-tls",
+    }
+
+
+def operator_made(cp: ControlPlane) -> set[str]:
+    """ConfigMaps and Secrets named sluice-* that no owner will garbage-collect."""
+    found = set()
+    for kind in ("configmaps", "secrets"):
+        for item in cp.api.get(f"/api/v1/{kind}")["items"]:
+            meta = item["metadata"]
+            if meta["name"].startswith("sluice-") and not meta.get("ownerReferences"):
+                found.add(f"{meta['namespace']}/{kind}/{meta['name']}")
+    return found
