@@ -4,7 +4,11 @@
 One ``SessionBook`` per process (``SidecarState``), fed every metered call record that carries a
 session. Bounded: ``MAX_SESSIONS`` sessions (least recently active dropped), the last
 ``MAX_CALLS`` calls listed per session (totals keep counting past it), ``MAX_FINGERPRINTS``
-request fingerprints per session for spotting repeated requests.
+request fingerprints per session for spotting repeated requests, ``MAX_GROUPS`` operations,
+providers and models per session (then ``other``), and ``MAX_ITEMS`` of all these items over
+all sessions together: the per-session caps alone would let a thousand busy sessions hold
+about a gigabyte (a listed call with its fingerprint is about 750 bytes), so past it the least
+recently active sessions are dropped whole, as past ``MAX_SESSIONS``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from sluice_sidecar.ledger import CallRecord, Totals
 MAX_SESSIONS = 1000
 MAX_CALLS = 1000
 MAX_FINGERPRINTS = 4096
+MAX_GROUPS = 64  # named operations, providers and models per session, each (then "other")
+MAX_ITEMS = 100_000  # calls listed + fingerprints + groups, all sessions: about 75 MB at most
+OTHER = "other"
 
 
 @dataclass(slots=True)
@@ -45,6 +52,8 @@ class Session:
             (self.by_provider, record.provider),
             (self.by_model, record.model),
         ):
+            if key not in table and len(table) >= MAX_GROUPS:
+                key = OTHER
             table.setdefault(key, Totals()).add(record)
         self.by_kind[record.kind] = self.by_kind.get(record.kind, 0) + 1
         self.calls.append(record)
@@ -55,10 +64,18 @@ class Session:
             elif len(self.seen) < MAX_FINGERPRINTS:
                 self.seen.add(record.fingerprint)
 
+    @property
+    def items(self) -> int:
+        """What this session holds that grows with its calls (see ``MAX_ITEMS``)."""
+        groups = len(self.by_operation) + len(self.by_provider) + len(self.by_model)
+        return len(self.calls) + len(self.seen) + groups
+
 
 class SessionBook:
-    def __init__(self) -> None:
+    def __init__(self, *, max_items: int = MAX_ITEMS) -> None:
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._max_items = max_items
+        self.items = 0  # Session.items summed over the sessions kept
 
     def record(self, record: CallRecord) -> None:
         if record.session is None:
@@ -66,11 +83,16 @@ class SessionBook:
         session = self._sessions.get(record.session)
         if session is None:
             session = self._sessions[record.session] = Session(record.session, record.at)
-            if len(self._sessions) > MAX_SESSIONS:
-                self._sessions.popitem(last=False)
         else:
             self._sessions.move_to_end(record.session)
+        before = session.items
         session.add(record)
+        self.items += session.items - before
+        while len(self._sessions) > 1 and (
+            len(self._sessions) > MAX_SESSIONS or self.items > self._max_items
+        ):
+            _, dropped = self._sessions.popitem(last=False)  # the least recently active
+            self.items -= dropped.items
 
     def ids(self) -> list[dict[str, Any]]:
         return [

@@ -6,6 +6,9 @@ from decimal import Decimal
 
 import openai
 
+from sluice_sidecar.ledger import CallRecord
+from sluice_sidecar.sessions import MAX_GROUPS, SessionBook
+from sluice_sidecar.usage import Usage
 from tests.support.sidecar import SidecarHandle, policy, provider_for
 from tests.support.simulator import SimulatedLLM
 
@@ -68,3 +71,46 @@ async def test_cached_session_reports_its_hit_rate(llm: SimulatedLLM, sidecar_fa
 async def test_unknown_session_is_404(sidecar: SidecarHandle) -> None:
     status, body = await sidecar.admin("GET", "/admin/sessions/nope")
     assert status == 404 and "nope" in body["error"]
+
+
+def _record(session: str, n: int, model: str = "gpt-4o") -> CallRecord:
+    return CallRecord(
+        at=float(n),
+        session=session,
+        operation="Completion",
+        provider="sim",
+        model=model,
+        usage=Usage(10, 5),
+        cost=Decimal("0.001"),
+        estimated_cost=Decimal("0.002"),
+        cache="miss",
+        saved=None,
+        latency_ms=1.0,
+        retries=0,
+        status=200,
+        fingerprint=f"{session}-{n}",
+    )
+
+
+def test_many_busy_sessions_stay_within_the_item_bound() -> None:
+    book = SessionBook(max_items=5000)
+    for s in range(50):
+        for n in range(200):
+            book.record(_record(f"job-{s}", n))
+    kept = [row["session"] for row in book.ids()]
+    assert book.items <= 5000
+    assert book.items == sum(book._sessions[k].items for k in kept)
+    assert kept[0] == "job-49" and "job-0" not in kept  # the least recently active went first
+    latest = book.report("job-49")
+    assert latest is not None and latest["callsListed"] == 200
+    assert latest["totals"]["requests"] == 200
+
+
+def test_a_session_of_many_models_folds_the_rest_into_other() -> None:
+    book = SessionBook()
+    for n in range(100):
+        book.record(_record("job", n, model=f"model-{n}"))
+    report = book.report("job")
+    assert report is not None
+    assert len(report["byModel"]) == MAX_GROUPS + 1 and "other" in report["byModel"]
+    assert sum(row["requests"] for row in report["byModel"].values()) == 100
