@@ -154,10 +154,20 @@ class MemoryBudgetStore:
     def get(self, identity: str, key: str) -> Counters:
         counters = self.periods.get((identity, key))
         if counters is None:
+            self._forget_earlier_sessions(identity, key)
             counters = self.periods[(identity, key)] = Counters()
             if len(self.periods) > MAX_PERIODS:
                 self.periods.popitem(last=False)
         return counters
+
+    def _forget_earlier_sessions(self, identity: str, key: str) -> None:
+        """A new period of a budget began: per-session spend of its earlier periods is never
+        checked again, so it goes (up to 10,000 sessions a period would otherwise pile up, in
+        memory and in every state-file write); their totals stay. Keys of one kind sort by
+        time (``d:2026-11-22`` < ``d:2026-11-23``)."""
+        for (other, earlier), c in self.periods.items():
+            if other == identity and c.sessions and earlier[:2] == key[:2] and earlier < key:
+                c.sessions.clear()
 
     def try_reserve(
         self, rule: BudgetRule, period: Period, cost: Decimal, tokens: int, session: str | None

@@ -131,3 +131,21 @@ async def test_state_writer_survives_a_session_id_it_cannot_encode(tmp_path, cap
     assert errors.labels("encode")._value.get() >= 2
     logged = [r for r in caplog.records if "session id(s) left out" in r.getMessage()]
     assert len(logged) == 1, "logged once, not at every write"
+
+
+async def test_a_new_period_forgets_the_sessions_of_earlier_ones() -> None:
+    clock = [NOW]
+    book = BudgetLedger(MemoryBudgetStore(), now=lambda: clock[0])
+    spec = {"namespace": "ns", "name": "b", "period": "daily", "limits": {"costUSD": 100}}
+    daily = build_rules([CompiledBudget.model_validate(spec)])
+    for day in range(3):
+        clock[0] = NOW + dt.timedelta(days=day)
+        for n in range(50):
+            book.settle(await book.admit(daily, Decimal(1), 1, f"job-{n}"), Decimal(1), 1)
+    store = book.store
+    assert isinstance(store, MemoryBudgetStore)
+    rows = {key: c for (_, key), c in store.periods.items()}
+    assert [len(c.sessions) for c in rows.values()] == [0, 0, 50]  # only today's kept
+    assert [c.spent for c in rows.values()] == [Decimal(50)] * 3  # every day's total kept
+    saved = store.dump()
+    assert sum(len(row["sessions"]) for row in saved.values()) == 50
