@@ -14,6 +14,11 @@ them with the JSON error the listener was given (``protocol_error``) instead of 
 plain text, logs one line at debug level instead of a traceback at error level (a hostile
 caller must not be able to flood the log), and counts them (``on_refused``).
 
+A whole answer (not a stream: streams are written inside the call's deadline) must also be
+sent within ``send_timeout_s``: a caller that stops reading (a slow read) would otherwise
+hold the connection and the answer's memory for as long as it likes. The connection is
+closed when that passes.
+
 ``server.py`` serves each app through a ``BoundedSite``.
 """
 
@@ -40,12 +45,14 @@ class BoundedRequestHandler(web.RequestHandler):
         manager: web.Server,
         *,
         header_timeout_s: float,
+        send_timeout_s: float,
         on_refused: Callable[[str], None],
         protocol_error: ProtocolError,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout_s = header_timeout_s
+        self._send_timeout_s = send_timeout_s
         self._on_refused = on_refused
         self._protocol_error = protocol_error
         self._header_timer: asyncio.TimerHandle | None = None
@@ -67,6 +74,16 @@ class BoundedRequestHandler(web.RequestHandler):
 
     def request_finished(self) -> None:
         self._in_request = False
+
+    async def send(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Send a whole answer within the send deadline, or close the connection."""
+        try:
+            async with asyncio.timeout(self._send_timeout_s):
+                await response.prepare(request)
+                await response.write_eof()
+        except TimeoutError:
+            self._on_refused("send_time")
+            self.force_close()
 
     def _cancel_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -99,13 +116,17 @@ class BoundedRequestHandler(web.RequestHandler):
 
 @web.middleware
 async def track_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Tell the connection its request's headers are in (its header deadline no longer runs)."""
+    """Tell the connection its request's headers are in (its header deadline no longer runs),
+    and send a whole answer under the connection's send deadline."""
     protocol = request.protocol
     if not isinstance(protocol, BoundedRequestHandler):  # e.g. aiohttp's test server
         return await handler(request)
     protocol.request_started()
     try:
-        return await handler(request)
+        response = await handler(request)
+        if not response.prepared:
+            await protocol.send(request, response)
+        return response
     finally:
         protocol.request_finished()
 

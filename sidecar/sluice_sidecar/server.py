@@ -114,7 +114,7 @@ async def start_sidecar(
     ]
     ports = []
     for app, host, port, protocol_error in apps:
-        app.middlewares.append(track_requests)
+        app.middlewares.insert(0, track_requests)  # outermost: sees every request
         # handler_cancellation: a client that disconnects cancels its upstream call.
         runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE_S)
         await runner.setup()
@@ -125,6 +125,7 @@ async def start_sidecar(
             access_log=access_log,
             keepalive_timeout=settings.keepalive_timeout_s,
             header_timeout_s=settings.header_timeout_s,
+            send_timeout_s=settings.send_timeout_s,
             on_refused=lambda limit: state.metrics.refused.labels(limit).inc(),
             protocol_error=protocol_error,
         )

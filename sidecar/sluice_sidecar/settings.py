@@ -72,6 +72,12 @@ class SidecarSettings(BaseModel):
         gt=0,
         description="Seconds to receive a whole request body once its headers are in; then 408.",
     )
+    send_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds to send a whole (non-stream) answer to a caller that reads it;"
+        " then the connection is closed. Streams are bounded by the call's deadline.",
+    )
     keepalive_timeout_s: float = Field(
         default=75.0,
         gt=0,
@@ -149,6 +155,7 @@ def load_settings(
         "header_timeout_s": "HEADER_TIMEOUT_SECONDS",
         "body_timeout_s": "BODY_TIMEOUT_SECONDS",
         "keepalive_timeout_s": "KEEPALIVE_TIMEOUT_SECONDS",
+        "send_timeout_s": "SEND_TIMEOUT_SECONDS",
         "upstream_connection_limit": "UPSTREAM_CONNECTION_LIMIT",
         "max_answer_bytes": "MAX_ANSWER_BYTES",
         "stream_idle_timeout_s": "STREAM_IDLE_TIMEOUT_SECONDS",

@@ -220,8 +220,8 @@ class Metrics:
         self.refused = Counter(
             "llm_requests_refused",
             "Requests refused or connections closed by a boundary limit, by limit"
-            " (body_size, body_time, header_time, http_parse, json_depth, name_length,"
-            " name_chars, header_length, header_chars).",
+            " (body_size, body_time, header_time, send_time, http_parse, json_depth,"
+            " name_length, name_chars, header_length, header_chars).",
             ["limit"],
             registry=r,
         )

@@ -8,12 +8,16 @@ is closed: no request exists to answer); body time from the headers to the end o
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from tests.support.sidecar import SidecarHandle, policy, provider_for
 from tests.support.simulator import SimulatedLLM
+from tests.support.waiting import wait_until
 
 HEADER_S, BODY_S, KEEPALIVE_S = 0.3, 0.3, 0.6
 SLACK_S = 1.0  # a loaded 2-core machine is late with timers; nothing here waits longer
@@ -149,3 +153,62 @@ async def test_idle_time_between_calls_is_not_counted_as_header_time(bounded) ->
         await asyncio.sleep(HEADER_S * 1.5)  # idle, but within the keep-alive timeout
         assert not reader.at_eof()
     writer.close()
+
+
+async def test_a_refused_admin_call_does_not_leave_a_header_deadline_running(bounded) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", bounded.running.admin_port)
+    writer.write(b"GET /admin/config HTTP/1.1\r\nHost: sidecar\r\n\r\n")  # no token: 401
+    status_line, _ = await _read_answer(reader)
+    assert status_line.startswith(b"HTTP/1.1 401")
+    await asyncio.sleep(HEADER_S * 2)  # past the header deadline, within the keep-alive one
+    assert not reader.at_eof()
+    writer.close()
+    assert not await _metric(bounded, 'llm_requests_refused_total{limit="header_time"} 1.0')
+
+
+ANSWER_TEXT_BYTES = 12 * 1024 * 1024  # more than loopback socket buffers absorb
+
+
+async def _big_answer(request: web.Request) -> web.Response:
+    await request.read()
+    message = {"role": "assistant", "content": "x" * ANSWER_TEXT_BYTES}
+    answer = {
+        "id": "c",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+    return web.json_response(answer)
+
+
+async def test_a_caller_that_stops_reading_an_answer_is_cut_after_the_send_timeout(
+    sidecar_factory,
+) -> None:
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", _big_answer)
+    server = TestServer(upstream)
+    await server.start_server()
+    try:
+        provider = {
+            "name": "big",
+            "type": "openai-compatible",
+            "baseUrl": str(server.make_url("/v1")),
+        }
+        sidecar = await sidecar_factory(
+            policy(providers=[provider]), send_timeout_s=0.5, max_answer_bytes=64 * 1024 * 1024
+        )
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that never reads
+        client.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(
+            client, ("127.0.0.1", sidecar.running.data_port)
+        )
+        client.send(_request("/v1/chat/completions", BODY))
+        registry = sidecar.state.metrics.registry
+        sample = ("llm_requests_refused_total", {"limit": "send_time"})
+        await wait_until(lambda: registry.get_sample_value(*sample) == 1)
+        assert await _metric(sidecar, "llm_requests_in_flight 0.0")
+        client.close()
+    finally:
+        await server.close()

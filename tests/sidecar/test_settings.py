@@ -41,17 +41,18 @@ def test_environment_then_flags(tmp_path: Path) -> None:
 def test_connection_time_bounds_have_defaults_and_variables() -> None:
     defaults = load_settings([], {})
     assert (defaults.header_timeout_s, defaults.body_timeout_s) == (10.0, 30.0)
-    assert defaults.keepalive_timeout_s == 75.0
+    assert (defaults.keepalive_timeout_s, defaults.send_timeout_s) == (75.0, 30.0)
     settings = load_settings(
         [],
         {
             "SLUICE_HEADER_TIMEOUT_SECONDS": "2.5",
             "SLUICE_BODY_TIMEOUT_SECONDS": "5",
             "SLUICE_KEEPALIVE_TIMEOUT_SECONDS": "30",
+            "SLUICE_SEND_TIMEOUT_SECONDS": "7",
         },
     )
     assert (settings.header_timeout_s, settings.body_timeout_s) == (2.5, 5.0)
-    assert settings.keepalive_timeout_s == 30.0
+    assert (settings.keepalive_timeout_s, settings.send_timeout_s) == (30.0, 7.0)
 
 
 def test_upstream_answer_bounds_have_defaults_and_variables() -> None:
