@@ -20,8 +20,10 @@ from e2e.harness import processes, rbac
 from e2e.harness.binaries import Binaries, BinariesUnavailable, find_binaries
 from e2e.harness.client import ApiError, JsonObject
 from e2e.harness.controlplane import ControlPlane
+from e2e.harness.helm_cluster import HelmCluster
 from e2e.harness.kubelet import FakeKubelet, IpAllocator, KubeletFactory, LaunchFactory
 from e2e.harness.rbac import ServiceAccountFactory
+from e2e.harness.services import ServiceProxy
 from e2e.image_fixtures import images
 from e2e.sluice import SluiceDeployment
 
@@ -194,3 +196,22 @@ def sluice(
     finally:
         print("---- operator log (tail) ----\n" + deployment.logs())
         deployment.stop_operator()
+
+
+@pytest.fixture(scope="module")
+def helm_cluster(
+    k8s_binaries: Binaries,
+    helm: Path,
+    loopback_ips: IpAllocator,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[HelmCluster]:
+    """A fresh control plane for one module that installs the chart with helm, with
+    Services routed to Pod IPs and fake kubelets on demand (``e2e/harness/helm_cluster.py``)."""
+    cp = ControlPlane(k8s_binaries, tmp_path_factory.mktemp("helm-control-plane")).start()
+    cluster = HelmCluster(
+        cp, ServiceProxy(cp.api).start(), helm, tmp_path_factory.mktemp("helm-pods"), loopback_ips
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

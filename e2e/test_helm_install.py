@@ -8,26 +8,21 @@ through the chart's Service (``e2e/harness/services.py`` plays kube-proxy for lo
 ClusterIPs). Then a user's steps: annotate a Deployment, see its Pods injected, apply a
 policy, see it Ready and synced, ``helm upgrade`` with a changed value, ``helm uninstall``.
 
-A control plane of its own: the session one carries the hand-made install of ``e2e/sluice.py``
-(same cluster-scoped names), which helm would refuse to adopt.
+A control plane of its own (the ``cluster`` fixture): the session one carries the hand-made
+install of ``e2e/sluice.py`` (same cluster-scoped names), which helm would refuse to adopt.
 """
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from e2e.harness.binaries import Binaries
 from e2e.harness.controlplane import ControlPlane
+from e2e.harness.helm_cluster import INJECTED_SELECTOR, RELEASE_NAMESPACE, HelmCluster
 from e2e.harness.images import Image
-from e2e.harness.kubelet import FakeKubelet, IpAllocator
-from e2e.harness.pods import image_launch
+from e2e.harness.kubelet import FakeKubelet
 from e2e.harness.processes import wait_until
-from e2e.harness.services import ServiceProxy
 from e2e.sluice import WEBHOOK_CONFIGURATION, sidecar_launch
 from e2e.test_operator import (
     admin_token,
@@ -42,44 +37,7 @@ from e2e.test_operator import (
 
 pytestmark = pytest.mark.e2e
 CHART = Path(__file__).resolve().parents[1] / "helm" / "sluice"
-RELEASE, RELEASE_NAMESPACE, APP_NAMESPACE = "sluice", "sluice-system", "studio"
-OPERATOR_SELECTOR = "app.kubernetes.io/name=sluice,app.kubernetes.io/component=operator"
-
-
-@dataclass
-class Cluster:
-    cp: ControlPlane
-    proxy: ServiceProxy
-    helm: Path
-    workdir: Path
-
-    def helm_run(self, *args: str) -> str:
-        result = subprocess.run(
-            [str(self.helm), *args, "--kubeconfig", str(self.cp.admin_kubeconfig)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, f"helm {args[0]}: {result.stderr}\n{self.diagnose()}"
-        return result.stdout
-
-    def diagnose(self) -> str:
-        pods = self.cp.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
-        return f"pods:\n{pods}\nservice proxy errors: {self.proxy.errors[-5:]}"
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    k8s_binaries: Binaries, helm: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
-    cp = ControlPlane(k8s_binaries, tmp_path_factory.mktemp("helm-control-plane")).start()
-    proxy = ServiceProxy(cp.api).start()
-    try:
-        yield Cluster(cp, proxy, helm, tmp_path_factory.mktemp("helm-pods"))
-    finally:
-        proxy.stop()
-        cp.stop()
+RELEASE, APP_NAMESPACE = "sluice", "studio"
 
 
 def image_values(images: dict[str, Image]) -> list[str]:
@@ -115,48 +73,25 @@ def operator_pod(kubelet: FakeKubelet, exclude: str = "") -> str:
 
 @pytest.mark.timeout(600)
 def test_helm_install_upgrade_uninstall(
-    cluster: Cluster, images: dict[str, Image], loopback_ips: IpAllocator
+    helm_cluster: HelmCluster, images: dict[str, Image]
 ) -> None:
-    cp = cluster.cp
-    operator_kubelet = FakeKubelet(
-        cp.api,
-        RELEASE_NAMESPACE,
-        OPERATOR_SELECTOR,
-        image_launch(
-            cp.api, {i.name: i for i in images.values()}, cluster.workdir, cp.apiserver_port
-        ),
-        cluster.workdir / "logs",
-        loopback_ips,
-        ready_timeout=90,
-    ).start()
-    cp.kubectl("create", "namespace", APP_NAMESPACE)
-    app_kubelet = FakeKubelet(
-        cp.api,
-        APP_NAMESPACE,
-        "sluice.dev/injected=true",
-        sidecar_launch(cp, cluster.workdir / "sidecars"),
-        cluster.workdir / "logs",
-        loopback_ips,
-    ).start()
+    cluster = helm_cluster
+    operator_kubelet = cluster.operator_kubelet(images)
+    cluster.cp.kubectl("create", "namespace", APP_NAMESPACE)
+    app_kubelet = cluster.kubelet(
+        APP_NAMESPACE, INJECTED_SELECTOR, sidecar_launch(cluster.cp, cluster.workdir / "sidecars")
+    )
     try:
         install_and_use(cluster, images, operator_kubelet, app_kubelet)
         upgrade(cluster, operator_kubelet, app_kubelet)
         uninstall(cluster, operator_kubelet)
     except BaseException:
-        for kubelet in (operator_kubelet, app_kubelet):
-            for name in kubelet.slots():
-                process = kubelet.process(name)
-                if process is not None:
-                    print(f"---- pod {name} ----\n{process.tail(60)}")
-            print(f"kubelet errors: {kubelet.errors}")
+        print(cluster.diagnose())
         raise
-    finally:
-        app_kubelet.stop()
-        operator_kubelet.stop()
 
 
 def install_and_use(
-    cluster: Cluster, images: dict[str, Image], operator: FakeKubelet, app: FakeKubelet
+    cluster: HelmCluster, images: dict[str, Image], operator: FakeKubelet, app: FakeKubelet
 ) -> None:
     cp = cluster.cp
     notes = cluster.helm_run(
@@ -201,7 +136,7 @@ def wait_for_policy_synced(cp: ControlPlane, summary: str) -> dict:
     )
 
 
-def upgrade(cluster: Cluster, operator: FakeKubelet, app: FakeKubelet) -> None:
+def upgrade(cluster: HelmCluster, operator: FakeKubelet, app: FakeKubelet) -> None:
     cp = cluster.cp
     before = operator_pod(operator)
     cluster.helm_run(
@@ -226,7 +161,7 @@ def upgrade(cluster: Cluster, operator: FakeKubelet, app: FakeKubelet) -> None:
     wait_for_policy_synced(cp, "1/1")
 
 
-def uninstall(cluster: Cluster, operator: FakeKubelet) -> None:
+def uninstall(cluster: HelmCluster, operator: FakeKubelet) -> None:
     cp = cluster.cp
     cluster.helm_run("uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait", "--timeout", "120s")
     wait_until(lambda: not operator.slots(), 60, what="the operator pod to stop")
