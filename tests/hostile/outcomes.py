@@ -66,6 +66,10 @@ def expected(behaviour: str, route: Route) -> int | str:
         return 504
     if behaviour == "error-echoes-key":
         return 401
+    if behaviour in ("long-error", "huge-error"):
+        return 503
+    if behaviour == "error-in-pieces":
+        return 400
     if behaviour[:3] in ("429", "503"):
         return int(behaviour[:3])
     return "502 or 504" if behaviour in TOO_LARGE and not route.stream else 502

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import re
 import resource
 from collections.abc import AsyncIterator
@@ -15,10 +16,14 @@ import pytest_asyncio
 
 from sluice_sidecar.errors import PermanentUpstreamError, TransientUpstreamError
 from sluice_sidecar.transports.base import UpstreamRequest
-from sluice_sidecar.transports.http import DEFAULT_MAX_ANSWER_BYTES, HttpTransport
-from tests.hostile.conftest import MESSAGES, sdk_call
+from sluice_sidecar.transports.http import (
+    DEFAULT_MAX_ANSWER_BYTES,
+    MAX_DETAIL_CHARS,
+    HttpTransport,
+)
+from tests.hostile.conftest import MESSAGES, sdk_call, start_hostile_sidecar
 from tests.support.hostile_upstream import BEHAVIOUR_HEADER, BOMB_BYTES, HostileUpstream
-from tests.support.sidecar import SidecarHandle
+from tests.support.sidecar import SidecarHandle, close_test_sidecar
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -148,3 +153,37 @@ async def test_redirects_are_not_followed(
         await transport.send(request(hostile, "redirect", stream=False))
     assert caught.value.status == 502 and caught.value.upstream_status is None
     assert not [r for r in hostile.requests if r.path.startswith("/elsewhere")]
+
+
+async def test_a_long_provider_error_message_is_cut_in_our_messages_and_logs(
+    hostile: HostileUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sidecar = await start_hostile_sidecar(hostile, tmp_path, openai_providers=2)
+    caplog.set_level(logging.DEBUG, "sluice")
+    try:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await sdk_call(sidecar, "openai", "long-error")
+    finally:
+        await close_test_sidecar(sidecar)
+    assert caught.value.status_code == 503
+    assert len(caught.value.response.content) > 30_000  # the provider's own body, relayed whole
+    fallback = [r.getMessage() for r in caplog.records if r.name == "sluice.fallback"]
+    assert fallback and all(len(line) < MAX_DETAIL_CHARS + 200 for line in fallback)
+
+
+async def test_an_error_body_over_the_limit_is_not_relayed_cut(
+    hostile_sidecar: SidecarHandle,
+) -> None:
+    with pytest.raises(openai.APIStatusError) as caught:
+        await sdk_call(hostile_sidecar, "openai", "huge-error")
+    assert caught.value.status_code == 503
+    error = caught.value.response.json()["error"]  # the sidecar's own, in the caller's format
+    assert error["message"] == "upstream answered 503: Service Unavailable"
+
+
+async def test_an_error_body_arriving_in_pieces_is_relayed_whole(
+    hostile_sidecar: SidecarHandle,
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await sdk_call(hostile_sidecar, "openai", "error-in-pieces")
+    assert caught.value.response.json()["error"]["message"] == "bad request " * 100

@@ -10,7 +10,8 @@ sidecar's pool holds nothing between calls and file descriptors can be counted.
 Behaviours (``BEHAVIOURS``): ``ok``, ``bad-status-line``, ``bad-header``,
 ``reset-before-headers``, ``reset-after-headers``, ``stall``, ``stall-mid-body``, ``trickle``,
 ``huge-body``, ``gzip-bomb``, ``html-200``, ``invalid-sse``, ``sse-bad-json``, ``stream-cut``,
-``json-to-stream``, ``malformed-answer``, ``error-echoes-key``, ``redirect``, ``bad-chunk``,
+``json-to-stream``, ``malformed-answer``, ``error-echoes-key``, ``long-error``, ``huge-error``,
+``error-in-pieces``, ``redirect``, ``bad-chunk``,
 ``informational-first``, ``no-content``, ``header-flood``, ``429-…`` and
 ``503-…`` with odd Retry-After values (``RETRY_AFTER_VALUES``).
 """
@@ -480,6 +481,34 @@ async def error_echoes_key(upstream: HostileUpstream, conn: Connection) -> None:
     await conn.answer("401 Unauthorized", JSON, orjson.dumps(error))
 
 
+def _error_document(request: HostileRequest, message: str, kind: str) -> bytes:
+    if request.anthropic:
+        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+    return orjson.dumps({"error": {"message": message, "type": kind}})
+
+
+async def long_error(upstream: HostileUpstream, conn: Connection) -> None:
+    """A 503 whose error message is 33 KB long (a body the sidecar still relays)."""
+    body = _error_document(conn.request, "overloaded " * 3000, "overloaded_error")
+    await conn.answer("503 Service Unavailable", JSON, body)
+
+
+async def huge_error(upstream: HostileUpstream, conn: Connection) -> None:
+    """A 503 whose error body is 200 KB: over the sidecar's limit for error bodies."""
+    body = _error_document(conn.request, "overloaded " * 20000, "overloaded_error")
+    await conn.answer("503 Service Unavailable", JSON, body)
+
+
+async def error_in_pieces(upstream: HostileUpstream, conn: Connection) -> None:
+    """A 400 whose JSON body arrives in three parts, a little apart (as over a slow network)."""
+    body = _error_document(conn.request, "bad request " * 100, "invalid_request_error")
+    await conn.head("400 Bad Request", {"content-type": JSON, "content-length": str(len(body))})
+    third = len(body) // 3
+    for part in (body[:third], body[third : 2 * third], body[2 * third :]):
+        await conn.send(part)
+        await asyncio.sleep(TRICKLE_INTERVAL_S)
+
+
 async def redirect(upstream: HostileUpstream, conn: Connection) -> None:
     """Send the call (and its credentials, if followed) somewhere else."""
     location = f"{upstream.url}/elsewhere{conn.request.path}"
@@ -535,6 +564,9 @@ BEHAVIOURS: dict[str, Handler] = {
     "malformed-answer": malformed_answer,
     "error-echoes-key": error_echoes_key,
     "redirect": redirect,
+    "long-error": long_error,
+    "huge-error": huge_error,
+    "error-in-pieces": error_in_pieces,
     "bad-chunk": bad_chunk,
     "informational-first": informational_first,
     "no-content": no_content,

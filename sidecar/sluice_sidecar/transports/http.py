@@ -51,6 +51,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 MAX_ERROR_BODY = 64 * 1024
+MAX_DETAIL_CHARS = 1000  # of a provider's error message, in our own messages and logs
 DEFAULT_MAX_ANSWER_BYTES = 32 * 1024 * 1024  # a non-stream answer, decompressed
 DEFAULT_STREAM_IDLE_TIMEOUT_S = 300.0  # silence allowed between two chunks of a stream
 # A stream's first event must arrive within this many bytes (comments before it included).
@@ -162,17 +163,16 @@ async def _raise_for_status(response: aiohttp.ClientResponse, secrets: list[str]
             " does not follow; check the provider's baseUrl",
             reason="redirect",
         )
-    try:
-        body = await response.content.read(MAX_ERROR_BODY)
-    except (aiohttp.ClientError, TimeoutError):
-        body = b""
+    body = await _read_error_body(response)
     # Some providers quote the key they rejected: it must not reach the caller.
-    body = redact_bytes(body, secrets)
+    body = redact_bytes(body, secrets) if body is not None else None
     headers = relayable_headers(response.headers)
     retry_after = requested_wait_seconds(headers)
     sanitise_wait_headers(headers)
     error_class = classify_upstream_status(response.status)
-    detail = redact(_error_message(body) or response.reason or "", secrets)
+    # The provider's body is relayed whole; our message (and the log lines quoting it) only
+    # carries the start of its text.
+    detail = redact(_error_message(body) or response.reason or "", secrets)[:MAX_DETAIL_CHARS]
     raise error_class(
         f"upstream answered {response.status}: {detail}".rstrip(": "),
         reason=reason_for_status(response.status),
@@ -183,7 +183,28 @@ async def _raise_for_status(response: aiohttp.ClientResponse, secrets: list[str]
     )
 
 
-def _error_message(body: bytes) -> str | None:
+async def _read_error_body(response: aiohttp.ClientResponse) -> bytes | None:
+    """The provider's whole error body, or None when it is too long or broke off.
+
+    A cut body is not relayed: the caller's SDK would fail to parse it. Without one, the
+    caller gets the sidecar's own error with the provider's status, in its API format.
+    """
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > MAX_ERROR_BODY:
+                return None
+            parts.append(chunk)
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    return b"".join(parts)
+
+
+def _error_message(body: bytes | None) -> str | None:
+    if not body:
+        return None
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
