@@ -77,7 +77,7 @@ class SseUsageReader:
 
     def __init__(self, *, strip_openai_usage: bool = False) -> None:
         self.strip = strip_openai_usage
-        self._pending = b""
+        self._pending = bytearray()  # the start of an event not yet ended; appended to in place
         self._input = 0
         self._output = 0
         self._cached = 0
@@ -89,16 +89,20 @@ class SseUsageReader:
         return Usage(self._input, self._output, self._cached) if self.found else None
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk
-        lf, crlf = data.rfind(b"\n\n"), data.rfind(b"\r\n\r\n")
+        # Only the new bytes (and the 3 before them, for a separator split across chunks) can
+        # end an event: a stream trickled in small chunks costs linear time, not quadratic.
+        held = len(self._pending)
+        self._pending += chunk
+        data = self._pending
+        lf, crlf = data.rfind(b"\n\n", max(held - 1, 0)), data.rfind(b"\r\n\r\n", max(held - 3, 0))
         end = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
         if end == 0:
             if len(data) > MAX_PENDING_EVENT_BYTES:
-                self._pending = b""
-                return data
-            self._pending = data
+                self._pending = bytearray()
+                return bytes(data)
             return b""
-        complete, self._pending = data[:end], data[end:]
+        complete = bytes(data[:end])
+        del self._pending[:end]
         if not _has_usage(complete):
             return complete
         parts = _EVENT_END.split(complete)  # event, separator, event, separator, ..., b""
@@ -108,7 +112,7 @@ class SseUsageReader:
         return b"".join(kept)
 
     def flush(self) -> bytes:
-        rest, self._pending = self._pending, b""
+        rest, self._pending = bytes(self._pending), bytearray()
         if rest and _has_usage(rest) and not self._event(rest):
             return b""
         return rest

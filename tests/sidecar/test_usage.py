@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sluice_sidecar.usage import (
     DEFAULT_MAX_OUTPUT_TOKENS,
+    MAX_PENDING_EVENT_BYTES,
     OutputBound,
     SseUsageReader,
     Usage,
@@ -148,3 +151,13 @@ def test_only_the_closing_usage_makes_a_stream_final() -> None:
     chat = SseUsageReader()
     chat.feed(OPENAI_STREAM)
     assert chat.final
+
+
+def test_a_stream_trickled_in_small_chunks_costs_linear_time() -> None:
+    """A hostile upstream sends 1 MiB without an event end, 64 bytes at a time (was ~13 s)."""
+    event = b"data: " + b"x" * (MAX_PENDING_EVENT_BYTES - 100) + b"\n\n"
+    reader = SseUsageReader()
+    started = time.process_time()
+    passed = b"".join(reader.feed(event[i : i + 64]) for i in range(0, len(event), 64))
+    assert time.process_time() - started < 1.0
+    assert passed == event  # passed on whole once it ended
