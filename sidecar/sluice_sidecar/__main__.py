@@ -6,13 +6,22 @@ import asyncio
 import logging
 import sys
 
+from pydantic import ValidationError
+
+from sluice_sidecar.config.model import config_problems
 from sluice_sidecar.logs import configure_logging
 from sluice_sidecar.server import serve
 from sluice_sidecar.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings(argv)
+    try:
+        settings = load_settings(argv)
+    except (ValidationError, OSError) as error:
+        # A bad flag, variable or token file: say which, not a traceback.
+        problems = config_problems(error) if isinstance(error, ValidationError) else [str(error)]
+        print("sluice-sidecar: invalid settings:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sluice_sidecar.__main__ import main
 from sluice_sidecar.settings import load_settings
 from sluice_sidecar.transports.http import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT_S
 
@@ -63,3 +64,14 @@ def test_upstream_answer_bounds_have_defaults_and_variables() -> None:
         [], {"SLUICE_MAX_ANSWER_BYTES": "65536", "SLUICE_STREAM_IDLE_TIMEOUT_SECONDS": "12"}
     )
     assert (settings.max_answer_bytes, settings.stream_idle_timeout_s) == (65536, 12.0)
+
+
+def test_invalid_settings_exit_2_naming_each_problem(monkeypatch, capsys, tmp_path: Path) -> None:
+    monkeypatch.setenv("SLUICE_HEADER_TIMEOUT_SECONDS", "soon")
+    assert main(["--data-port", "99999"]) == 2
+    problems = capsys.readouterr().err
+    assert "data_port: Input should be less than or equal to 65535" in problems
+    assert "header_timeout_s: Input should be a valid number" in problems
+    monkeypatch.delenv("SLUICE_HEADER_TIMEOUT_SECONDS")
+    assert main(["--admin-token-file", str(tmp_path / "missing")]) == 2
+    assert "No such file or directory" in capsys.readouterr().err
