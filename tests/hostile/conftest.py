@@ -103,6 +103,19 @@ async def sdk_call(sidecar: SidecarHandle, api: str, behaviour: str) -> None:
         )
 
 
+async def error_from_own_sidecar(
+    upstream: HostileUpstream, secrets_dir: Path, behaviour: str, **spec: Any
+) -> openai.APIStatusError:
+    """The error of one OpenAI call, asking for ``behaviour``, through a sidecar of its own."""
+    sidecar = await start_hostile_sidecar(upstream, secrets_dir, **spec)
+    try:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await sdk_call(sidecar, "openai", behaviour)
+    finally:
+        await close_test_sidecar(sidecar)
+    return caught.value
+
+
 def leaked(text: str) -> list[str]:
     """The provider keys (or their long tails) that appear in ``text``."""
     return [key for key in SECRETS if key in text or key[8:] in text]

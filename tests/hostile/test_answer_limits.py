@@ -21,9 +21,9 @@ from sluice_sidecar.transports.http import (
     MAX_DETAIL_CHARS,
     HttpTransport,
 )
-from tests.hostile.conftest import MESSAGES, sdk_call, start_hostile_sidecar
+from tests.hostile.conftest import MESSAGES, error_from_own_sidecar, sdk_call
 from tests.support.hostile_upstream import BEHAVIOUR_HEADER, BOMB_BYTES, HostileUpstream
-from tests.support.sidecar import SidecarHandle, close_test_sidecar
+from tests.support.sidecar import SidecarHandle
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -158,15 +158,10 @@ async def test_redirects_are_not_followed(
 async def test_a_long_provider_error_message_is_cut_in_our_messages_and_logs(
     hostile: HostileUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sidecar = await start_hostile_sidecar(hostile, tmp_path, openai_providers=2)
     caplog.set_level(logging.DEBUG, "sluice")
-    try:
-        with pytest.raises(openai.APIStatusError) as caught:
-            await sdk_call(sidecar, "openai", "long-error")
-    finally:
-        await close_test_sidecar(sidecar)
-    assert caught.value.status_code == 503
-    assert len(caught.value.response.content) > 30_000  # the provider's own body, relayed whole
+    error = await error_from_own_sidecar(hostile, tmp_path, "long-error", openai_providers=2)
+    assert error.status_code == 503
+    assert len(error.response.content) > 30_000  # the provider's own body, relayed whole
     fallback = [r.getMessage() for r in caplog.records if r.name == "sluice.fallback"]
     assert fallback and all(len(line) < MAX_DETAIL_CHARS + 200 for line in fallback)
 

@@ -8,9 +8,9 @@ import anthropic
 import openai
 import pytest
 
-from tests.hostile.conftest import OPENAI_KEY, leaked, sdk_call, start_hostile_sidecar
+from tests.hostile.conftest import OPENAI_KEY, error_from_own_sidecar, leaked, sdk_call
 from tests.support.hostile_upstream import HostileUpstream
-from tests.support.sidecar import SidecarHandle, close_test_sidecar
+from tests.support.sidecar import SidecarHandle
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -51,13 +51,8 @@ async def test_provider_error_quoting_the_key_is_relayed_without_it(
 async def test_fallback_log_names_the_failure_without_the_key(
     hostile: HostileUpstream, tmp_path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sidecar = await start_hostile_sidecar(hostile, tmp_path, openai_providers=2)
     caplog.set_level(logging.DEBUG, "sluice")
-    try:
-        with pytest.raises(openai.APIStatusError):
-            await sdk_call(sidecar, "openai", "bad-header")
-    finally:
-        await close_test_sidecar(sidecar)
+    await error_from_own_sidecar(hostile, tmp_path, "bad-header", openai_providers=2)
     assert leaked(caplog.text) == []
     assert "falling back from hostile-openai to hostile-openai-2: upstream connection failed" in (
         caplog.text
@@ -67,14 +62,11 @@ async def test_fallback_log_names_the_failure_without_the_key(
 async def test_a_key_under_a_custom_header_is_masked_in_a_relayed_error(
     hostile: HostileUpstream, tmp_path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sidecar = await start_hostile_sidecar(hostile, tmp_path, auth_header="x-gateway-key")
     caplog.set_level(logging.DEBUG, "sluice")
-    try:
-        with pytest.raises(openai.AuthenticationError) as caught:
-            await sdk_call(sidecar, "openai", "error-echoes-key")
-    finally:
-        await close_test_sidecar(sidecar)
+    error = await error_from_own_sidecar(
+        hostile, tmp_path, "error-echoes-key", auth_header="x-gateway-key"
+    )
     assert hostile.requests[-1].headers["x-gateway-key"] == OPENAI_KEY
-    assert leaked(caught.value.response.text) == []
+    assert leaked(error.response.text) == []
     assert leaked(caplog.text) == []
-    assert "x-gateway-key=[redacted]" in caught.value.message
+    assert error.status_code == 401 and "x-gateway-key=[redacted]" in error.message
