@@ -22,7 +22,7 @@ SLACK_S = 0.6
 CALLERS = 3
 EMBEDDINGS = next(r for r in ROUTES if r.name == "embeddings")
 BATCHING = {"embeddings": {"enabled": True, "maxBatchSize": CALLERS, "maxWaitMs": 200}}
-SETTLE_S = 1.0
+SETTLE_S = 0.5
 MERGED_CALL_OUTLIVES_ITS_CALLERS = pytest.mark.xfail(
     strict=True,
     raises=TimeoutError,
