@@ -14,6 +14,7 @@ import base64
 import functools
 import json
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,8 +258,6 @@ def sidecar_config(slot: PodSlot, token: str) -> dict[str, Any]:
 
 def sidecar_admin(slot: PodSlot, token: str, path: str) -> dict[str, Any]:
     """GET an admin path of a running sidecar."""
-    import urllib.request
-
     port = next(
         p["containerPort"]
         for c in slot.pod["spec"].get("initContainers", []) + slot.pod["spec"]["containers"]

@@ -11,13 +11,15 @@ from __future__ import annotations
 import re
 import secrets
 import subprocess
+import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from e2e.harness import certs, net, processes
-from e2e.harness.binaries import Binaries
+from e2e.harness.binaries import Binaries, find_binaries
 from e2e.harness.client import ApiClient, ApiError, JsonObject
 from e2e.harness.kubeconfig import write_kubeconfig
 
@@ -275,8 +277,6 @@ class ControlPlane:
 
 
 def _http_ok(url: str, expect: str) -> bool:
-    import urllib.request
-
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return expect in resp.read().decode()
@@ -293,10 +293,6 @@ def _client_ok(client: ApiClient, path: str) -> bool:
 
 def main() -> None:
     """Start a control plane by hand and keep it until Ctrl-C."""
-    import tempfile
-
-    from e2e.harness.binaries import find_binaries
-
     processes.install_cleanup()
     workdir = Path(tempfile.mkdtemp(prefix="sluice-cp-"))
     with ControlPlane(

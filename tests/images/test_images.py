@@ -14,12 +14,15 @@ from pathlib import Path
 
 import aiohttp
 import openai
+import pytest
 
 from e2e.harness import net
 from e2e.harness.images import Container, Image
 from tests.support.sidecar import compile_policy, policy, provider_for
 from tests.support.simulator import SimulatedLLM
 
+# The first test here may build the images (minutes when cold); the build is its setup.
+pytestmark = pytest.mark.timeout(900)
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 NON_ROOT = "65532:65532"
