@@ -19,10 +19,11 @@ fixed rotation of ten:
 * a request the sidecar must refuse: body not JSON, or no model (1 of 10).
 
 It prints the sidecar's resident memory (``VmRSS``) every 10,000 calls and the count of answers
-by status. Pass: RSS after the last call within ``--plateau`` (10 %) of RSS at half-way, no
-answer 500, every call answered. Exit 1 when memory did not plateau or a call got a 500 or no
-answer, 2 when the run passed ``--max-seconds``. The client, the sidecar and the simulator share
-the machine; the run is niced. See bench/README.md.
+by status, then what the usage ledger recorded against what the budget charged. Pass: RSS after
+the last call within ``--plateau`` (10 %) of RSS at half-way, no answer 500, every call
+answered, ledger cost equal to budget spend with nothing left reserved (no spend lost). Exit 1
+when any of these fails, 2 when the run passed ``--max-seconds``. The client, the sidecar and
+the simulator share the machine; the run is niced. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ import selectors
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ import aiohttp
 import overhead_targets as targets
 
 TOKEN = "soak-admin-token"
+LEDGER_KEYS = ("ledger_usd", "budget_usd", "reserved_usd")
 REPORT_EVERY = 10_000  # fewer calls than ten times this: RSS every tenth of the run
 POLICY = """\
 apiVersion: sluice.dev/v1alpha1
@@ -76,6 +80,7 @@ class Tally:
     failures: collections.Counter[str] = field(default_factory=collections.Counter)
     done: int = 0
     rss_kib: dict[int, int] = field(default_factory=dict)
+    spend: dict[str, str] = field(default_factory=dict)
 
 
 def request_for(i: int) -> tuple[str, dict[str, str], bytes]:
@@ -181,7 +186,33 @@ def verdict(tally: Tally, calls: int, plateau: float) -> list[str]:
         problems.append(f"{tally.statuses[500]} answers were 500")
     if tally.failures:
         problems.append(f"calls without an answer: {dict(tally.failures)}")
+    spend = tally.spend
+    ledger, budget, held = (Decimal(spend.get(k, "0")) for k in LEDGER_KEYS)
+    if ledger != budget or held:
+        problems.append(f"spend lost or held: {spend}")
     return problems
+
+
+def spend_figures(admin_url: str) -> dict[str, str]:
+    """What the usage ledger recorded and the budget charged: with every call priced and the
+    budget over all of them, the two must be equal and nothing left reserved."""
+
+    def get(path: str) -> Any:
+        request = urllib.request.Request(
+            admin_url + path, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return json.loads(reply.read())
+
+    [row] = get("/admin/budgets")["budgets"]
+    totals = get("/admin/usage")["totals"]
+    return {
+        "ledger_usd": totals["costUSD"],
+        "budget_usd": row["spentUSD"],
+        "reserved_usd": row["reservedUSD"],
+        "saved_usd": totals["savedUSD"],
+        "estimated_calls": str(totals.get("estimatedUsageCalls", 0)),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     tally = Tally()
     with tempfile.TemporaryDirectory() as tmp, targets.Fleet(Path(tmp), None) as fleet:
         upstream = start_simulator(fleet)
-        sidecar, _ = start_sidecar(fleet, upstream)
+        sidecar, admin_url = start_sidecar(fleet, upstream)
         rss_start = targets.rss_kib(sidecar.proc.pid)
         print(f"sidecar ready, RSS {rss_start / 1024:.1f} MiB; {args.calls} calls, "
               f"{args.concurrency} at a time")  # fmt: skip
@@ -205,7 +236,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"FAIL: not done after {args.max_seconds} s ({tally.done} calls)")
             return 2
         elapsed = time.monotonic() - started
+        tally.spend = spend_figures(admin_url)
     problems = verdict(tally, args.calls, args.plateau)
+    print(f"spend: {tally.spend}")
     print(f"{args.calls} calls in {elapsed:.0f} s; statuses {dict(sorted(tally.statuses.items()))}")
     if args.json:
         report = {
@@ -216,13 +249,14 @@ def run(args: argparse.Namespace) -> int:
             "rss_kib": tally.rss_kib,
             "statuses": dict(tally.statuses),
             "failures": dict(tally.failures),
+            "spend": tally.spend,
             "problems": problems,
         }
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     for problem in problems:
         print(f"FAIL: {problem}")
     if not problems:
-        print(f"PASS: memory plateaued (within {args.plateau:.0%} from half-way to the end)")
+        print(f"PASS: memory plateaued (within {args.plateau:.0%} from half-way), no spend lost")
     return 1 if problems else 0
 
 
