@@ -47,7 +47,8 @@ def _routes() -> list[Route]:
 ROUTES = _routes()
 # A good answer however it is wrapped: 1xx interim answers before it are skipped.
 GOOD = frozenset({"ok", "informational-first"})
-STALLS = frozenset({"stall", "stall-mid-body", "trickle"})
+# Answers that never end, which the deadline ends (a chunked JSON answer needs its last chunk).
+STALLS = frozenset({"stall", "stall-mid-body", "trickle", "stall-after-end"})
 # Reading (or inflating) 32 MiB may outlast a short deadline on a busy machine: either is fine.
 TOO_LARGE = frozenset({"huge-body", "gzip-bomb"})
 # Once a stream's first event reached the caller, a failure can only end it with an error event.
@@ -57,6 +58,8 @@ STARTED_STREAM_FAILURES = frozenset({"stall-mid-body", "trickle", "stream-cut"})
 def expected(behaviour: str, route: Route) -> int | str:
     """The status the caller must get, or "answer" / "error event" for a 200 stream or body."""
     if behaviour in GOOD or (behaviour == "json-to-stream" and not route.stream):
+        return "answer"
+    if behaviour == "stall-after-end" and route.stream:
         return "answer"
     if behaviour == "malformed-answer" and not route.stream:
         return "answer"  # valid JSON is relayed as it came: the caller's SDK judges its shape

@@ -33,7 +33,7 @@ MERGED_CALL_OUTLIVES_ITS_CALLERS = pytest.mark.xfail(
 
 
 def _case(behaviour: str) -> object:
-    if behaviour in ("stall", "stall-mid-body", "trickle"):
+    if behaviour in ("stall", "stall-mid-body", "trickle", "stall-after-end"):
         return pytest.param(behaviour, marks=MERGED_CALL_OUTLIVES_ITS_CALLERS)
     return behaviour
 

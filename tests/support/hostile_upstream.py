@@ -10,6 +10,7 @@ sidecar's pool holds nothing between calls and file descriptors can be counted.
 Behaviours (``BEHAVIOURS``): ``ok``, ``bad-status-line``, ``bad-header``,
 ``reset-before-headers``, ``reset-after-headers``, ``stall``, ``stall-mid-body``, ``trickle``,
 ``huge-body``, ``gzip-bomb``, ``html-200``, ``invalid-sse``, ``sse-bad-json``, ``stream-cut``,
+``stall-after-end``,
 ``json-to-stream``, ``malformed-answer``, ``error-echoes-key``, ``long-error``, ``huge-error``,
 ``error-in-pieces``, ``redirect``, ``bad-chunk``,
 ``informational-first``, ``no-content``, ``header-flood``, ``429-…`` and
@@ -453,6 +454,19 @@ async def stream_cut(upstream: HostileUpstream, conn: Connection) -> None:
     await conn.end_chunks()
 
 
+async def stall_after_end(upstream: HostileUpstream, conn: Connection) -> None:
+    """A whole answer (a stream with its terminator), but the HTTP answer never ends."""
+    request = conn.request
+    await conn.head("200 OK", {"content-type": _content_type(request)}, chunked=True)
+    if request.stream:
+        events, terminator = stream_events(request)
+        for data in (*events, terminator):
+            await conn.chunk(data)
+    else:
+        await conn.chunk(orjson.dumps(good_json(request)))
+    await conn.until_closed()
+
+
 async def json_to_stream(upstream: HostileUpstream, conn: Connection) -> None:
     """A good JSON answer whatever was asked: wrong for a stream (stream: true)."""
     await conn.answer("200 OK", JSON, orjson.dumps(good_json(conn.request)))
@@ -560,6 +574,7 @@ BEHAVIOURS: dict[str, Handler] = {
     "invalid-sse": invalid_sse,
     "sse-bad-json": sse_bad_json,
     "stream-cut": stream_cut,
+    "stall-after-end": stall_after_end,
     "json-to-stream": json_to_stream,
     "malformed-answer": malformed_answer,
     "error-echoes-key": error_echoes_key,

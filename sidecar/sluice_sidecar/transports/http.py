@@ -14,6 +14,7 @@ and must end with its terminator. Redirects are not followed (the key would go w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import NoReturn
 
@@ -56,6 +57,7 @@ DEFAULT_MAX_ANSWER_BYTES = 32 * 1024 * 1024  # a non-stream answer, decompressed
 DEFAULT_STREAM_IDLE_TIMEOUT_S = 300.0  # silence allowed between two chunks of a stream
 # A stream's first event must arrive within this many bytes (comments before it included).
 MAX_FIRST_EVENT_BYTES = 64 * 1024
+END_GRACE_S = 0.1  # after a stream's terminator, the wait for its HTTP answer to end
 EVENT_STREAM = "text/event-stream"
 
 
@@ -334,13 +336,20 @@ async def _rest(chunks: AsyncIterator[bytes], check: StreamCheck, idle_s: float)
 
     A connection that breaks, a silence past the idle limit, or an end without the
     terminator each become a transient upstream error, which the proxy turns into the
-    caller's error event (the stream already started, so there is no retry).
+    caller's error event (the stream already started, so there is no retry). Once the
+    terminator arrived the answer is complete: the caller's stream ends then, whether or not
+    the upstream also ends its HTTP answer (SDKs read to the end after ``[DONE]``).
     """
-    while (chunk := await _next_chunk(chunks, idle_s, started=True)) is not None:
+    while not check.ended:
+        chunk = await _next_chunk(chunks, idle_s, started=True)
+        if chunk is None:
+            raise TransientUpstreamError(
+                "upstream stream ended without its final event ([DONE] or message_stop)",
+                reason="broken stream",
+            )
         check.feed(chunk)
         yield chunk
-    if not check.terminated:
-        raise TransientUpstreamError(
-            "upstream stream ended without its final event ([DONE] or message_stop)",
-            reason="broken stream",
-        )
+    # The end of the HTTP answer normally follows at once; waiting a moment for it lets the
+    # connection be reused. Whatever comes instead (data after the end, silence) is dropped.
+    with contextlib.suppress(TransientUpstreamError):
+        await _next_chunk(chunks, END_GRACE_S, started=True)

@@ -49,9 +49,14 @@ class StreamCheck:
             self._pending.clear()
 
     @property
+    def ended(self) -> bool:
+        """The terminator arrived and nothing follows it (so far)."""
+        return self.terminated and not self._pending.strip()
+
+    @property
     def complete(self) -> bool:
         """Well-formed from start to end, and its last event was the terminator."""
-        return self.well_formed and self.terminated and not self._pending.strip()
+        return self.well_formed and self.ended
 
     def _event(self, event: bytes) -> None:
         data: list[bytes] = []
