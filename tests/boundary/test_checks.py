@@ -1,0 +1,45 @@
+"""The boundary's checks (``sluice_sidecar.boundary``) as functions: depth, cost (unit)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from sluice_sidecar.boundary import MAX_JSON_DEPTH, LimitExceeded, nesting_depth, parse_body
+
+
+@pytest.mark.parametrize(
+    ("value", "depth"),
+    [({}, 1), ([], 1), ({"a": [1, {"b": []}]}, 4), ("x", 0), ([[[[]]], []], 4)],
+)
+def test_nesting_depth_counts_arrays_and_objects(value: object, depth: int) -> None:
+    assert nesting_depth(value) == depth
+
+
+def test_parse_body_refuses_one_level_past_the_limit() -> None:
+    def body(levels: int) -> bytes:
+        return b'{"model": "m", "x": ' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+
+    assert parse_body(body(MAX_JSON_DEPTH))["model"] == "m"
+    with pytest.raises(LimitExceeded) as caught:
+        parse_body(body(MAX_JSON_DEPTH + 1))
+    assert caught.value.limit == "json_depth" and caught.value.status == 400
+
+
+def _fastest(run: Callable[[], object]) -> float:
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        run()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
+def test_the_depth_check_costs_less_than_parsing_a_body_of_many_containers() -> None:
+    """A body of many tiny arrays must not make the check the expensive part (CPU abuse)."""
+    raw = b'{"model": "m", "x": [' + b",".join([b"[]"] * 100_000) + b"]}"
+    body = orjson.loads(raw)
+    assert _fastest(lambda: nesting_depth(body)) < 2 * _fastest(lambda: orjson.loads(raw))
