@@ -33,7 +33,7 @@ OPENAI_KEY = "sk-hostile-openai-5f3c9a1e7b2d4c6a"
 ANTHROPIC_KEY = "sk-ant-hostile-secret-8e1f2a3b4c5d6e7f"
 SECRETS = (OPENAI_KEY, ANTHROPIC_KEY)
 KEY_ENV = "SLUICE_TEST_HOSTILE_OPENAI_KEY"
-DEADLINE_S = 0.5
+DEADLINE_S = 1.0  # short, so stalls answer fast; long enough for a busy machine
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
