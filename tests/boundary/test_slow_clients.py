@@ -212,3 +212,22 @@ async def test_a_caller_that_stops_reading_an_answer_is_cut_after_the_send_timeo
         client.close()
     finally:
         await server.close()
+
+
+async def test_a_trickled_body_gets_408_within_the_body_timeout(bounded) -> None:
+    reader, writer = await _connect(bounded)
+    writer.write(_request("/v1/chat/completions", b"", length=10_000, close=True))
+
+    async def trickle() -> None:
+        while True:
+            writer.write(b" ")
+            await asyncio.sleep(0.02)  # the slow sender is the behaviour under test
+
+    sender = asyncio.create_task(trickle())
+    try:
+        status_line, _ = await _read_answer(reader)
+    finally:
+        sender.cancel()
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 408")
+    assert await _metric(bounded, "llm_requests_in_flight 0.0")
