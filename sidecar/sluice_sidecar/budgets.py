@@ -5,7 +5,8 @@ configuration (``runtime.build_runtime``). ``BudgetLedger`` (one per process, in
 ``SidecarState``, surviving configuration swaps) admits a call by *reserving* its estimated cost
 and tokens in every budget that applies, and settles the reservation with the actual cost when
 the answer is complete, so concurrent calls cannot all pass one check and overspend together.
-Refusal: ``errors.BudgetExceeded`` (429). Soft budgets never refuse; they log and count.
+Refusal: ``errors.BudgetExceeded`` (429). Soft budgets never refuse; they count every call over
+their limit and log it at most once a minute per budget.
 
 Stores keep counters per (budget, period key): ``MemoryBudgetStore`` here (optionally saved to
 a state file, see ``budget_store``), ``RedisBudgetStore`` in ``budget_redis`` (shared by
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 from sluice_sidecar.budget_periods import Period, period_of
 from sluice_sidecar.config.economics import CompiledBudget
 from sluice_sidecar.errors import BudgetExceeded
+from sluice_sidecar.throttled_log import ThrottledLog
 from sluice_sidecar.usage import OutputBound
 
 logger = logging.getLogger("sluice.budget")
@@ -262,6 +264,7 @@ class BudgetLedger:
         self.now = now
         self._on_refusal = on_refusal
         self._observer = observer
+        self._soft_warnings = ThrottledLog(logger)  # an exceeded soft budget: every call over it
 
     async def admit(
         self,
@@ -310,7 +313,9 @@ class BudgetLedger:
         self, rule: BudgetRule, cost: Decimal, tokens: int, reservation: Reservation
     ) -> None:
         if reservation.remaining is not None and reservation.remaining < 0:
-            logger.warning(
+            self._soft_warnings.log(
+                logging.WARNING,
+                rule.identity,
                 "budget %s exceeded (soft enforcement, call allowed): %s over its %s limit",
                 rule.identity,
                 -reservation.remaining,

@@ -137,18 +137,23 @@ async def test_anthropic_caller_gets_its_own_error_format(
 
 
 async def test_soft_budget_lets_calls_through_and_counts(
-    llm: SimulatedLLM, economics_sidecar
+    llm: SimulatedLLM, economics_sidecar, caplog
 ) -> None:
     sidecar = await economics_sidecar(
         priced_policy(llm), [budget(limits={"costUSD": 1}, enforcement="soft")]
     )
     async with client(sidecar) as c:
-        for _ in range(2):
+        for _ in range(5):
             await c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=10)
     _, body = await sidecar.admin("GET", "/admin/budgets")
     assert body["budgets"][0]["state"] == "Exceeded"
     metrics = await sidecar.metrics_text()
-    assert 'llm_budget_refusals_total{budget="tests/team",enforcement="soft"' in metrics
+    assert (
+        'llm_budget_refusals_total{budget="tests/team",enforcement="soft",reason="cost"} 5.0'
+        in metrics
+    )
+    warned = [r for r in caplog.records if "soft enforcement, call allowed" in r.getMessage()]
+    assert len(warned) == 1, "an exceeded soft budget warns once a minute, not on every call"
     assert 'llm_budget_threshold_crossings_total{budget="tests/team",level="Exceeded"} 1.0' in (
         metrics
     )
