@@ -80,6 +80,7 @@ def test_chart_ships_the_generated_crds() -> None:
         ("webhook.timeoutSeconds=60", "/webhook/timeoutSeconds"),
         ("webhook.certManager.enabled=yes", "/webhook/certManager/enabled"),
         ("push.attempts=0", "/push/attempts"),
+        ("sidecar.resources.request.cpu=1", "/sidecar/resources"),  # requests, not request
         ("replica=1", "additional properties 'replica'"),  # a typo is an error, not ignored
     ],
 )

@@ -97,6 +97,8 @@ def install_and_use(
     notes = cluster.helm_run(
         "install", RELEASE, str(CHART), "-n", RELEASE_NAMESPACE, "--create-namespace",
         *image_values(images), "--wait", "--timeout", "180s",
+        "--set", "sidecar.resources.requests.cpu=20m",
+        "--set", "sidecar.imagePullSecrets[0].name=sidecar-registry",
     )  # fmt: skip
     assert f"sidecar image:  {images['sidecar'].name}" in notes  # NOTES.txt: the next steps
     assert "annotate deployment NAME sluice.dev/inject=true" in notes
@@ -111,6 +113,8 @@ def install_and_use(
     (slot,) = running_sidecars(app, 1)
     (sidecar,) = [c for c in slot.pod["spec"]["initContainers"] if c["name"] == "sluice-proxy"]
     assert sidecar["image"] == images["sidecar"].name  # the chart's sidecar values
+    assert sidecar["resources"]["requests"] == {"cpu": "20m", "memory": "64Mi"}
+    assert {"name": "sidecar-registry"} in slot.pod["spec"]["imagePullSecrets"]
     token = admin_token(cp, APP_NAMESPACE)
     wait_until(
         lambda: versions(app, token) == {configmap_version(cp, APP_NAMESPACE, "studio")},

@@ -8,6 +8,7 @@ sidecar is returned unchanged.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from sluice_operator.settings import OperatorSettings, report_url
@@ -89,10 +90,7 @@ def sidecar_container(settings: OperatorSettings, workload: str, native: bool) -
             "periodSeconds": 1,
             "failureThreshold": 30,
         },
-        "resources": {
-            "requests": {"cpu": "50m", "memory": "64Mi"},
-            "limits": {"memory": "256Mi"},
-        },
+        "resources": json.loads(settings.sidecar_resources),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 65532,
@@ -160,6 +158,12 @@ def inject(
         {"name": "sluice-state", "emptyDir": {"sizeLimit": "16Mi"}},
     ]
     spec["volumes"] = [*(spec.get("volumes") or []), *volumes]
+    # The sidecar image may live in a private registry the app's own secrets do not cover.
+    pull = spec.get("imagePullSecrets") or []
+    present = {secret.get("name") for secret in pull}
+    wanted = [n.strip() for n in settings.sidecar_image_pull_secrets.split(",") if n.strip()]
+    if wanted:
+        spec["imagePullSecrets"] = pull + [{"name": n} for n in wanted if n not in present]
     labels = metadata.setdefault("labels", {})
     labels[INJECTED_LABEL] = "true"
     labels[WORKLOAD_LABEL] = workload

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ENV_PREFIX = "SLUICE_OPERATOR_"
 
@@ -15,6 +16,13 @@ class OperatorSettings(BaseModel):
 
     sidecar_image: str = Field(
         default="ghcr.io/sluice-dev/sluice-sidecar:0.1.0", description="Injected sidecar image."
+    )
+    sidecar_resources: str = Field(
+        default='{"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}',
+        description="Injected sidecar's resources: a JSON ResourceRequirements object.",
+    )
+    sidecar_image_pull_secrets: str = Field(
+        default="", description="Comma-separated Secrets added to injected Pods' imagePullSecrets."
     )
     admin_port: int = Field(default=15090, description="Sidecar admin port the operator pushes to.")
     data_port: int = Field(default=15000, description="Sidecar LLM API port apps call.")
@@ -58,6 +66,13 @@ class OperatorSettings(BaseModel):
         default=None,
         description="Reach every sidecar at this host instead of its pod IP (tests only).",
     )
+
+    @field_validator("sidecar_resources")
+    @classmethod
+    def _resources_are_a_json_object(cls, value: str) -> str:
+        if not isinstance(json.loads(value), dict):
+            raise ValueError("must be a JSON object (requests, limits)")
+        return value
 
 
 def report_url(settings: OperatorSettings) -> str:
