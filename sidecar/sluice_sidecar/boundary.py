@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from sluice_sidecar.errors import MalformedRequest
+from sluice_sidecar.errors import LimitExceeded, MalformedRequest
 
 # orjson refuses to encode past 254 levels and the usage estimate recurses; real LLM requests
 # (messages, tool schemas) stay under about 20. 64 leaves room and keeps every stage safe.
@@ -27,25 +27,6 @@ SIDECAR_HEADERS = ("x-llm-session", "x-llm-operation", "x-llm-priority", "x-llm-
 MAX_HEADER_CHARS = 256
 # Keys are ASCII at every provider; the sidecar compares, hashes and redacts them as text.
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
-
-
-class LimitExceeded(MalformedRequest):
-    """A request refused by one of the boundary's limits (400); ``limit`` labels the metric."""
-
-    def __init__(self, message: str, *, limit: str) -> None:
-        super().__init__(message, code=f"{limit}_exceeded")
-        self.limit = limit
-
-
-class BodyTimedOut(LimitExceeded):
-    """The body did not arrive within ``body_timeout_s`` after the headers (408)."""
-
-    status = 408
-
-    def __init__(self, timeout_s: float) -> None:
-        super().__init__(
-            f"the request body did not arrive within {timeout_s:g}s", limit="body_time"
-        )
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:

@@ -5,6 +5,8 @@
     SluiceError                      status, error type, message; rendered by ``render_error``
     ├── RequestError                 the caller's request is wrong: never retried
     │   ├── MalformedRequest         400 (bad JSON, missing model, unknown operation)
+    │   │   └── LimitExceeded        400: a boundary limit (nesting, name or header length)
+    │   │       └── BodyTimedOut     408: the body did not arrive in time
     │   ├── RouteNotFound            404
     │   ├── BodyTooLarge             413
     │   └── NoProviderForModel       400
@@ -62,6 +64,26 @@ class MalformedRequest(RequestError):
     def __init__(self, message: str, *, code: str = "invalid_request") -> None:
         super().__init__(message)
         self.code = code
+
+
+class LimitExceeded(MalformedRequest):
+    """A request refused by one of the boundary's limits (400); ``limit`` labels
+    ``llm_requests_refused_total`` (docs/sidecar.md "Limits")."""
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message, code=f"{limit}_exceeded")
+        self.limit = limit
+
+
+class BodyTimedOut(LimitExceeded):
+    """The body did not arrive within ``body_timeout_s`` after the headers (408)."""
+
+    status = 408
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            f"the request body did not arrive within {timeout_s:g}s", limit="body_time"
+        )
 
 
 class RouteNotFound(RequestError):

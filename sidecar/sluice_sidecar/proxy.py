@@ -15,16 +15,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sluice_sidecar.boundary import (
-    BodyTimedOut,
-    LimitExceeded,
-    check_headers,
-    parse_body,
-)
+from sluice_sidecar.boundary import check_headers, parse_body
 from sluice_sidecar.errors import (
     ApiFamily,
+    BodyTimedOut,
     BodyTooLarge,
     DeadlineExceeded,
+    LimitExceeded,
     MalformedRequest,
     NotConfigured,
     PermanentUpstreamError,

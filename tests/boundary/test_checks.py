@@ -8,7 +8,8 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from sluice_sidecar.boundary import MAX_JSON_DEPTH, LimitExceeded, nesting_depth, parse_body
+from sluice_sidecar.boundary import MAX_JSON_DEPTH, nesting_depth, parse_body
+from sluice_sidecar.errors import LimitExceeded
 
 
 @pytest.mark.parametrize(
