@@ -46,7 +46,7 @@ def _routes() -> list[Route]:
 
 ROUTES = _routes()
 # A good answer however it is wrapped: 1xx interim answers before it are skipped.
-GOOD = frozenset({"ok", "informational-first"})
+GOOD = frozenset({"ok", "informational-first", "binary-header"})
 # Answers that never end, which the deadline ends (a chunked JSON answer needs its last chunk).
 STALLS = frozenset({"stall", "stall-mid-body", "trickle", "stall-after-end"})
 # Reading (or inflating) 32 MiB may outlast a short deadline on a busy machine: either is fine.

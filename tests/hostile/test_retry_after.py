@@ -8,8 +8,8 @@ import anthropic
 import openai
 import pytest
 
-from tests.hostile.conftest import DEADLINE_S, sdk_call
-from tests.support.hostile_upstream import RETRY_AFTER_VALUES
+from tests.hostile.conftest import DEADLINE_S, MESSAGES, sdk_call
+from tests.support.hostile_upstream import RETRY_AFTER_VALUES, HostileUpstream
 from tests.support.sidecar import SidecarHandle
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -39,3 +39,17 @@ async def test_odd_retry_after_answers_the_provider_status_within_the_deadline(
     before = loop.time()
     await asyncio.sleep(TIMER_S)
     assert loop.time() - before < TIMER_S + TIMER_SLACK_S
+
+
+async def test_an_unusable_retry_after_falls_back_to_the_schedule_and_the_retry_succeeds(
+    hostile_sidecar: SidecarHandle, hostile: HostileUpstream
+) -> None:
+    hostile.enqueue("503-retry-after-nan")  # then "ok", once the queue is empty
+    sent = len(hostile.requests)
+    async with openai.AsyncOpenAI(
+        base_url=hostile_sidecar.openai_url, api_key="sk-app", max_retries=0
+    ) as client:
+        raw = await client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    assert raw.parse().choices[0].message.content == "fine"
+    assert raw.headers["x-sluice-attempts"] == "2"
+    assert len(hostile.requests) == sent + 2

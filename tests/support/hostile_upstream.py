@@ -7,14 +7,15 @@ well, or badly on purpose. What it does is chosen per request: the ``x-hostile``
 behaviour of ``enqueue``, else ``ok``. Every connection is closed after one answer, so the
 sidecar's pool holds nothing between calls and file descriptors can be counted.
 
-Behaviours (``BEHAVIOURS``): ``ok``, ``bad-status-line``, ``bad-header``,
-``reset-before-headers``, ``reset-after-headers``, ``stall``, ``stall-mid-body``, ``trickle``,
-``huge-body``, ``gzip-bomb``, ``html-200``, ``invalid-sse``, ``sse-bad-json``, ``stream-cut``,
-``stall-after-end``,
-``json-to-stream``, ``malformed-answer``, ``error-echoes-key``, ``long-error``, ``huge-error``,
-``error-in-pieces``, ``redirect``, ``bad-chunk``,
-``informational-first``, ``no-content``, ``header-flood``, ``429-…`` and
-``503-…`` with odd Retry-After values (``RETRY_AFTER_VALUES``).
+Behaviours (``BEHAVIOURS``): ``ok``; broken HTTP (``bad-status-line``, ``bad-header``,
+``bad-chunk``, ``binary-header``, ``header-flood``, ``informational-first``, ``no-content``,
+``redirect``); broken connections (``reset-before-headers``, ``reset-after-headers``,
+``stall``, ``stall-mid-body``, ``stall-after-end``, ``trickle``); size (``huge-body``,
+``gzip-bomb``, ``long-error``, ``huge-error``, ``error-in-pieces``); wrong content
+(``html-200``, ``invalid-sse``, ``sse-bad-json``, ``stream-cut``, ``json-to-stream``,
+``malformed-answer``, ``error-echoes-key``); and ``429-…``/``503-…`` with odd Retry-After
+values (``RETRY_AFTER_VALUES``). A test using the queue (``enqueue``) must not run calls with
+different behaviours concurrently; the header has no such limit.
 """
 
 from __future__ import annotations
@@ -541,6 +542,20 @@ async def informational_first(upstream: HostileUpstream, conn: Connection) -> No
     await ok(upstream, conn)
 
 
+async def binary_header(upstream: HostileUpstream, conn: Connection) -> None:
+    """A good answer with a header value that is not text (bytes no encoding decodes)."""
+    request = conn.request
+    body = orjson.dumps(good_json(request))
+    if request.stream:
+        events, terminator = stream_events(request)
+        body = b"".join((*events, terminator))
+    head = f"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-type: {_content_type(request)}\r\n"
+    await conn.send(
+        head.encode() + b"x-odd: caf\xc3\xa9 \xff\xfe\x80\r\ncontent-length: %d\r\n\r\n" % len(body)
+    )
+    await conn.send(body)
+
+
 async def no_content(upstream: HostileUpstream, conn: Connection) -> None:
     await conn.send(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
 
@@ -585,6 +600,7 @@ BEHAVIOURS: dict[str, Handler] = {
     "bad-chunk": bad_chunk,
     "informational-first": informational_first,
     "no-content": no_content,
+    "binary-header": binary_header,
     "header-flood": header_flood,
     **{
         f"{status[:3]}-retry-after-{name}": _odd_wait(status, header, value)
