@@ -133,7 +133,11 @@ class SidecarState:
     async def start(self) -> None:
         """Load persisted state and start background writers (server start-up)."""
         if self.settings.state_dir is not None:
-            self._state_file = StateFile(self.settings.state_dir, self.budget_memory)
+            self._state_file = StateFile(
+                self.settings.state_dir,
+                self.budget_memory,
+                on_error=lambda reason: self.metrics.state_write_errors.labels(reason).inc(),
+            )
             await asyncio.to_thread(self._state_file.load)  # file I/O off the event loop
             self._state_file.start()
         if self.settings.redis_url is not None:

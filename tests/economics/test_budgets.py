@@ -328,6 +328,10 @@ async def test_spend_is_saved_after_a_session_id_the_file_cannot_hold(
     [row] = saved["periods"].values()
     assert Decimal(row["spent"]) == total > 1
     assert list(row["sessions"]) == ["ok"]
+    written_without = sidecar.state.metrics.registry.get_sample_value(
+        "sluice_state_write_errors_total", {"reason": "encode"}
+    )
+    assert written_without is not None and written_without >= 1
 
 
 async def test_a_settlement_redis_missed_is_sent_again(
