@@ -260,7 +260,7 @@ def stream_events(request: HostileRequest) -> tuple[list[bytes], bytes]:
         return prefix + b"data: " + orjson.dumps(data) + b"\n\n"
 
     if request.anthropic:
-        message = {
+        message: dict[str, Any] = {
             "id": "msg_1",
             "type": "message",
             "role": "assistant",
