@@ -16,7 +16,7 @@ from e2e.harness import net, processes
 from e2e.harness.controlplane import ControlPlane
 from e2e.harness.processes import wait_until
 from e2e.sluice import SluiceDeployment, sidecar_admin, sidecar_launch
-from e2e.test_operator import admin_token, deployment, running_sidecars
+from e2e.workloads import admin_token, deployment, running_sidecars
 
 pytestmark = pytest.mark.e2e
 LIMIT = Decimal("0.01")

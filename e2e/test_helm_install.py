@@ -24,7 +24,7 @@ from e2e.harness.images import Image
 from e2e.harness.kubelet import FakeKubelet
 from e2e.harness.processes import wait_until
 from e2e.sluice import WEBHOOK_CONFIGURATION, sidecar_launch
-from e2e.test_operator import (
+from e2e.workloads import (
     admin_token,
     condition,
     configmap_version,
