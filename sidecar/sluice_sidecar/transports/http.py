@@ -340,7 +340,7 @@ async def _rest(chunks: AsyncIterator[bytes], check: StreamCheck, idle_s: float)
     terminator arrived the answer is complete: the caller's stream ends then, whether or not
     the upstream also ends its HTTP answer (SDKs read to the end after ``[DONE]``).
     """
-    while not check.ended:
+    while not check.terminated:
         chunk = await _next_chunk(chunks, idle_s, started=True)
         if chunk is None:
             raise TransientUpstreamError(

@@ -22,23 +22,27 @@ class StreamCheck:
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._max_event_bytes = max_event_bytes
         self._pending = bytearray()
+        self._carried_cr = False  # the last chunk ended in \r: maybe half of a \r\n
         self._skipping = False  # inside an event too large to check, until its end
         self.data_events = 0
         self.well_formed = True
         self.terminated = False
 
     def feed(self, chunk: bytes) -> None:
+        # Work on the new bytes only: a stream sent one byte at a time must cost linear time.
+        if self._carried_cr:
+            chunk = b"\r" + chunk
+        self._carried_cr = chunk.endswith(b"\r")
+        if self._carried_cr:
+            chunk = chunk[:-1]
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        start = max(len(self._pending) - 1, 0)  # a separator may straddle the chunks
         self._pending += chunk
-        # Lines may end in \r\n or \n; a lone \r at the end may be half of a \r\n.
-        if b"\r" in self._pending:
-            tail = self._pending.endswith(b"\r")
-            body = self._pending[:-1] if tail else self._pending
-            self._pending = bytearray(body.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
-            if tail:
-                self._pending += b"\r"
-        while (end := self._pending.find(b"\n\n")) >= 0:
+        while (end := self._pending.find(b"\n\n", start)) >= 0:
             event = bytes(self._pending[:end])
             del self._pending[: end + 2]
+            start = 0
             if self._skipping:
                 self._skipping = False
             else:
@@ -49,14 +53,9 @@ class StreamCheck:
             self._pending.clear()
 
     @property
-    def ended(self) -> bool:
-        """The terminator arrived and nothing follows it (so far)."""
-        return self.terminated and not self._pending.strip()
-
-    @property
     def complete(self) -> bool:
         """Well-formed from start to end, and its last event was the terminator."""
-        return self.well_formed and self.ended
+        return self.well_formed and self.terminated and not self._pending.strip()
 
     def _event(self, event: bytes) -> None:
         data: list[bytes] = []
