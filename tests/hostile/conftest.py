@@ -71,16 +71,25 @@ def hostile_policy(
 
 
 async def start_hostile_sidecar(
-    upstream: HostileUpstream, secrets_dir: Path, **spec: Any
+    upstream: HostileUpstream,
+    secrets_dir: Path,
+    *,
+    settings: dict[str, Any] | None = None,
+    **spec: Any,
 ) -> SidecarHandle:
-    """A sidecar in front of ``upstream`` with both provider keys configured (closed by caller)."""
+    """A sidecar in front of ``upstream`` with both provider keys configured (closed by caller).
+
+    ``spec``: policy fields; ``settings``: ``SidecarSettings`` fields (process limits).
+    """
     (secrets_dir / "anthropic").mkdir(parents=True, exist_ok=True)
     (secrets_dir / "anthropic" / "apiKey").write_text(ANTHROPIC_KEY)
     # The key is read when the configuration is applied, then the variable is gone again.
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(KEY_ENV, OPENAI_KEY)
         return await start_test_sidecar(
-            compile_policy(hostile_policy(upstream, **spec)), secrets_dir=secrets_dir
+            compile_policy(hostile_policy(upstream, **spec)),
+            secrets_dir=secrets_dir,
+            **(settings or {}),
         )
 
 

@@ -21,9 +21,15 @@ from sluice_sidecar.transports.http import (
     MAX_DETAIL_CHARS,
     HttpTransport,
 )
-from tests.hostile.conftest import MESSAGES, error_from_own_sidecar, sdk_call
+from tests.hostile.conftest import (
+    DEADLINE_S,
+    MESSAGES,
+    error_from_own_sidecar,
+    sdk_call,
+    start_hostile_sidecar,
+)
 from tests.support.hostile_upstream import BEHAVIOUR_HEADER, BOMB_BYTES, HostileUpstream
-from tests.support.sidecar import SidecarHandle
+from tests.support.sidecar import SidecarHandle, close_test_sidecar
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -182,3 +188,33 @@ async def test_an_error_body_arriving_in_pieces_is_relayed_whole(
     with pytest.raises(openai.BadRequestError) as caught:
         await sdk_call(hostile_sidecar, "openai", "error-in-pieces")
     assert caught.value.response.json()["error"]["message"] == "bad request " * 100
+
+
+async def test_a_stalled_stream_ends_at_the_idle_limit_before_the_deadline(
+    hostile: HostileUpstream, tmp_path: Path
+) -> None:
+    sidecar = await start_hostile_sidecar(
+        hostile, tmp_path, settings={"stream_idle_timeout_s": IDLE_S, "max_answer_bytes": LIMIT}
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        async with openai.AsyncOpenAI(
+            base_url=sidecar.openai_url, api_key="sk-app", max_retries=0
+        ) as client:
+            stream = await client.chat.completions.create(
+                model="m",
+                messages=MESSAGES,
+                stream=True,
+                extra_headers={BEHAVIOUR_HEADER: "stall-mid-body"},
+            )
+            started = loop.time()
+            with pytest.raises(openai.APIError, match=f"sent nothing for {IDLE_S:g}s"):
+                async for _chunk in stream:
+                    pass
+            assert loop.time() - started < DEADLINE_S / 2  # the idle limit, not the deadline
+            with pytest.raises(openai.APIStatusError, match=f"limit of {LIMIT} bytes"):
+                await client.chat.completions.create(
+                    model="m", messages=MESSAGES, extra_headers={BEHAVIOUR_HEADER: "huge-body"}
+                )
+    finally:
+        await close_test_sidecar(sidecar)
