@@ -70,6 +70,7 @@ class Collector:
     directory: Path
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
+    launcher: tuple[str, ...] = ()  # e.g. ("taskset", "-c", "1") in the benchmark
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -111,7 +112,9 @@ service:
         config.write_text(self.config())
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [str(self.binary), "--config", f"file:{config}"], stdout=log, stderr=log
+                [*self.launcher, str(self.binary), "--config", f"file:{config}"],
+                stdout=log,
+                stderr=log,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while not (_listening(self.grpc_port) and _listening(self.http_port)):

@@ -170,13 +170,13 @@ def test_a_call_that_is_not_streamed_records_no_chunk_metrics(recorded) -> None:
 
 def test_each_pipeline_event_is_a_span_event_and_a_sluice_metric(recorded) -> None:
     handle = recorded.telemetry.start(CallStandIn())
-    handle.cache_hit(Decimal("0.1"))
+    handle.cache_hit()
     handle.coalesced()
     handle.queue_waited(0.02, "high")
     handle.breaker_refused("primary")
     handle.fallback("primary", "backup", "circuit open")
     handle.budget_over("team", "cost", "soft")
-    handle.end(200, cache_status="hit")
+    handle.end(200, usage=UsageStandIn(), cost=Decimal("0.1"), cache_status="hit")
     (span,) = recorded.spans_out.get_finished_spans()
     assert [e.name for e in span.events] == [
         "sluice.cache.hit",
@@ -222,3 +222,28 @@ def test_a_model_listing_is_traced_but_not_a_genai_metric(recorded) -> None:
     recorded.telemetry.start(CallStandIn(kind="models", model=None)).end(200)
     assert [s.name for s in recorded.spans_out.get_finished_spans()] == ["list_models"]
     assert recorded.points("gen_ai.client.operation.duration") == []
+
+
+def test_a_cache_hit_counts_its_cost_as_saved_and_bills_no_tokens(recorded) -> None:
+    handle = recorded.telemetry.start(CallStandIn())
+    handle.cache_hit()
+    handle.end(200, usage=UsageStandIn(), cost=Decimal("0.1"), cache_status="hit")
+    (saved,) = recorded.points("sluice.cache.saved_cost")
+    assert saved.value == 0.1
+    assert recorded.points("sluice.client.cost") == []
+    assert recorded.points("gen_ai.client.token.usage") == []
+
+
+def test_answer_and_failure_reported_before_the_end_are_recorded_at_the_end(recorded) -> None:
+    handle = recorded.telemetry.start(CallStandIn())
+    handle.answer("gpt-4o-mini-2024")
+    handle.end(200)
+    handle = recorded.telemetry.start(CallStandIn())
+    handle.failed("upstream_error")
+    handle.end(502)
+    by_error = {
+        p.attributes.get("error.type"): p
+        for p in recorded.points("gen_ai.client.operation.duration")
+    }
+    assert by_error[None].attributes["gen_ai.response.model"] == "gpt-4o-mini-2024"
+    assert "upstream_error" in by_error

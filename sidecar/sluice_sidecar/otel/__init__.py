@@ -47,6 +47,8 @@ def build_call_telemetry(config: OtelConfig, version: str) -> CallTelemetry:
 
 
 async def close_call_telemetry(telemetry: CallTelemetry) -> None:
-    """Export what is pending and stop (at SIGTERM); the SDK blocks, so in a thread."""
-    if telemetry.providers is not None:
-        await asyncio.to_thread(telemetry.providers.shutdown)
+    """Export what is pending and stop (at SIGTERM); the SDK blocks, so in a thread. A second
+    call does nothing."""
+    providers, telemetry.providers = telemetry.providers, None
+    if providers is not None:
+        await asyncio.to_thread(providers.shutdown)

@@ -77,9 +77,12 @@ class _LiveHandle(CallHandle):
     __slots__ = (
         "_attrs",
         "_context_token",
+        "_error_type",
         "_last_chunk",
         "_operation",
+        "_output",
         "_provider",
+        "_response_model",
         "_span",
         "_started",
         "_telemetry",
@@ -93,6 +96,9 @@ class _LiveHandle(CallHandle):
         self.token: contextvars.Token[CallHandle] | None = None
         self._operation = attr.operation_name(call.kind)
         self._provider: ProviderView | None = None
+        self._response_model: str | None = None
+        self._output: Any = None
+        self._error_type: str | None = None
         self._attrs: dict[str, Any] | None = None  # metric attributes, fixed at the first chunk
         self._started = time.perf_counter()
         self._last_chunk: float | None = None
@@ -157,12 +163,9 @@ class _LiveHandle(CallHandle):
         if self._span is not None:
             self._span.add_event(name, attributes)
 
-    def cache_hit(self, saved_cost: Decimal | None = None) -> None:
-        self._event(
-            "sluice.cache.hit", {} if saved_cost is None else {attr.SLUICE_COST: float(saved_cost)}
-        )
-        if (instruments := self._telemetry._instruments) is not None and saved_cost is not None:
-            instruments.cache_saved.add(float(saved_cost), self._base_attributes())
+    def cache_hit(self) -> None:
+        # The saved cost is known once metering priced the replayed answer: counted at end().
+        self._event("sluice.cache.hit", {})
 
     def coalesced(self) -> None:
         self._event("sluice.coalesced", {})
@@ -231,6 +234,14 @@ class _LiveHandle(CallHandle):
         elif instruments is not None:
             instruments.time_per_output_chunk.record(now - previous, self._attrs)
 
+    def answer(self, response_model: str | None, output: Any = None) -> None:
+        """What the answer says about itself: its model, and its content (kept when opted in)."""
+        self._response_model = response_model
+        self._output = output
+
+    def failed(self, error_type: str) -> None:
+        self._error_type = error_type
+
     # -- the end -----------------------------------------------------------------------------
 
     def end(
@@ -251,6 +262,9 @@ class _LiveHandle(CallHandle):
                 CURRENT.reset(self.token)
             self.token = None
         elapsed = time.perf_counter() - self._started
+        error_type = error_type or self._error_type
+        response_model = response_model or self._response_model
+        output = self._output if output is None else output
         if provider is not None:
             self._provider = provider
         self._record_metrics(elapsed, error_type, usage, response_model, cost, cache_status)
@@ -319,6 +333,10 @@ class _LiveHandle(CallHandle):
             instruments.duration.record(elapsed, found | {attr.ERROR_TYPE: error_type})
             return
         instruments.duration.record(elapsed, found)
+        if cache_status == "hit":  # answered from the cache: nothing billed, its cost saved
+            if cost is not None:
+                instruments.cache_saved.add(float(cost), found)
+            return
         if usage is not None:  # the conventions: no usage reported, no token metric
             instruments.tokens.record(
                 usage.input_tokens, found | {attr.TOKEN_TYPE: attr.TOKEN_INPUT}
