@@ -5,6 +5,7 @@ RBAC, helm, and the fake kubelet running a process at a Pod IP)."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import subprocess
 import sys
@@ -327,7 +328,7 @@ def test_fake_kubelet_runs_pod_process_on_loopback_ip(
         status = processes.wait_until(
             lambda n=name: _ready_status(api.get(f"{pods}/{n}")), 30, what=f"{name} Ready"
         )
-        assert status["podIP"] == slot.ip and slot.ip.startswith("127.0.0.")
+        assert status["podIP"] == slot.ip and ipaddress.ip_address(slot.ip).is_loopback
         with urllib.request.urlopen(f"http://{slot.ip}:8080/hello.txt", timeout=5) as resp:
             assert resp.read() == b"hello from the pod\n"
         ips.append(slot.ip)

@@ -21,13 +21,19 @@ from e2e.harness.kubelet import IpAllocator
 
 
 def test_ip_allocator_hands_out_distinct_loopback_addresses_from_2() -> None:
-    ips = IpAllocator()
+    ips = IpAllocator(block=7)
     first = [ips.allocate() for _ in range(252)]
-    assert first[:2] == ["127.0.0.2", "127.0.0.3"]
-    assert first[249] == "127.0.0.251"
-    assert first[250] == "127.0.1.2"
+    assert first[:2] == ["127.7.0.2", "127.7.0.3"]
+    assert first[249] == "127.7.0.251"
+    assert first[250] == "127.7.1.2"
     assert len(set(first)) == len(first)
     assert all(ipaddress.ip_address(ip).is_loopback for ip in first)
+
+
+def test_each_session_draws_its_own_block_away_from_the_control_plane() -> None:
+    blocks = {IpAllocator().block for _ in range(200)}
+    assert blocks <= set(range(1, 100))  # never 127.0.x.x (control plane, Service IPs)
+    assert len(blocks) > 1  # two runs on one machine almost never share addresses
 
 
 def test_issued_certificate_has_loopback_sans_and_verifies(tmp_path: Path) -> None:

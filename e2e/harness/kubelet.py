@@ -11,6 +11,7 @@ Used by the ``fake_kubelet`` fixture in ``e2e/conftest.py``.
 from __future__ import annotations
 
 import datetime
+import random
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -55,18 +56,24 @@ KubeletFactory = Callable[[str, str, LaunchFactory], "FakeKubelet"]
 
 
 class IpAllocator:
-    """Hands out distinct loopback addresses 127.0.0.2, 127.0.0.3, ... for a session."""
+    """Hands out distinct loopback addresses 127.B.0.2, 127.B.0.3, ... for a session.
 
-    def __init__(self) -> None:
+    ``B`` (the block) is picked at random from 1-99 unless given: Pods bind fixed ports
+    (a sidecar's 15000/15090) on their address, so two test runs on one machine must not hand
+    out the same ones. 127.0.x.x stays for the control plane and ``controlplane.SERVICE_CIDR``.
+    """
+
+    def __init__(self, block: int | None = None) -> None:
+        self.block = block if block is not None else random.SystemRandom().randint(1, 99)
         self._count = 0
         self._lock = threading.Lock()
 
     def allocate(self) -> str:
-        """The next unused address: 127.0.0.2 ... 127.0.0.251, then 127.0.1.2 ..."""
+        """The next unused address: 127.B.0.2 ... 127.B.0.251, then 127.B.1.2 ..."""
         with self._lock:
             n = self._count
             self._count += 1
-        return f"127.0.{n // 250}.{n % 250 + 2}"
+        return f"127.{self.block}.{n // 250}.{n % 250 + 2}"
 
 
 @dataclass
