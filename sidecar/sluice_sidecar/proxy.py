@@ -15,11 +15,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from sluice_sidecar import otel
 from sluice_sidecar.boundary import check_headers, parse_body
 from sluice_sidecar.errors import (
     ApiFamily,
     BodyTimedOut,
     BodyTooLarge,
+    BudgetExceeded,
     DeadlineExceeded,
     LimitExceeded,
     MalformedRequest,
@@ -39,12 +41,16 @@ from sluice_sidecar.transports.base import UpstreamReply
 logger = logging.getLogger("sluice.proxy")
 
 STATE = web.AppKey("sluice_state", SidecarState)
+OTEL = web.AppKey("sluice_otel", otel.CallTelemetry)
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
 
 
-def build_data_app(state: SidecarState) -> web.Application:
+def build_data_app(
+    state: SidecarState, telemetry: otel.CallTelemetry | None = None
+) -> web.Application:
     app = web.Application(client_max_size=state.settings.max_body_bytes)
     app[STATE] = state
+    app[OTEL] = telemetry or otel.CallTelemetry()  # default: export off
     routes = [
         ("POST", "/v1/chat/completions", "openai", "chat"),
         ("POST", "/v1/completions", "openai", "completions"),
@@ -86,6 +92,7 @@ async def _proxy(request: web.Request, api: ApiFamily, kind: RouteKind) -> web.S
     metrics.in_flight.inc()
     status = 500
     call: Call | None = None
+    handle = otel.NO_CALL
     operation_name = "-"
     try:
         try:
@@ -97,13 +104,20 @@ async def _proxy(request: web.Request, api: ApiFamily, kind: RouteKind) -> web.S
                 metrics.refused.labels(limit).inc()
             return _error_response(error, api)
         operation_name = call.operation.name
-        response, status = await _run(request, state, call)
+        handle = request.app[OTEL].start(call)
+        response, status = await _run(request, state, call, handle)
         return response
     except asyncio.CancelledError:
         status = CLIENT_CLOSED
+        handle.failed("client_closed")
         raise
     finally:
         metrics.in_flight.dec()
+        if call is not None:
+            cache = None if call.cache_status == "off" else call.cache_status
+            handle.end(
+                status, provider=call.provider, usage=call.usage, cost=call.cost, cache_status=cache
+            )
         elapsed = loop.time() - started
         provider = call.provider.name if call and call.provider else "none"
         model = metrics.model_label(call.model_name) if call else "-"
@@ -162,7 +176,7 @@ async def _read_call(
 
 
 async def _run(
-    request: web.Request, state: SidecarState, call: Call
+    request: web.Request, state: SidecarState, call: Call, handle: otel.CallHandle
 ) -> tuple[web.StreamResponse, int]:
     loop = asyncio.get_running_loop()
     operation = call.operation
@@ -174,9 +188,10 @@ async def _run(
         async with asyncio.timeout_at(call.deadline):
             reply = await state.pipeline(call)
             if not reply.streaming:
+                handle.answer(*_model_and_output(reply.json))
                 return _reply_response(reply, call), reply.status
             stream = await _start_stream(request, reply, call)
-            await _relay(stream, reply)
+            await _relay(stream, reply, handle)
             return stream, reply.status
     except TimeoutError:
         error: SluiceError = DeadlineExceeded(
@@ -188,6 +203,7 @@ async def _run(
     except ConnectionResetError:
         # The client went away mid-stream: nothing to answer; the upstream is closed below.
         assert stream is not None
+        handle.failed("client_closed")
         return stream, CLIENT_CLOSED
     except Exception:
         # A bug must still answer in the caller's format, and never take the sidecar down.
@@ -198,6 +214,10 @@ async def _run(
         if reply is not None:
             reply.close()
     state.metrics.errors.labels(error.code).inc()
+    handle.failed(error.code)
+    if isinstance(error, BudgetExceeded):
+        details = error.details or {}
+        handle.budget_over(str(details.get("budget")), str(details.get("limitKind")), "hard")
     if stream is not None:
         # Bytes already reached the client: end the stream with an error event instead.
         logger.warning("%s stream ended early: %s", operation.name, error.message)
@@ -230,12 +250,22 @@ async def _start_stream(
     return stream
 
 
-async def _relay(stream: web.StreamResponse, reply: UpstreamReply) -> None:
+async def _relay(stream: web.StreamResponse, reply: UpstreamReply, handle: otel.CallHandle) -> None:
     assert reply.chunks is not None
+    handle.chunk()
     await stream.write(reply.first_chunk)
     async for chunk in reply.chunks:
+        handle.chunk()
         await stream.write(chunk)
     await stream.write_eof()
+
+
+def _model_and_output(answer: Any) -> tuple[str | None, Any]:
+    """The model a JSON answer names, and its content (choices, content) for opt-in capture."""
+    if not isinstance(answer, dict):
+        return None, None
+    model = answer.get("model")
+    return (model if isinstance(model, str) else None), answer.get("choices", answer.get("content"))
 
 
 async def _end_stream_with_error(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import signal
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import yaml
 from aiohttp import web
 
-from sluice_sidecar import fleet
+from sluice_sidecar import fleet, otel
 from sluice_sidecar.admin import build_admin_app
 from sluice_sidecar.listeners import BoundedSite, track_requests
 from sluice_sidecar.proxy import build_data_app, protocol_error_response
@@ -41,6 +42,7 @@ class RunningSidecar:
     state: SidecarState
     data_port: int
     admin_port: int
+    telemetry: otel.CallTelemetry = field(default_factory=otel.CallTelemetry)
     _runners: list[web.AppRunner] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop_watch: asyncio.Event = field(default_factory=asyncio.Event)
@@ -56,6 +58,7 @@ class RunningSidecar:
             await runner.cleanup()  # stops accepting, lets in-flight calls finish
         # Every call has settled: the last word on this process's spend goes to the operator.
         await fleet.report_final_usage(self.state)
+        await otel.close_call_telemetry(self.telemetry)  # pending spans, last metrics exported
         await self.state.close()
         await self.state.transport.close()  # type: ignore[attr-defined]
 
@@ -107,9 +110,15 @@ async def start_sidecar(
     await state.start()
     seen = load_initial_config(state)
     access_log = logging.getLogger("sluice.access") if settings.access_log else None
-    running = RunningSidecar(state, settings.data_port, settings.admin_port)
+    telemetry = otel.build_call_telemetry(settings.otel, _version())
+    running = RunningSidecar(state, settings.data_port, settings.admin_port, telemetry)
     apps = [
-        (build_data_app(state), settings.data_host, settings.data_port, protocol_error_response),
+        (
+            build_data_app(state, telemetry),
+            settings.data_host,
+            settings.data_port,
+            protocol_error_response,
+        ),
         (_admin_app(state), settings.admin_host, settings.admin_port, _admin_protocol_error),
     ]
     ports = []
@@ -148,6 +157,13 @@ async def start_sidecar(
         state.version or "none",
     )
     return running
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("sluice")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "unknown"
 
 
 async def serve(settings: SidecarSettings) -> None:

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from sluice_sidecar.config.model import RetryStrategy
+from sluice_sidecar.otel.config import OtelConfig, otel_settings_from_env
 from sluice_sidecar.transports.http import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT_S
 
 ENV_PREFIX = "SLUICE_"
@@ -113,6 +114,21 @@ class SidecarSettings(BaseModel):
         description="Redis shared by the replicas (cache backend redis, budget counters).",
     )
     overrides: ConfigOverrides = Field(default_factory=ConfigOverrides)
+    # OTLP export (docs/observability.md), from the standard OTEL_* variables; the SDK reads
+    # the rest of them (endpoint, headers, resource, sampler, intervals) itself.
+    otel_traces: Literal["grpc", "http/protobuf"] | None = Field(
+        default=None, description="OTLP protocol of span export; None: spans are not exported."
+    )
+    otel_metrics: Literal["grpc", "http/protobuf"] | None = Field(
+        default=None, description="OTLP protocol of metric export; None: not exported."
+    )
+    otel_capture_content: bool = Field(
+        default=False, description="Prompts and completions on spans (opt-in; they leave the pod)."
+    )
+
+    @property
+    def otel(self) -> OtelConfig:
+        return OtelConfig(self.otel_traces, self.otel_metrics, self.otel_capture_content)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -177,6 +193,7 @@ def load_settings(
             values[field] = args[field]
     values["admin_token"] = _admin_token(args.get("admin_token_file"), environ)
     values["overrides"] = _overrides(environ)
+    values.update(otel_settings_from_env(environ))
     return SidecarSettings.model_validate(values)
 
 

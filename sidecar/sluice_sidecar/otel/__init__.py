@@ -12,7 +12,12 @@ from __future__ import annotations
 import asyncio
 
 from sluice_sidecar.otel.calls import CallTelemetry
-from sluice_sidecar.otel.config import OtelConfig, OtelConfigError, otel_config_from_env
+from sluice_sidecar.otel.config import (
+    OtelConfig,
+    OtelConfigError,
+    otel_config_from_env,
+    otel_settings_from_env,
+)
 from sluice_sidecar.otel.handles import (
     NO_ATTEMPT,
     NO_CALL,
@@ -36,6 +41,7 @@ __all__ = [
     "current_call",
     "log_ids",
     "otel_config_from_env",
+    "otel_settings_from_env",
 ]
 
 

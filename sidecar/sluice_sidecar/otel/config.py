@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Protocol = Literal["grpc", "http/protobuf"]
 PROTOCOLS: tuple[Protocol, ...] = ("grpc", "http/protobuf")
@@ -38,41 +38,43 @@ class OtelConfig:
         return self.traces is not None or self.metrics is not None
 
 
-def otel_config_from_env(
-    env: Mapping[str, str], *, capture_content: bool | None = None
-) -> OtelConfig:
-    """Read the variables that decide export; ``capture_content`` overrides the variable."""
+def otel_settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """The variables that decide export, unvalidated, as the sidecar settings' ``otel_*`` fields:
+    ``otel_traces``/``otel_metrics`` (the protocol text, or None: not exported) and
+    ``otel_capture_content``. A value Sluice cannot honour is passed on as text saying what it
+    was, for the settings model to refuse with."""
+    found: dict[str, Any] = {"otel_traces": None, "otel_metrics": None}
+    found["otel_capture_content"] = _true(env.get(CAPTURE_CONTENT_VARIABLE, ""))
     if _true(env.get("OTEL_SDK_DISABLED", "")):
-        return OtelConfig()
+        return found
     common = bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip())
-    signals: dict[str, Protocol | None] = {}
     for signal in ("traces", "metrics"):
         upper = signal.upper()
-        exporter = env.get(f"OTEL_{upper}_EXPORTER", "otlp").strip().lower()
+        exporter = env.get(f"OTEL_{upper}_EXPORTER", "otlp").strip().lower() or "otlp"
         endpoint = common or bool(env.get(f"OTEL_EXPORTER_OTLP_{upper}_ENDPOINT", "").strip())
         if exporter == "none" or not endpoint:
-            signals[signal] = None
             continue
         if exporter != "otlp":
-            raise OtelConfigError(f"OTEL_{upper}_EXPORTER={exporter!r}: only otlp or none")
-        signals[signal] = _protocol(env, upper)
-    if capture_content is None:
-        capture_content = _true(env.get(CAPTURE_CONTENT_VARIABLE, ""))
+            found[f"otel_{signal}"] = f"OTEL_{upper}_EXPORTER={exporter} (only otlp or none)"
+            continue
+        found[f"otel_{signal}"] = (
+            env.get(f"OTEL_EXPORTER_OTLP_{upper}_PROTOCOL", "").strip()
+            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
+            or DEFAULT_PROTOCOL
+        )
+    return found
+
+
+def otel_config_from_env(env: Mapping[str, str]) -> OtelConfig:
+    """``otel_settings_from_env`` checked: OtelConfigError for a value Sluice cannot honour."""
+    raw = otel_settings_from_env(env)
+    for signal in ("otel_traces", "otel_metrics"):
+        if raw[signal] is not None and raw[signal] not in PROTOCOLS:
+            raise OtelConfigError(f"{signal}: {raw[signal]!r}; use grpc or http/protobuf")
     return OtelConfig(
-        traces=signals["traces"], metrics=signals["metrics"], capture_content=capture_content
-    )
-
-
-def _protocol(env: Mapping[str, str], signal: str) -> Protocol:
-    name = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"
-    raw = env.get(name, "").strip() or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
-    if not raw:
-        return DEFAULT_PROTOCOL
-    for protocol in PROTOCOLS:
-        if raw == protocol:
-            return protocol
-    raise OtelConfigError(
-        f"{name} (or OTEL_EXPORTER_OTLP_PROTOCOL)={raw!r}: use grpc or http/protobuf"
+        traces=raw["otel_traces"],
+        metrics=raw["otel_metrics"],
+        capture_content=raw["otel_capture_content"],
     )
 
 

@@ -8,14 +8,17 @@ pipeline's objects, so this package does not import the pipeline.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, StatusCode
 
 from sluice_sidecar.otel import attributes as attr
+
+R = TypeVar("R")  # an upstream request: has ``headers``
+A = TypeVar("A")  # its reply: has ``status``, ``streaming`` and ``on_close``
 
 
 class _Named(Protocol):
@@ -70,6 +73,30 @@ class Attempt:
         """Put this attempt's ``traceparent`` (and ``tracestate``) into the provider's headers."""
         if self._span is not None:
             propagate.inject(headers, context=trace.set_span_in_context(self._span))
+
+    async def send(self, send: Callable[[R], Awaitable[A]], request: R) -> A:
+        """``await send(request)`` as this attempt: the request's headers carry its context; the
+        span ends with the answer (a stream's when it closes) or with the error raised."""
+        if self._span is None:
+            return await send(request)
+        self.inject(request.headers)  # type: ignore[attr-defined]
+        try:
+            reply = await send(request)
+        except Exception as error:
+            self.end(
+                getattr(error, "upstream_status", None),
+                getattr(error, "code", None) or type(error).__name__,
+            )
+            raise
+        except BaseException:  # cancelled: the caller left or the deadline passed
+            self.end(error_type="cancelled")
+            raise
+        status = getattr(reply, "status", None)
+        if getattr(reply, "streaming", False):
+            reply.on_close.append(lambda: self.end(status))  # type: ignore[attr-defined]
+        else:
+            self.end(status)
+        return reply
 
     def end(self, status: int | None = None, error_type: str | None = None) -> None:
         span, self._span = self._span, None

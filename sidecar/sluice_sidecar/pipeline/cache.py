@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from sluice_sidecar import otel
 from sluice_sidecar.cache_key import VARIANT_HEADERS, cache_key, credential_hash
 from sluice_sidecar.cache_store import CacheBackend, CachedAnswer, CacheStats
 from sluice_sidecar.config.economics import CacheSpec
@@ -98,6 +99,7 @@ class CacheStage:
 
     def _hit(self, call: Call, answer: CachedAnswer) -> UpstreamReply:
         self._count(call, "hit")
+        otel.current_call().cache_hit()
         call.response_headers["x-sluice-provider"] = "cache"
         headers = {"content-type": answer.content_type}
         if answer.stream:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+from sluice_sidecar import otel
 from sluice_sidecar.errors import (
     BulkheadFull,
     CircuitOpen,
@@ -35,6 +36,7 @@ class CircuitStage:
         breaker = self._breakers.get(provider.name, call.model_name)
         if not breaker.allows_call():
             wait = breaker.retry_after()
+            otel.current_call().breaker_refused(provider.name)
             raise CircuitOpen(
                 f"circuit for {breaker.key} is open; retry in {wait:.1f}s", retry_after=wait or 1.0
             )

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
+from sluice_sidecar import otel
 from sluice_sidecar.batch_stats import BatchStats
 from sluice_sidecar.pipeline.call import Call, Next
 from sluice_sidecar.telemetry import Metrics
@@ -96,6 +97,7 @@ class CoalesceStage:
         status, content_type, stream, body = shared
         self._stats.coalesced += 1
         self._metrics.batched.labels("coalesced").inc()
+        otel.current_call().coalesced()
         call.cache_status = "hit"  # metered as saved, like a cache hit
         call.response_headers["x-sluice-coalesced"] = "1"
         headers = {"content-type": content_type}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from sluice_sidecar import otel
 from sluice_sidecar.errors import CircuitOpen, Refused, SluiceError, TransientUpstreamError
 from sluice_sidecar.pipeline.call import Call, Next
 from sluice_sidecar.redaction import redact
@@ -28,6 +29,8 @@ class FallbackStage:
             if index:
                 previous = candidates[index - 1].name
                 self._metrics.fallbacks.labels(previous, provider.name).inc()
+                reason = last_error.code if last_error is not None else "unknown"
+                otel.current_call().fallback(previous, provider.name, reason)
                 # An open circuit is already reported when it opens: skipping it is routine.
                 level = logging.DEBUG if isinstance(last_error, CircuitOpen) else logging.WARNING
                 logger.log(

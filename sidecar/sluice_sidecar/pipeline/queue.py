@@ -14,6 +14,7 @@ import asyncio
 import heapq
 import itertools
 
+from sluice_sidecar import otel
 from sluice_sidecar.batch_stats import BatchStats
 from sluice_sidecar.errors import QueueFull
 from sluice_sidecar.pipeline.call import Call, Next
@@ -90,6 +91,7 @@ class PriorityQueueStage:
             waited = loop.time() - started
             self._stats.waits_s.append(waited)
             self._metrics.queue_wait.labels(label).observe(waited)
+            otel.current_call().queue_waited(waited, label)
             self._metrics.queue_depth.set(self.depth)
 
     def _release(self) -> None:

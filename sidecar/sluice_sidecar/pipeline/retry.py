@@ -15,6 +15,7 @@ import asyncio
 import logging
 import math
 
+from sluice_sidecar import otel
 from sluice_sidecar.errors import TransientUpstreamError
 from sluice_sidecar.pipeline.backoff import retry_delay_ms
 from sluice_sidecar.pipeline.breaker import BreakerRegistry
@@ -66,6 +67,7 @@ class RetryStage:
                     error.reason,
                     delay_ms,
                 )
+                otel.current_call().retry(provider.name, error.reason, delay_ms / 1000, attempt)
                 call.retries += 1
                 attempt += 1
                 await asyncio.sleep(delay_ms / 1000)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import orjson
 
+from sluice_sidecar import otel
 from sluice_sidecar.pipeline.call import Call, Next
 from sluice_sidecar.runtime import Provider, apply_preset
 from sluice_sidecar.transports.base import Transport, UpstreamReply, UpstreamRequest
@@ -95,4 +96,7 @@ class UpstreamStage:
             stream=call.stream,
             secrets=tuple(provider.auth_headers.values()),
         )
-        return await self._transport.send(request)
+        # One span per attempt; the provider gets its context as traceparent.
+        model = provider.upstream_model(call.model) if call.model else None
+        attempt = otel.current_call().attempt(provider, model, call.attempts)
+        return await attempt.send(self._transport.send, request)
