@@ -2,33 +2,41 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any
 
-Condition = dict[str, Any]
+from sluice_operator.status import Condition
 
 
 def condition(
     kind: str, ok: bool | None, reason: str, message: str, generation: int | None
 ) -> Condition:
-    return {
-        "type": kind,
-        "status": "Unknown" if ok is None else ("True" if ok else "False"),
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-    }
+    return Condition(
+        type=kind,
+        status="Unknown" if ok is None else ("True" if ok else "False"),
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+    )
 
 
-def merge_conditions(old: list[Condition] | None, new: list[Condition]) -> list[Condition]:
+def merge_conditions(
+    old: list[Mapping[str, Any]] | None, new: list[Condition], now: str
+) -> list[Condition]:
     """New conditions replacing old ones of the same type; the transition time moves only when
     the status changes (so watchers see when something really happened)."""
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     previous = {c["type"]: c for c in old or []}
     merged = []
     for item in new:
-        before = previous.get(item["type"])
-        changed = before is None or before.get("status") != item["status"]
-        stamp = now if changed else before.get("lastTransitionTime", now)
-        merged.append({**item, "lastTransitionTime": stamp})
+        before = previous.get(item.type)
+        changed = before is None or before.get("status") != item.status
+        stamp = now if before is None or changed else before.get("lastTransitionTime", now)
+        merged.append(item.model_copy(update={"last_transition_time": stamp}))
     return merged
+
+
+def same_conditions(old: list[Mapping[str, Any]] | None, new: list[Condition]) -> bool:
+    """Equal but for the transition times: nothing to write."""
+    written = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in old or []]
+    wanted = [{k: v for k, v in c.patch().items() if k != "lastTransitionTime"} for c in new]
+    return written == wanted

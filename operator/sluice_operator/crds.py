@@ -1,6 +1,7 @@
 """CustomResourceDefinitions generated from the pydantic models the sidecar validates with.
 
-The models in ``sluice_sidecar.config`` are the single source of truth. This module turns their
+The models are the single source of truth: ``sluice_sidecar.config`` for the specs,
+``sluice_operator.status`` for the status the operator writes. This module turns their
 JSON Schema into Kubernetes structural OpenAPI v3 (inlined ``$ref``, ``nullable`` instead of
 ``anyOf null``, boolean ``exclusiveMinimum``), adds what only the API server can enforce at
 admission time (CEL ``x-kubernetes-validations`` for cross-field rules, list bounds that keep the
@@ -20,13 +21,16 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from sluice_operator.status import BudgetStatus, PolicyStatus
 from sluice_sidecar.config.economics import LlmBudgetSpec
 from sluice_sidecar.config.model import LlmPolicySpec
 
 GROUP = "sluice.dev"
 VERSION = "v1alpha1"
 CATEGORY = "sluice"
-CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = ROOT / "crds"
+CHART_CRD_DIR = ROOT / "helm" / "sluice" / "crds"  # the chart's copies, written alongside
 
 Schema = dict[str, Any]
 
@@ -59,49 +63,6 @@ LABEL_SELECTOR: Schema = {
                 },
             },
         },
-    },
-}
-
-CONDITIONS: Schema = {
-    "type": "array",
-    "maxItems": 16,
-    "items": {
-        "type": "object",
-        "required": ["type", "status"],
-        "properties": {
-            "type": {"type": "string"},
-            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-            "reason": {"type": "string"},
-            "message": {"type": "string"},
-            "observedGeneration": {"type": "integer"},
-            "lastTransitionTime": {"type": "string", "format": "date-time"},
-        },
-    },
-    "x-kubernetes-list-type": "map",
-    "x-kubernetes-list-map-keys": ["type"],
-}
-
-POLICY_STATUS: Schema = {
-    "type": "object",
-    "properties": {
-        "observedGeneration": {"type": "integer"},
-        "configHash": {"type": "string"},
-        "providers": {"type": "integer", "description": "Providers in the policy."},
-        "workloads": {
-            "type": "array",
-            "maxItems": 1024,
-            "items": {"type": "string"},
-            "description": "Workloads (namespace/name) this policy applies to.",
-        },
-        "sidecars": {
-            "type": "object",
-            "properties": {
-                "desired": {"type": "integer"},
-                "synced": {"type": "integer"},
-                "summary": {"type": "string", "description": "synced/desired, for printing."},
-            },
-        },
-        "conditions": CONDITIONS,
     },
 }
 
@@ -173,9 +134,9 @@ def structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
         if len(options) != 1:
             raise ValueError(f"cannot express anyOf {any_of} structurally")
         rest = {k: v for k, v in schema.items() if k != "anyOf"}
-        node = structural({**options[0], **rest}, defs)
-        node["nullable"] = True
-        return node
+        nullable = structural({**options[0], **rest}, defs)
+        nullable["nullable"] = True
+        return nullable
     node: Schema = {}
     for key, value in schema.items():
         match key:
@@ -249,7 +210,9 @@ def _at(schema: Schema, path: str) -> Schema:
     return node
 
 
-def spec_schema(model: type[BaseModel], rules: dict, bounds: dict) -> Schema:
+def spec_schema(
+    model: type[BaseModel], rules: dict[str, list[dict[str, str]]], bounds: dict[str, Schema]
+) -> Schema:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     schema = structural(raw, raw.get("$defs", {}))
     if "selector" in schema.get("properties", {}):
@@ -259,6 +222,12 @@ def spec_schema(model: type[BaseModel], rules: dict, bounds: dict) -> Schema:
     for path, validations in rules.items():
         _at(schema, path).setdefault("x-kubernetes-validations", []).extend(validations)
     return schema
+
+
+def status_schema(model: type[BaseModel]) -> Schema:
+    """The status subresource's schema, from the model the operator writes it with."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return structural(raw, raw.get("$defs", {}))
 
 
 def custom_resource_definition(
@@ -320,7 +289,7 @@ def policy_crd() -> dict[str, Any]:
         plural="llmpolicies",
         short_names=["llmpol", "llmp"],
         spec=spec_schema(LlmPolicySpec, POLICY_RULES, POLICY_BOUNDS),
-        status=POLICY_STATUS,
+        status=status_schema(PolicyStatus),
         columns=[
             {
                 "name": "Ready",
@@ -339,27 +308,6 @@ def policy_crd() -> dict[str, Any]:
     )
 
 
-BUDGET_STATUS: Schema = {
-    "type": "object",
-    "properties": {
-        "observedGeneration": {"type": "integer"},
-        "spentUSD": {"type": "string", "description": "Spend this period (decimal string)."},
-        "tokens": {"type": "integer", "description": "Input+output tokens this period."},
-        "limitUSD": {"type": "string", "description": "spec.limits.costUSD, for printing."},
-        "utilization": {"type": "string", "description": "Share of the tightest limit, e.g. 42%."},
-        "state": {"type": "string", "enum": ["OK", "Warning", "Alert", "Exceeded"]},
-        "periodStart": {"type": "string", "format": "date-time"},
-        "resetsAt": {"type": "string", "format": "date-time", "nullable": True},
-        "ledger": {
-            "type": "object",
-            "description": "Last cumulative spend seen per pod UID, and the spend of pods that "
-            "are gone: spentUSD = retired + the sum over pods.",
-            "x-kubernetes-preserve-unknown-fields": True,
-        },
-        "conditions": CONDITIONS,
-    },
-}
-
 BUDGET_RULES: dict[str, list[dict[str, str]]] = {
     "thresholds": [
         {
@@ -376,7 +324,7 @@ def budget_crd() -> dict[str, Any]:
         plural="llmbudgets",
         short_names=["llmbud", "llmb"],
         spec=spec_schema(LlmBudgetSpec, BUDGET_RULES, {}),
-        status=BUDGET_STATUS,
+        status=status_schema(BudgetStatus),
         columns=[
             {"name": "Period", "type": "string", "jsonPath": ".spec.period"},
             {"name": "Spent", "type": "string", "jsonPath": ".status.spentUSD"},
@@ -402,19 +350,22 @@ def render(crd: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Generate or check the CRDs in crds/.")
-    parser.add_argument("--write", action="store_true", help="write crds/*.yaml")
-    parser.add_argument("--dir", type=Path, default=CRD_DIR)
+    parser = argparse.ArgumentParser(description="Generate or check crds/ and the chart's copy.")
+    parser.add_argument("--write", action="store_true", help="write the *.yaml files")
+    parser.add_argument(
+        "--dir", type=Path, action="append", help=f"default: {CRD_DIR} and {CHART_CRD_DIR}"
+    )
     args = parser.parse_args(argv)
     stale = []
-    for name, crd in all_crds().items():
-        path = args.dir / name
-        text = render(crd)
-        if args.write:
-            path.write_text(text)
-            print(f"wrote {path}")
-        elif not path.exists() or path.read_text() != text:
-            stale.append(name)
+    for directory in args.dir or [CRD_DIR, CHART_CRD_DIR]:
+        for name, crd in all_crds().items():
+            path = directory / name
+            text = render(crd)
+            if args.write:
+                path.write_text(text)
+                print(f"wrote {path}")
+            elif not path.exists() or path.read_text() != text:
+                stale.append(str(path))
     if stale:
         print(f"out of date: {', '.join(stale)}; run python -m sluice_operator.crds --write")
         return 1

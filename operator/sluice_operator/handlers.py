@@ -13,17 +13,32 @@ from typing import Any
 import kopf
 
 from sluice_operator.budgets import BudgetAggregator
-from sluice_operator.injection import INJECT_ANNOTATION, INJECTED_LABEL, WORKLOAD_LABEL
-from sluice_operator.kube import Kube
+from sluice_operator.injection import INJECTED_LABEL
+from sluice_operator.kube import Body, Kube
 from sluice_operator.pusher import Pusher
-from sluice_operator.reconcile import VERSION_ANNOTATION, Reconciler, pod_ready
+from sluice_operator.reconcile import Reconciler
 from sluice_operator.settings import load_operator_settings
 from sluice_operator.usage_server import start_usage_server
 from sluice_operator.webhook import mutate_pod, prepare_server
+from sluice_operator.workloads import (
+    VERSION_ANNOTATION,
+    Workload,
+    opt_in_change,
+    pod_ready,
+    pod_workload,
+)
 
-MANAGED_ANNOTATION = "sluice.dev/inject-managed"
 USAGE_INTERVAL_S = load_operator_settings().usage_interval_s  # kopf fixes timers at import
 logger = logging.getLogger("sluice.operator")
+
+
+# kopf's Event posting reads a plain dict body exactly as its own Body type.
+def _warn(body: Body, reason: str, message: str) -> None:
+    kopf.warn(body, reason=reason, message=message)  # type: ignore[arg-type]
+
+
+def _post_event(body: Body, kind: str, reason: str, message: str) -> None:
+    kopf.event(body, type=kind, reason=reason, message=message)  # type: ignore[arg-type]
 
 
 @kopf.on.startup()
@@ -45,16 +60,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         kube,
         pusher,
         operator_settings,
-        warn=lambda body, reason, message: kopf.warn(body, reason=reason, message=message),
+        warn=_warn,
     )
     memo.server_minor = await kube.server_minor()
     memo.budgets = BudgetAggregator(
         kube,
         pusher,
         operator_settings,
-        post_event=lambda body, kind, reason, message: kopf.event(
-            body, type=kind, reason=reason, message=message
-        ),
+        post_event=_post_event,
     )
     memo.usage_server = await start_usage_server(kube, memo.budgets, operator_settings)
     if operator_settings.webhook_enabled:
@@ -69,7 +82,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     await memo.kube.close()
 
 
-async def _reconcile(memo: kopf.Memo, namespace: str, why: str) -> None:
+async def _reconcile(memo: Any, namespace: str, why: str) -> None:
     logger.debug("reconciling %s: %s", namespace, why)
     await memo.reconciler.reconcile(namespace)
 
@@ -77,9 +90,11 @@ async def _reconcile(memo: kopf.Memo, namespace: str, why: str) -> None:
 @kopf.on.event("sluice.dev", "v1alpha1", "llmpolicies")
 @kopf.on.event("sluice.dev", "v1alpha1", "llmbudgets")
 async def resource_event(
-    event: dict[str, Any], body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
     """Policies and budgets both compile into the sidecars' configuration."""
+    if namespace is None:
+        return
     meta, status = body.get("metadata") or {}, body.get("status") or {}
     if event["type"] == "MODIFIED" and meta.get("generation") == status.get("observedGeneration"):
         return  # our own status write
@@ -87,71 +102,40 @@ async def resource_event(
 
 
 @kopf.timer("sluice.dev", "v1alpha1", "llmbudgets", interval=USAGE_INTERVAL_S, idle=None)
-async def collect_usage(namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    await memo.budgets.collect(namespace)
+async def collect_usage(namespace: str | None, memo: Any, **_: Any) -> None:
+    if namespace is not None:
+        await memo.budgets.collect(namespace)
 
 
 @kopf.on.event("apps", "v1", "deployments")
 async def deployment_event(
-    event: dict[str, Any], body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    if event["type"] == "DELETED":
+    """Copy the opt-in gesture into the pod template (or remove it); reconcile opted-in ones."""
+    if event["type"] == "DELETED" or namespace is None:
         return
-    annotations = body["metadata"].get("annotations") or {}
-    template = (body["spec"]["template"].get("metadata") or {}).get("annotations") or {}
-    wanted = annotations.get(INJECT_ANNOTATION) == "true"
-    managed = annotations.get(MANAGED_ANNOTATION) == "true"
-    name = body["metadata"]["name"]
-    if wanted and template.get(INJECT_ANNOTATION) != "true":
-        # Copy the user's gesture into the pod template: a rollout creates injected pods.
-        await memo.kube.patch_deployment_template(
-            namespace,
-            name,
-            {
-                "metadata": {"annotations": {MANAGED_ANNOTATION: "true"}},
-                "spec": {
-                    "template": {
-                        "metadata": {
-                            "annotations": {INJECT_ANNOTATION: "true"},
-                            "labels": {INJECT_ANNOTATION: "true"},
-                        }
-                    }
-                },
-            },
-        )
-        logger.info("deployment %s/%s opted in: rolling out with the sidecar", namespace, name)
-    elif not wanted and managed:
-        await memo.kube.patch_deployment_template(
-            namespace,
-            name,
-            {
-                "metadata": {"annotations": {MANAGED_ANNOTATION: None}},
-                "spec": {
-                    "template": {
-                        "metadata": {
-                            "annotations": {INJECT_ANNOTATION: None},
-                            "labels": {INJECT_ANNOTATION: None},
-                        }
-                    }
-                },
-            },
-        )
-        logger.info("deployment %s/%s opted out: rolling out without the sidecar", namespace, name)
-    if wanted or template.get(INJECT_ANNOTATION) == "true":
-        await _reconcile(memo, namespace, f"deployment {name}")
+    workload = Workload.from_deployment(dict(body))
+    change = opt_in_change(workload)
+    if change is not None:
+        await memo.kube.patch_deployment_template(namespace, workload.name, change.patch)
+        logger.info("deployment %s/%s %s", namespace, workload.name, change.description)
+    if workload.wants_injection or workload.template_injected:
+        await _reconcile(memo, namespace, f"deployment {workload.name}")
 
 
 @kopf.on.event("", "v1", "pods", labels={INJECTED_LABEL: "true"})
 async def pod_event(
-    event: dict[str, Any], body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
     """A sidecar that became ready gets the current configuration at once."""
+    if namespace is None:
+        return
     pod = dict(body)
-    workload = (pod["metadata"].get("labels") or {}).get(WORKLOAD_LABEL)
+    workload = pod_workload(pod)
     running = memo.reconciler.pushed(namespace, workload, pod["metadata"]["uid"]) or (
         pod["metadata"].get("annotations") or {}
     ).get(VERSION_ANNOTATION)
-    wanted = memo.reconciler.versions.get((namespace, workload))
+    wanted = memo.reconciler.wanted(namespace, workload)
     if event["type"] == "DELETED" or (
         pod_ready(pod) and workload is not None and (running is None or running != wanted)
     ):
@@ -160,15 +144,17 @@ async def pod_event(
 
 @kopf.on.mutate("", "v1", "pods", operation="CREATE", id="inject", ignore_failures=True)
 async def inject_sidecar(
-    body: kopf.Body, patch: kopf.Patch, namespace: str, memo: kopf.Memo, dryrun: bool, **_: Any
+    body: kopf.Body, patch: kopf.Patch, namespace: str | None, memo: Any, dryrun: bool, **_: Any
 ) -> None:
+    if namespace is None:
+        return
     injected = await mutate_pod(
         dict(body), namespace, memo.kube, memo.settings, memo.server_minor, dryrun
     )
     if injected is None:
         return
 
-    def replace(target: dict[str, Any]) -> None:
+    def replace(target: kopf.RawBody) -> None:
         target["metadata"] = injected["metadata"]
         target["spec"] = injected["spec"]
 

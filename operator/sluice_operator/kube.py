@@ -131,7 +131,7 @@ class Kube:
         labels: dict[str, str],
         annotations: dict[str, str],
     ) -> None:
-        body = {
+        body: Any = {  # a plain dict: the client takes it as well as its model
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": name, "labels": labels, "annotations": annotations},
@@ -156,7 +156,7 @@ class Kube:
         if existing is not None:
             return existing
         token = secrets.token_urlsafe(32)
-        body = {
+        body: Any = {  # a plain dict: the client takes it as well as its model
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "sluice"}},
@@ -176,7 +176,7 @@ class Kube:
 
     async def create_tls_secret(self, namespace: str, name: str, files: dict[str, bytes]) -> bool:
         """Create it; False when another replica created it first (then read theirs)."""
-        body = {
+        body: Any = {  # a plain dict: the client takes it as well as its model
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "sluice"}},
@@ -211,7 +211,9 @@ class Kube:
         ]
         if patch:
             await self.admission.patch_mutating_webhook_configuration(
-                configuration, patch, _content_type=JSON_PATCH
+                configuration,
+                patch,
+                _content_type=JSON_PATCH,  # type: ignore[call-arg]  # accepted, not in the stubs
             )
         return True
 
@@ -225,7 +227,7 @@ class Kube:
                 name,
                 namespace,
                 {"metadata": {"annotations": annotations}},
-                _content_type=MERGE_PATCH,
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted, not in the stubs
                 _preload_content=False,
             )
         )
@@ -242,7 +244,7 @@ class Kube:
                 plural,
                 name,
                 {"status": status},
-                _content_type=MERGE_PATCH,
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted, not in the stubs
                 _preload_content=False,
             )
         )
@@ -250,6 +252,10 @@ class Kube:
     async def patch_deployment_template(self, namespace: str, name: str, patch: Body) -> None:
         await _done(
             self.apps.patch_namespaced_deployment(
-                name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
+                name,
+                namespace,
+                patch,
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted, not in the stubs
+                _preload_content=False,
             )
         )

@@ -97,3 +97,9 @@ class Pusher:
                 delay *= 2
         logger.warning("push to %s (%s) failed: %s", target.pod, url, detail)
         return PushResult(target.pod, False, attempt, detail)
+
+
+def target_of(pod: dict[str, Any], settings: OperatorSettings) -> PushTarget:
+    """Where a pod's sidecar admin API answers (its pod IP, or the tests' override)."""
+    host = settings.admin_host_override or pod["status"]["podIP"]
+    return PushTarget(pod["metadata"]["name"], host, settings.admin_port)

@@ -5,6 +5,7 @@ Each sidecar reports, per budget, what *it* spent this period: a counter that on
 UID and a ``retired`` sum for pods that are gone, so the total is
 ``retired + sum(last value per live pod)``: collecting twice counts nothing twice, a missed
 collection is caught up by the next, and a deleted pod's spend stays in ``retired``.
+Utilization and state are not computed here: ``budget_plan`` uses the sidecar's own functions.
 """
 
 from __future__ import annotations
@@ -104,22 +105,3 @@ class BudgetSpend:
         own = self.pods.get(uid, Spend())
         total = self.total
         return Spend(total.cost - own.cost, total.tokens - own.tokens)
-
-
-def utilization(total: Spend, limits: dict[str, Any]) -> float:
-    shares = []
-    if limits.get("costUSD"):
-        shares.append(float(total.cost / Decimal(str(limits["costUSD"]))))
-    if limits.get("tokens"):
-        shares.append(total.tokens / int(limits["tokens"]))
-    return max(shares, default=0.0)
-
-
-def state_of(share: float, thresholds: dict[str, Any]) -> str:
-    if share >= 1:
-        return "Exceeded"
-    if share >= float(thresholds.get("alert", 0.9)):
-        return "Alert"
-    if share >= float(thresholds.get("warning", 0.75)):
-        return "Warning"
-    return "OK"

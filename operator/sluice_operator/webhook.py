@@ -17,10 +17,9 @@ import kopf
 from sluice_operator import certificates
 from sluice_operator.injection import inject, is_injected, workload_of
 from sluice_operator.kube import Kube
-from sluice_operator.reconcile import key_secrets
-from sluice_operator.selection import selector_matches
+from sluice_operator.resources import key_secrets, read_policies
+from sluice_operator.selection import policies_for
 from sluice_operator.settings import OperatorSettings
-from sluice_sidecar.config import LlmPolicy
 
 logger = logging.getLogger("sluice.operator.webhook")
 
@@ -36,12 +35,11 @@ async def prepare_server(kube: Kube, settings: OperatorSettings) -> kopf.Webhook
         if files is None:
             extra = [n.strip() for n in settings.webhook_extra_sans.split(",") if n.strip()]
             made = certificates.generate(settings.webhook_service, settings.namespace, extra)
-            generated = {"ca.crt": made.ca_pem, "tls.crt": made.cert_pem, "tls.key": made.key_pem}
+            files = {"ca.crt": made.ca_pem, "tls.crt": made.cert_pem, "tls.key": made.key_pem}
             if not await kube.create_tls_secret(
-                settings.namespace, settings.webhook_tls_secret, generated
-            ):
-                generated = await kube.tls_secret(settings.namespace, settings.webhook_tls_secret)
-            files = generated
+                settings.namespace, settings.webhook_tls_secret, files
+            ):  # another replica made one first: serve theirs
+                files = await kube.tls_secret(settings.namespace, settings.webhook_tls_secret)
         assert files is not None
         directory = Path(tempfile.mkdtemp(prefix="sluice-webhook-"))
         for name, content in files.items():
@@ -66,15 +64,8 @@ async def provider_key_secrets(
     kube: Kube, namespace: str, labels: dict[str, str]
 ) -> dict[str, list[str]]:
     """Secrets (and keys) named by the valid policies that select a Pod with these labels."""
-    policies = []
-    for body in await kube.policies(namespace):
-        try:
-            policy = LlmPolicy.model_validate(body)
-        except ValueError:
-            continue
-        if selector_matches(policy.spec.selector, labels):
-            policies.append(policy)
-    return key_secrets(policies)
+    policies = read_policies(await kube.policies(namespace))
+    return key_secrets(policies_for(labels, [p.model for p in policies if p.model is not None]))
 
 
 async def mutate_pod(

@@ -1,0 +1,261 @@
+"""Reconcile planning, the pure part: a namespace's state in, what to write out.
+
+``plan_namespace`` validates the policies (model, then the Secrets they name), compiles one
+``SidecarConfig`` per opted-in workload from the policies and budgets that select it, and says
+which ConfigMap to store, whether the pod template must roll (new provider-key Secrets) and
+which ready sidecars do not run that configuration yet. ``policy_status`` turns the outcome
+(how many sidecars run it after the pushes) into each policy's status patch and Events.
+``reconcile.Reconciler`` reads the state, applies the plan and the status.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from sluice_operator import conditions
+from sluice_operator.defaults import DEFAULT_POLICY
+from sluice_operator.injection import WORKLOAD_LABEL, config_map_name
+from sluice_operator.reading import NamespaceState
+from sluice_operator.resources import Policy, key_secrets_annotation, policy_hash
+from sluice_operator.selection import policies_for
+from sluice_operator.status import Event, PolicyStatus, SidecarCount
+from sluice_operator.workloads import (
+    KEY_SECRETS_ANNOTATION,
+    VERSION_ANNOTATION,
+    Body,
+    Workload,
+    alive,
+    key_secrets_patch,
+    pod_ready,
+)
+from sluice_sidecar.config import LlmPolicy, SidecarConfig, compile_policies, config_problems
+from sluice_sidecar.config.compiler import CompileError
+from sluice_sidecar.config.economics import WorkloadRef
+
+Running = Mapping[str, str]  # pod UID -> configuration version it runs
+
+
+@dataclass
+class PolicyReport:
+    """One policy's outcome: its problems, and the sidecars of the workloads it applies to."""
+
+    body: Body
+    problems: list[str] = field(default_factory=list)
+    workloads: list[str] = field(default_factory=list)
+    desired: int = 0
+    synced: int = 0
+
+
+@dataclass(frozen=True)
+class ConfigMapPlan:
+    name: str
+    data: dict[str, str]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+
+@dataclass(frozen=True)
+class WorkloadPlan:
+    """One opted-in workload: its configuration, where it is stored, who must get it."""
+
+    workload: Workload
+    document: dict[str, Any]  # the compiled SidecarConfig as JSON
+    version: str
+    config_map: ConfigMapPlan
+    key_secrets: str  # the pod template's provider-key annotation wanted
+    rollout: Body | None  # pod-template patch when that annotation changes; None: no rollout
+    live: list[Body]  # its pods not being deleted
+    running: dict[str, str]  # live pod UID -> the version it is known to run
+    stale: list[Body]  # ready pods not running ``version``: to push to
+    synced: int  # ready pods already running ``version``
+    policies: list[PolicyReport]  # the reports of the policies that select it
+
+
+@dataclass(frozen=True)
+class NamespacePlan:
+    namespace: str
+    reports: list[PolicyReport]
+    workloads: list[WorkloadPlan]  # those whose policies compiled
+    problems: list[str]  # workloads whose policies do not compile together (kept as they run)
+
+
+def policy_problems(policy: Policy, secret_keys: Mapping[str, set[str] | None]) -> list[str]:
+    """What makes a policy invalid: its model, then Secrets or keys it names that are missing."""
+    if policy.model is None:
+        return list(policy.problems)
+    problems = []
+    for provider in policy.model.spec.providers or []:
+        ref = provider.api_key_secret_ref
+        if ref is None:
+            continue
+        keys = secret_keys.get(ref.name)
+        if keys is None:
+            problems.append(f"provider {provider.name}: Secret {ref.name} not found")
+        elif ref.key not in keys:
+            problems.append(f"provider {provider.name}: Secret {ref.name} has no key {ref.key}")
+    return problems
+
+
+def plan_namespace(
+    state: NamespaceState, known: Mapping[str, Running] | None = None
+) -> NamespacePlan:
+    """The whole namespace's plan. ``known``: workload -> what this process pushed to its pods
+    and is still annotating (the pods' annotations say the rest)."""
+    reports: list[PolicyReport] = []
+    valid: list[LlmPolicy] = []
+    report_of: dict[str, PolicyReport] = {}
+    for policy in state.policies:
+        report = PolicyReport(policy.body, policy_problems(policy, state.secret_keys))
+        reports.append(report)
+        if not report.problems and policy.model is not None:
+            valid.append(policy.model)
+            report_of[policy.model.identity] = report
+    plans = []
+    problems = []
+    for workload in state.workloads.deployments:
+        matched = [(m, report_of[m.identity]) for m in policies_for(workload.labels, valid)]
+        plan = _plan_workload(state, workload, matched, (known or {}).get(workload.name, {}))
+        if isinstance(plan, str):
+            problems.append(plan)
+            for _, report in matched:
+                report.problems.append(plan)
+        else:
+            plans.append(plan)
+    return NamespacePlan(state.namespace, reports, plans, problems)
+
+
+def _plan_workload(
+    state: NamespaceState,
+    workload: Workload,
+    matched: list[tuple[LlmPolicy, PolicyReport]],
+    known: Running,
+) -> WorkloadPlan | str:
+    policies = [model for model, _ in matched]
+    config = _compile(state, workload, policies)
+    if isinstance(config, str):
+        return config
+    version = config.content_hash()
+    document = config.model_dump(mode="json", by_alias=True)
+    wanted_keys = key_secrets_annotation(policies)
+    current_keys = workload.template_annotations.get(KEY_SECRETS_ANNOTATION, "")
+    live = [p for p in workload.pods if alive(p)]
+    # What each pod runs: its annotation, or what this process pushed and is still
+    # annotating in the background (the annotation is what survives a restart).
+    running = {
+        p["metadata"]["uid"]: known.get(p["metadata"]["uid"])
+        or (p["metadata"].get("annotations") or {}).get(VERSION_ANNOTATION)
+        for p in live
+    }
+    ready = [p for p in live if pod_ready(p)]
+    stale = [p for p in ready if running[p["metadata"]["uid"]] != version]
+    return WorkloadPlan(
+        workload=workload,
+        document=document,
+        version=version,
+        config_map=ConfigMapPlan(
+            name=config_map_name(workload.name),
+            data={"config.json": json.dumps(document, indent=1, sort_keys=True)},
+            labels={WORKLOAD_LABEL: workload.name, "app.kubernetes.io/managed-by": "sluice"},
+            annotations={VERSION_ANNOTATION: version},
+        ),
+        key_secrets=wanted_keys,
+        rollout=key_secrets_patch(wanted_keys) if current_keys != wanted_keys else None,
+        live=live,
+        running={uid: v for uid, v in running.items() if v},
+        stale=stale,
+        synced=len(ready) - len(stale),
+        policies=[report for _, report in matched],
+    )
+
+
+def _compile(
+    state: NamespaceState, workload: Workload, policies: list[LlmPolicy]
+) -> SidecarConfig | str:
+    """The workload's configuration (built-in defaults when no policy selects it), or why its
+    policies and budgets do not compile together."""
+    namespace = state.namespace
+    try:
+        return compile_policies(
+            policies or [DEFAULT_POLICY],
+            policies_for(workload.labels, [b.model for b in state.budgets]),
+            workload=WorkloadRef(namespace=namespace, name=workload.name),
+        )
+    except (CompileError, ValidationError) as error:
+        return f"policies selecting {namespace}/{workload.name} do not compile together: " + (
+            "; ".join(config_problems(error)) if isinstance(error, ValidationError) else str(error)
+        )
+
+
+def count_sidecars(plan: NamespacePlan, applied: Mapping[str, int]) -> list[PolicyReport]:
+    """Each policy's workloads and sidecars once the pushes are done (``applied``: workload ->
+    sidecars that took the configuration)."""
+    for workload in plan.workloads:
+        synced = workload.synced + applied.get(workload.workload.name, 0)
+        for report in workload.policies:
+            report.workloads.append(f"{plan.namespace}/{workload.workload.name}")
+            report.desired += len(workload.live)
+            report.synced += synced
+    return plan.reports
+
+
+def policy_status(report: PolicyReport, now: str) -> tuple[Body | None, list[Event]]:
+    """The status patch (None when nothing changed) and the Events of one policy."""
+    body = report.body
+    generation = body["metadata"].get("generation")
+    valid = not report.problems
+    in_sync = report.synced == report.desired
+    validity = conditions.condition(
+        "Valid",
+        valid,
+        "Validated" if valid else "Invalid",
+        "the policy is valid" if valid else "; ".join(report.problems),
+        generation,
+    )
+    synced = conditions.condition(
+        "Synced",
+        valid and in_sync,
+        "Synced" if in_sync else "Pending",
+        f"{report.synced}/{report.desired} sidecars run this policy's configuration",
+        generation,
+    )
+    ready = conditions.condition(
+        "Ready",
+        valid and in_sync,
+        "Ready" if valid and in_sync else "NotReady",
+        "applied to every selected sidecar"
+        if valid and in_sync
+        else validity.message or ""
+        if not valid
+        else synced.message or "",
+        generation,
+    )
+    new = [validity, synced, ready]
+    old_status = body.get("status") or {}
+    old = old_status.get("conditions")
+    events = []
+    was_valid = next((c["status"] for c in old or [] if c["type"] == "Valid"), None)
+    if not valid and was_valid != "False":
+        events.append(Event(body, "Warning", "InvalidPolicy", "; ".join(report.problems)))
+    status = PolicyStatus(
+        observed_generation=generation,
+        config_hash=policy_hash(body),
+        providers=len((body.get("spec") or {}).get("providers") or []),
+        workloads=sorted(report.workloads),
+        sidecars=SidecarCount(
+            desired=report.desired,
+            synced=report.synced,
+            summary=f"{report.synced}/{report.desired}",
+        ),
+        conditions=conditions.merge_conditions(old, new, now),
+    )
+    patch = status.patch()
+    current = {k: v for k, v in old_status.items() if k != "conditions"}
+    wanted = {k: v for k, v in patch.items() if k != "conditions"}
+    if current == wanted and conditions.same_conditions(old, new):
+        return None, events
+    return patch, events

@@ -1,0 +1,80 @@
+"""Read a namespace once into typed views: the "read" of read -> plan -> apply.
+
+One list of Deployments and one list of injected Pods, grouped: each opted-in Deployment with
+its pods, and pods whose workload is not an opted-in Deployment (a namespace label, a
+pod-template label on another kind of workload) grouped by their ``sluice.dev/workload`` label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sluice_operator.injection import INJECTED_LABEL
+from sluice_operator.kube import Kube
+from sluice_operator.resources import Budget, Policy, key_secrets, read_policies, valid_budgets
+from sluice_operator.workloads import Body, Workload, alive, pod_workload
+
+
+@dataclass(frozen=True)
+class Workloads:
+    deployments: list[Workload]  # opted in, each with its injected pods
+    others: list[Workload]  # injected pods of anything else, by workload label
+
+    def every(self) -> list[Workload]:
+        return [*self.deployments, *self.others]
+
+    def pods(self) -> list[Body]:
+        return [pod for workload in self.every() for pod in workload.pods]
+
+
+def group_workloads(
+    deployments: list[Body], pods: list[Body], namespace_labels: Mapping[str, str]
+) -> Workloads:
+    """Pure: opted-in Deployments with their pods, and the rest of the injected pods."""
+    opted = {}
+    for body in deployments:
+        workload = Workload.from_deployment(body)
+        if workload.opted_in(namespace_labels):
+            opted[workload.name] = workload
+    others: dict[str, Workload] = {}
+    for pod in pods:
+        name = pod_workload(pod) or ""
+        owner = opted.get(name)
+        if owner is None:
+            labels = pod["metadata"].get("labels") or {}
+            owner = others.setdefault(name, Workload(name, {}, labels, {}))
+        owner.pods.append(pod)
+    return Workloads(list(opted.values()), list(others.values()))
+
+
+async def read_workloads(
+    kube: Kube, namespace: str, namespace_labels: Mapping[str, str]
+) -> Workloads:
+    deployments = await kube.deployments(namespace)
+    pods = await kube.pods(namespace, f"{INJECTED_LABEL}=true")
+    return group_workloads(deployments, pods, namespace_labels)
+
+
+@dataclass(frozen=True)
+class NamespaceState:
+    """Everything one reconcile of a namespace decides from, read once."""
+
+    namespace: str
+    policies: list[Policy]  # not being deleted
+    secret_keys: Mapping[str, set[str] | None]  # each Secret policies name -> its keys; None: gone
+    budgets: list[Budget]
+    workloads: Workloads
+
+
+async def read_namespace(kube: Kube, namespace: str) -> NamespaceState | None:
+    """None when the namespace is gone or going, and everything in it."""
+    namespace_labels = await kube.namespace_labels(namespace)
+    if namespace_labels is None:
+        return None
+    policies = read_policies(b for b in await kube.policies(namespace) if alive(b))
+    named = key_secrets(p.model for p in policies if p.model is not None)
+    secret_keys = {name: await kube.secret_keys(namespace, name) for name in named}
+    budgets = valid_budgets(await kube.budgets(namespace))
+    workloads = await read_workloads(kube, namespace, namespace_labels)
+    return NamespaceState(namespace, policies, secret_keys, budgets, workloads)

@@ -1,0 +1,123 @@
+"""Typed views of opted-in workloads and their pods, read from raw Kubernetes bodies.
+
+Every "is this Deployment opted in", "what are its pod-template labels", "is this pod ready"
+question is answered here, once, for the reconciler, the budget aggregator and the handlers.
+Pure functions over the dictionaries the API server sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sluice_operator.injection import INJECT_ANNOTATION, WORKLOAD_LABEL
+
+Body = dict[str, Any]
+
+VERSION_ANNOTATION = "sluice.dev/config-version"  # on a pod: the configuration it runs
+KEY_SECRETS_ANNOTATION = "sluice.dev/provider-key-secrets"  # on a pod template
+MANAGED_ANNOTATION = "sluice.dev/inject-managed"  # the operator copied the opt-in gesture
+NAMESPACE_INJECT_LABEL = "sluice.dev/inject"  # value "enabled" opts a whole namespace in
+
+
+def pod_ready(pod: Body) -> bool:
+    """Running with an IP, Ready, and not being deleted: a sidecar that can be pushed to."""
+    status = pod.get("status") or {}
+    if not status.get("podIP") or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def alive(body: Body) -> bool:
+    """Not being deleted (a terminating pod no longer counts as one of its workload's)."""
+    return not body["metadata"].get("deletionTimestamp")
+
+
+def pod_workload(pod: Body) -> str | None:
+    return (pod["metadata"].get("labels") or {}).get(WORKLOAD_LABEL)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A Deployment as the operator sees it: its name, annotations and pod template metadata."""
+
+    name: str
+    annotations: Mapping[str, str]
+    labels: Mapping[str, str]  # of the pod template: what policy and budget selectors match
+    template_annotations: Mapping[str, str]
+    pods: list[Body] = field(default_factory=list)  # its injected pods, when read
+
+    @classmethod
+    def from_deployment(cls, body: Body) -> Workload:
+        template = body["spec"]["template"].get("metadata") or {}
+        return cls(
+            name=body["metadata"]["name"],
+            annotations=body["metadata"].get("annotations") or {},
+            labels=template.get("labels") or {},
+            template_annotations=template.get("annotations") or {},
+        )
+
+    @property
+    def wants_injection(self) -> bool:
+        """The user's gesture: ``sluice.dev/inject=true`` on the Deployment itself."""
+        return self.annotations.get(INJECT_ANNOTATION) == "true"
+
+    @property
+    def template_injected(self) -> bool:
+        return self.template_annotations.get(INJECT_ANNOTATION) == "true"
+
+    def opted_in(self, namespace_labels: Mapping[str, str]) -> bool:
+        if "false" in (
+            self.annotations.get(INJECT_ANNOTATION),
+            self.template_annotations.get(INJECT_ANNOTATION),
+        ):
+            return False
+        return (
+            self.wants_injection
+            or self.template_injected
+            or namespace_labels.get(NAMESPACE_INJECT_LABEL) == "enabled"
+        )
+
+
+@dataclass(frozen=True)
+class OptInChange:
+    """The merge patch that copies (or removes) the opt-in gesture into the pod template."""
+
+    patch: Body
+    description: str
+
+
+def opt_in_change(workload: Workload) -> OptInChange | None:
+    """What to patch when the Deployment's annotation and its pod template disagree."""
+    managed = workload.annotations.get(MANAGED_ANNOTATION) == "true"
+    if workload.wants_injection and not workload.template_injected:
+        # Copy the user's gesture into the pod template: a rollout creates injected pods.
+        return OptInChange(_opt_in_patch("true"), "opted in: rolling out with the sidecar")
+    if not workload.wants_injection and managed:
+        return OptInChange(_opt_in_patch(None), "opted out: rolling out without the sidecar")
+    return None
+
+
+def _opt_in_patch(value: str | None) -> Body:
+    return {
+        "metadata": {"annotations": {MANAGED_ANNOTATION: value}},
+        "spec": {
+            "template": {
+                "metadata": {
+                    "annotations": {INJECT_ANNOTATION: value},
+                    "labels": {INJECT_ANNOTATION: value},
+                }
+            }
+        },
+    }
+
+
+def key_secrets_patch(value: str) -> Body:
+    """Pod-template annotation naming the provider-key Secrets (a change rolls the pods)."""
+    return {
+        "spec": {"template": {"metadata": {"annotations": {KEY_SECRETS_ANNOTATION: value or None}}}}
+    }
