@@ -1,0 +1,217 @@
+"""The reconcile planner (plan.py) on namespaces read from an in-memory fake of the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sluice_operator.plan import NamespacePlan, count_sidecars, plan_namespace, policy_status
+from sluice_operator.reading import read_namespace
+from sluice_operator.workloads import KEY_SECRETS_ANNOTATION
+from tests.operator.fake_kube import (
+    ANTHROPIC,
+    OPENAI,
+    FakeKube,
+    budget,
+    deployment,
+    pod,
+    policy,
+)
+
+NOW = "2026-12-01T15:00:00Z"
+STUDIO = {"matchLabels": {"app": "studio"}}
+
+
+async def plan_of(kube: FakeKube, known: dict[str, dict[str, str]] | None = None) -> NamespacePlan:
+    state = await read_namespace(kube, "team-a")  # type: ignore[arg-type]
+    assert state is not None
+    return plan_namespace(state, known)
+
+
+def statuses(plan: NamespacePlan, applied: dict[str, int]) -> dict[str, tuple[Any, list[Any]]]:
+    return {
+        r.body["metadata"]["name"]: policy_status(r, NOW) for r in count_sidecars(plan, applied)
+    }
+
+
+def condition(patch: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in patch["conditions"] if c["type"] == kind)
+
+
+async def test_higher_priority_policy_wins_whatever_the_names() -> None:
+    kube = FakeKube(
+        policies_=[
+            policy("a-low", {"selector": STUDIO, "providers": [OPENAI]}),
+            policy("z-high", {"selector": STUDIO, "priority": 10, "providers": [ANTHROPIC]}),
+        ],
+        deployments_=[deployment("studio", {"app": "studio"})],
+    )
+    plan = await plan_of(kube)
+    (workload,) = plan.workloads
+    assert [p["name"] for p in workload.document["providers"]] == ["anthropic"]
+    assert [r.body["metadata"]["name"] for r in workload.policies] == ["a-low", "z-high"]
+
+
+async def test_equal_priority_falls_back_to_name_order() -> None:
+    kube = FakeKube(
+        policies_=[
+            policy("b", {"selector": STUDIO, "providers": [ANTHROPIC]}),
+            policy("a", {"selector": STUDIO, "providers": [OPENAI]}),
+        ],
+        deployments_=[deployment("studio", {"app": "studio"})],
+    )
+    (workload,) = (await plan_of(kube)).workloads
+    assert [p["name"] for p in workload.document["providers"]] == ["openai"]
+
+
+async def test_workload_no_policy_selects_gets_the_built_in_defaults() -> None:
+    kube = FakeKube(
+        policies_=[policy("other", {"selector": {"matchLabels": {"app": "x"}}, "providers": []})],
+        deployments_=[deployment("studio", {"app": "studio"})],
+    )
+    (workload,) = (await plan_of(kube)).workloads
+    assert [p["name"] for p in workload.document["providers"]] == ["openai", "anthropic"]
+    assert workload.policies == []
+
+
+async def test_only_opted_in_deployments_are_planned() -> None:
+    plain = deployment("plain", {"app": "plain"})
+    plain["spec"]["template"]["metadata"]["annotations"] = {}
+    kube = FakeKube(deployments_=[plain, deployment("studio", {"app": "studio"})])
+    assert [w.workload.name for w in (await plan_of(kube)).workloads] == ["studio"]
+    kube.namespace_labels_ = {"sluice.dev/inject": "enabled"}
+    assert [w.workload.name for w in (await plan_of(kube)).workloads] == ["plain", "studio"]
+
+
+async def test_missing_secret_makes_the_policy_invalid_with_one_event() -> None:
+    keyed = {**OPENAI, "apiKeySecretRef": {"name": "openai", "key": "apiKey"}}
+    kube = FakeKube(
+        policies_=[policy("studio", {"selector": STUDIO, "providers": [keyed]})],
+        deployments_=[deployment("studio", {"app": "studio"})],
+        pods_=[pod("studio-1", "studio")],
+    )
+    plan = await plan_of(kube)
+    (workload,) = plan.workloads  # the workload falls back to the defaults meanwhile
+    assert workload.policies == []
+    patch, events = statuses(plan, {"studio": 1})["studio"]
+    valid = condition(patch, "Valid")
+    assert (valid["status"], valid["reason"]) == ("False", "Invalid")
+    assert valid["message"] == "provider openai: Secret openai not found"
+    assert condition(patch, "Ready")["status"] == "False"
+    assert [(e.type, e.reason) for e in events] == [("Warning", "InvalidPolicy")]
+
+    # Still invalid on the next run: the status says so already, no second Event.
+    kube.policies_[0]["status"] = patch
+    _, events = statuses(await plan_of(kube), {"studio": 1})["studio"]
+    assert events == []
+
+    kube.secrets["openai"] = {"other"}
+    patch, _ = statuses(await plan_of(kube), {})["studio"]
+    assert (
+        condition(patch, "Valid")["message"] == "provider openai: Secret openai has no key apiKey"
+    )
+
+
+async def test_model_invalid_policy_reports_the_models_problems() -> None:
+    kube = FakeKube(policies_=[policy("bad", {"providers": [{"name": "x", "type": "nope"}]})])
+    (report,) = (await plan_of(kube)).reports
+    assert report.problems and "type" in report.problems[0]
+
+
+async def test_policies_that_do_not_compile_together_mark_each_invalid() -> None:
+    kube = FakeKube(
+        policies_=[policy("studio", {"selector": STUDIO, "providers": []})],
+        deployments_=[deployment("studio", {"app": "studio"})],
+    )
+    plan = await plan_of(kube)
+    assert plan.workloads == []
+    assert len(plan.problems) == 1 and "do not compile together" in plan.problems[0]
+    patch, events = statuses(plan, {})["studio"]
+    assert condition(patch, "Valid")["message"] == plan.problems[0]
+    assert [e.reason for e in events] == ["InvalidPolicy"]
+
+
+async def test_ready_pods_not_running_the_version_are_pushed_to() -> None:
+    kube = FakeKube(
+        policies_=[policy("studio", {"selector": STUDIO, "providers": [OPENAI]})],
+        deployments_=[deployment("studio", {"app": "studio"})],
+        pods_=[
+            pod("studio-1", "studio"),
+            pod("studio-2", "studio", ready=False),
+            pod("studio-3", "studio", deleting=True),
+        ],
+    )
+    (workload,) = (await plan_of(kube)).workloads
+    assert [p["metadata"]["name"] for p in workload.stale] == ["studio-1"]
+    assert [p["metadata"]["name"] for p in workload.live] == ["studio-1", "studio-2"]
+    assert workload.synced == 0
+    assert workload.config_map.name == "sluice-config-studio"
+    assert workload.config_map.annotations == {"sluice.dev/config-version": workload.version}
+
+    # Annotated with the version, or known to this process as pushed: nothing to push.
+    kube.pods_[0] = pod("studio-1", "studio", running=workload.version)
+    (again,) = (await plan_of(kube)).workloads
+    assert (again.stale, again.synced) == ([], 1)
+    known = {"studio": {"uid-studio-2": workload.version}}
+    assert (await plan_of(kube, known)).workloads[0].running == {
+        "uid-studio-1": workload.version,
+        "uid-studio-2": workload.version,
+    }
+
+
+async def test_status_counts_sidecars_and_is_not_rewritten_when_unchanged() -> None:
+    kube = FakeKube(
+        policies_=[policy("studio", {"selector": STUDIO, "providers": [OPENAI]})],
+        deployments_=[deployment("studio", {"app": "studio"})],
+        pods_=[pod("studio-1", "studio"), pod("studio-2", "studio")],
+    )
+    patch, events = statuses(await plan_of(kube), {"studio": 1})["studio"]
+    assert events == []
+    assert patch["sidecars"] == {"desired": 2, "synced": 1, "summary": "1/2"}
+    assert patch["workloads"] == ["team-a/studio"]
+    assert condition(patch, "Synced")["reason"] == "Pending"
+    assert condition(patch, "Ready")["message"] == "1/2 sidecars run this policy's configuration"
+
+    patch, _ = statuses(await plan_of(kube), {"studio": 2})["studio"]
+    assert condition(patch, "Ready") == {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Ready",
+        "message": "applied to every selected sidecar",
+        "observedGeneration": 1,
+        "lastTransitionTime": NOW,
+    }
+    kube.policies_[0]["status"] = patch
+    assert statuses(await plan_of(kube), {"studio": 2})["studio"] == (None, [])
+
+
+async def test_new_provider_key_secret_rolls_the_pod_template() -> None:
+    keyed = {**OPENAI, "apiKeySecretRef": {"name": "openai", "key": "apiKey"}}
+    kube = FakeKube(
+        policies_=[policy("studio", {"selector": STUDIO, "providers": [keyed]})],
+        deployments_=[deployment("studio", {"app": "studio"})],
+        secrets={"openai": {"apiKey"}},
+    )
+    (workload,) = (await plan_of(kube)).workloads
+    annotations = workload.rollout["spec"]["template"]["metadata"]["annotations"]  # type: ignore[index]
+    assert annotations == {KEY_SECRETS_ANNOTATION: "openai/apiKey"}
+    kube.deployments_ = [
+        deployment("studio", {"app": "studio"}, **{KEY_SECRETS_ANNOTATION: "openai/apiKey"})
+    ]
+    assert (await plan_of(kube)).workloads[0].rollout is None
+
+
+async def test_budgets_that_select_the_workload_are_compiled_in() -> None:
+    kube = FakeKube(
+        budgets_=[
+            budget("mine", {"selector": STUDIO, "limits": {"costUSD": 5}}),
+            budget("theirs", {"selector": {"matchLabels": {"app": "x"}}, "limits": {"tokens": 9}}),
+            budget("broken", {"period": "hourly"}),  # invalid: skipped, never enforced
+        ],
+        deployments_=[deployment("studio", {"app": "studio"})],
+    )
+    (workload,) = (await plan_of(kube)).workloads
+    assert [b["name"] for b in workload.document["budgets"]] == ["mine"]
+
+
+async def test_a_namespace_being_deleted_plans_nothing() -> None:
+    assert await read_namespace(FakeKube(namespace_labels_=None), "team-a") is None  # type: ignore[arg-type]

@@ -1,0 +1,96 @@
+"""Opt-in, readiness and grouping of workloads (workloads.py, reading.py), and the webhook's
+choice of provider-key Secrets, on plain bodies and the in-memory fake."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice_operator.reading import group_workloads
+from sluice_operator.webhook import provider_key_secrets
+from sluice_operator.workloads import (
+    MANAGED_ANNOTATION,
+    Workload,
+    opt_in_change,
+    pod_ready,
+)
+from tests.operator.fake_kube import FakeKube, deployment, pod, policy
+
+
+def workload(annotations: dict[str, str], template: dict[str, str]) -> Workload:
+    return Workload("studio", annotations, {"app": "studio"}, template)
+
+
+@pytest.mark.parametrize(
+    ("annotations", "template", "namespace", "opted"),
+    [
+        ({"sluice.dev/inject": "true"}, {}, {}, True),
+        ({}, {"sluice.dev/inject": "true"}, {}, True),
+        ({}, {}, {"sluice.dev/inject": "enabled"}, True),
+        ({"sluice.dev/inject": "false"}, {}, {"sluice.dev/inject": "enabled"}, False),
+        ({"sluice.dev/inject": "true"}, {"sluice.dev/inject": "false"}, {}, False),
+        ({}, {}, {}, False),
+    ],
+)
+def test_opted_in(
+    annotations: dict[str, str], template: dict[str, str], namespace: dict[str, str], opted: bool
+) -> None:
+    assert workload(annotations, template).opted_in(namespace) is opted
+
+
+def test_the_gesture_is_copied_into_the_template_and_removed_with_it() -> None:
+    change = opt_in_change(workload({"sluice.dev/inject": "true"}, {}))
+    assert change is not None
+    assert change.patch["metadata"]["annotations"] == {MANAGED_ANNOTATION: "true"}
+    assert change.patch["spec"]["template"]["metadata"]["labels"] == {"sluice.dev/inject": "true"}
+    copied = {"sluice.dev/inject": "true"}
+    assert opt_in_change(workload({"sluice.dev/inject": "true"}, copied)) is None
+    removed = opt_in_change(workload({MANAGED_ANNOTATION: "true"}, copied))
+    assert removed is not None
+    assert removed.patch["spec"]["template"]["metadata"]["annotations"] == {
+        "sluice.dev/inject": None
+    }
+    # A template label the user set themselves is theirs: not managed, not removed.
+    assert opt_in_change(workload({}, copied)) is None
+
+
+def test_pod_ready_needs_an_ip_the_ready_condition_and_no_deletion() -> None:
+    assert pod_ready(pod("a", "studio"))
+    assert not pod_ready(pod("a", "studio", ready=False))
+    assert not pod_ready(pod("a", "studio", deleting=True))
+    no_ip = pod("a", "studio")
+    del no_ip["status"]["podIP"]
+    assert not pod_ready(no_ip)
+
+
+def test_pods_of_other_workloads_are_grouped_by_their_own_labels() -> None:
+    stray = pod("job-1", "nightly")
+    stray["metadata"]["labels"]["app"] = "nightly"
+    grouped = group_workloads(
+        [deployment("studio", {"app": "studio", "tier": "web"})],
+        [pod("studio-1", "studio"), stray],
+        {},
+    )
+    (studio,) = grouped.deployments
+    assert studio.labels == {"app": "studio", "tier": "web"}  # the template's, not the pod's
+    assert [p["metadata"]["name"] for p in studio.pods] == ["studio-1"]
+    (nightly,) = grouped.others
+    assert (nightly.name, nightly.labels["app"]) == ("nightly", "nightly")
+
+
+async def test_the_webhook_mounts_the_secrets_of_valid_selecting_policies_only() -> None:
+    def keyed(secret: str) -> dict[str, object]:
+        return {"name": "openai", "type": "openai", "apiKeySecretRef": {"name": secret, "key": "k"}}
+
+    kube = FakeKube(
+        policies_=[
+            policy(
+                "mine", {"selector": {"matchLabels": {"app": "studio"}}, "providers": [keyed("a")]}
+            ),
+            policy(
+                "theirs", {"selector": {"matchLabels": {"app": "x"}}, "providers": [keyed("b")]}
+            ),
+            policy("broken", {"providers": [{**keyed("c"), "type": "nope"}]}),
+        ]
+    )
+    found = await provider_key_secrets(kube, "team-a", {"app": "studio"})  # type: ignore[arg-type]
+    assert found == {"a": ["k"]}
