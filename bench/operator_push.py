@@ -30,7 +30,7 @@ from e2e.harness.binaries import find_binaries  # noqa: E402
 from e2e.harness.controlplane import ControlPlane  # noqa: E402
 from e2e.harness.kubelet import FakeKubelet, IpAllocator  # noqa: E402
 from e2e.sluice import SluiceDeployment, sidecar_config, sidecar_launch  # noqa: E402
-from e2e.test_operator import admin_token, deployment  # noqa: E402
+from e2e.workloads import admin_token, deployment  # noqa: E402
 
 NAMESPACE = "bench"
 
