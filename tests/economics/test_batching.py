@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tests.support.sidecar import SidecarHandle, policy, provider_for
-from tests.support.simulator import Fail, Garbage, SimulatedLLM
+from tests.support.simulator import Fail, Garbage, Hang, SimulatedLLM
 from tests.support.waiting import wait_until
 
 MESSAGES = [{"role": "user", "content": "Describe a sluice gate"}]
@@ -233,3 +233,26 @@ async def test_a_merged_answer_that_cannot_be_split_fails_every_caller_at_once(
     assert len(llm.requests) == 1
     gc.collect()  # an unretrieved task exception is reported when the task is collected
     assert "never retrieved" not in caplog.text
+
+
+async def test_a_merged_call_ends_at_its_callers_deadline(
+    llm: SimulatedLLM, sidecar_factory
+) -> None:
+    """The callers' 504 must also close the merged call's upstream connection."""
+    sidecar = await sidecar_factory(
+        policy(
+            providers=[provider_for(llm)],
+            defaults={"timeoutSeconds": 0.3},
+            batching={"embeddings": {"enabled": True, "maxBatchSize": 2, "maxWaitMs": 200}},
+        )
+    )
+    llm.enqueue(Hang())
+    async with client(sidecar) as c:
+        results = await asyncio.gather(
+            *(c.embeddings.create(model="text-embedding-3-small", input=f"t {i}") for i in (1, 2)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, openai.APIStatusError) and r.status_code == 504 for r in results)
+        async with asyncio.timeout(2):
+            await llm.disconnected.wait()
+    assert len(llm.requests) == 1

@@ -23,19 +23,6 @@ CALLERS = 3
 EMBEDDINGS = next(r for r in ROUTES if r.name == "embeddings")
 BATCHING = {"embeddings": {"enabled": True, "maxBatchSize": CALLERS, "maxWaitMs": 200}}
 SETTLE_S = 0.5
-MERGED_CALL_OUTLIVES_ITS_CALLERS = pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="pipeline/batching.py:80-83,97-116: the merged call runs in its own task with no"
-    " timeout at its deadline, and the callers' shield() keeps their 504 from cancelling it, so"
-    " its upstream connection stays open until the upstream gives up",
-)
-
-
-def _case(behaviour: str) -> object:
-    if behaviour in ("stall", "stall-mid-body", "trickle", "stall-after-end"):
-        return pytest.param(behaviour, marks=MERGED_CALL_OUTLIVES_ITS_CALLERS)
-    return behaviour
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -52,7 +39,7 @@ async def sidecar(
     await close_test_sidecar(handle)
 
 
-@pytest.mark.parametrize("behaviour", [_case(b) for b in sorted(BEHAVIOURS)])
+@pytest.mark.parametrize("behaviour", sorted(BEHAVIOURS))
 async def test_every_caller_of_a_merged_call_gets_its_answer_in_time(
     sidecar: SidecarHandle,
     hostile: HostileUpstream,

@@ -93,8 +93,12 @@ class BatchingStage:
     async def _send(self, batch: _Batch, next_stage: Next) -> None:
         """Make the merged call; whatever happens, every caller's future is resolved."""
         assert batch.done is not None
+        deadline = min(c.deadline for c in batch.calls)
         try:
-            replies = await self._merged(batch, next_stage)
+            # Bounded like any call: the callers' shield() keeps their own deadlines from
+            # cancelling it, so without this a stalled upstream would hold it open for good.
+            async with asyncio.timeout_at(deadline):
+                replies = await self._merged(batch, next_stage)
         except BaseException as error:
             if not batch.done.done():
                 batch.done.set_exception(error)
@@ -114,7 +118,7 @@ class BatchingStage:
             leader,
             body=body,
             raw_body=orjson.dumps(body),
-            deadline=min(c.deadline for c in batch.calls),
+            deadline=min(c.deadline for c in batch.calls),  # also the task's own timeout
             prepared_bodies={},
             response_headers={},
         )
