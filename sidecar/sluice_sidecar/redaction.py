@@ -69,6 +69,9 @@ def credential_values(headers: Mapping[str, str]) -> list[str]:
 def redact_bytes(body: bytes, secrets: Iterable[str]) -> bytes:
     """``body`` with the exact ``secrets`` masked; unchanged (the same bytes) when none occurs."""
     for secret in secrets:
-        if len(secret) >= MIN_SECRET_LENGTH and (raw := secret.encode()) in body:
+        # surrogateescape: a header value aiohttp decoded from non-UTF-8 bytes is encoded back
+        # to those bytes instead of raising.
+        raw = secret.encode("utf-8", "surrogateescape")
+        if len(secret) >= MIN_SECRET_LENGTH and raw in body:
             body = body.replace(raw, MASK.encode())
     return body

@@ -47,3 +47,10 @@ def test_known_secret_values_are_masked_wherever_they_appear() -> None:
     assert redact_bytes(body, secrets) == b'{"error": {"message": "bad key [redacted]"}}'
     untouched = b'{"error": {"message": "quota"}}'
     assert redact_bytes(untouched, secrets) is untouched
+
+
+def test_a_secret_that_is_not_utf8_text_is_masked_by_its_bytes() -> None:
+    # aiohttp keeps undecodable header bytes as lone surrogates.
+    secret = "sk-opaque-\udcff-key"
+    body = b'{"error": "bad key sk-opaque-\xff-key"}'
+    assert redact_bytes(body, [secret]) == b'{"error": "bad key [redacted]"}'
