@@ -2,19 +2,22 @@
 
 Run from the repository root::
 
-    .venv/bin/python bench/proxy_overhead.py [--duration 5] [--peers] [--json FILE]
+    .venv/bin/python bench/proxy_overhead.py [--duration 5] [--peers] [--otlp] [--json FILE]
 
 One run starts the simulated upstream (``tests.support.simulator``), then nginx as a plain
 keep-alive reverse proxy, the sidecar and, with ``--peers``, the LiteLLM proxy, all in front of
-that same upstream on loopback. wrk sends non-streaming chat completions at 1 and 32
-connections to each; the table shows throughput, p50/p99 latency and what each proxy adds over
-the direct path. Every server is stopped when the script ends, also on errors and Ctrl-C.
+that same upstream on loopback; with ``--otlp`` also a second sidecar exporting OTLP traces and
+metrics to a real OpenTelemetry Collector (export on and off side by side). wrk sends
+non-streaming chat completions at 1 and 32 connections to each; the table shows throughput,
+p50/p99 latency and what each proxy adds over the direct path. Every server is stopped when
+the script ends, also on errors and Ctrl-C.
 See bench/README.md for the method and the CPU pinning.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -26,14 +29,25 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import overhead_targets as targets
 import overhead_wrk as wrk
 
+sys.path.insert(0, str(targets.REPO))  # for the collector harness of tests/otel
+from tests.otel.collector import Collector, CollectorUnavailable, collector_binary
+
 SERVER_CPU = 0  # the upstream and the proxy under test share this core
 LOAD_CPU = 1  # wrk runs alone on this one
+# The sidecar+otlp target: every call traced (the default sampler), metrics exported each
+# second (the default is 60 s), to a collector on the load generator's core.
+OTLP_ENV = {
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+    "OTEL_SERVICE_NAME": "sluice-bench",
+}
 
 
 def echo(message: str) -> None:
@@ -49,6 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peers", action="store_true", help="also measure the LiteLLM proxy")
     parser.add_argument(
         "--floor", action="store_true", help="also measure a bare aiohttp proxy (the floor)"
+    )
+    parser.add_argument(
+        "--otlp",
+        action="store_true",
+        help="also measure the sidecar exporting OTLP (gRPC) to a real OpenTelemetry Collector",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -153,6 +172,9 @@ def ratios(rows: list[dict[str, Any]], low: int, high: int) -> dict[str, float |
         ("sidecar_vs_litellm_rps", "sidecar", "litellm", high, "rps"),
         ("sidecar_vs_nginx_added_p50", "sidecar", "nginx", low, "added_p50_ms"),
         ("sidecar_vs_nginx_added_p99", "sidecar", "nginx", low, "added_p99_ms"),
+        ("otlp_vs_no_export_rps", "sidecar+otlp", "sidecar", high, "rps"),
+        ("otlp_vs_no_export_rps", "sidecar+otlp", "sidecar", low, "rps"),
+        ("otlp_vs_no_export_p50", "sidecar+otlp", "sidecar", low, "p50_ms"),
     ]
     found = {
         f"{name}_{conns}c": div(get(top, conns, key), get(bottom, conns, key))
@@ -163,6 +185,9 @@ def ratios(rows: list[dict[str, Any]], low: int, high: int) -> dict[str, float |
     )
     found["sidecar_vs_aiohttp_cpu_per_request"] = div(
         get("sidecar", high, "cpu_us_per_req"), get("aiohttp", high, "cpu_us_per_req")
+    )
+    found["otlp_vs_no_export_cpu_per_request"] = div(
+        get("sidecar+otlp", high, "cpu_us_per_req"), get("sidecar", high, "cpu_us_per_req")
     )
     found["sidecar_vs_litellm_cpu_per_request"] = div(
         get("sidecar", high, "cpu_us_per_req"), get("litellm", high, "cpu_us_per_req")
@@ -196,6 +221,9 @@ def render(report: dict[str, Any]) -> str:
             )
     for name, reason in report["skipped"].items():
         lines.append(f"- {name}: not measured ({reason})")
+    if report.get("otlp_received"):
+        got = report["otlp_received"]
+        lines.append(f"- the collector received {got['spans']} spans, {got['metrics']} metrics")
     return "\n".join(lines)
 
 
@@ -216,8 +244,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load = os.getloadavg()[0]
     if load > 0.5:
         echo(f"note: load average {load:.2f} before the run: other work may skew the figures")
+    collector: Collector | None = None
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp, \
-            targets.Fleet(Path(tmp), server_cpu) as fleet:  # fmt: skip
+            targets.Fleet(Path(tmp), server_cpu) as fleet, \
+            contextlib.ExitStack() as stack:  # fmt: skip
         script = wrk.write_script(Path(tmp))
         sim = targets.start_simulator(fleet)
         echo(f"simulator ready at {sim.base_url} in {sim.ready_s:.2f} s")
@@ -227,6 +257,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             started.append(("aiohttp", targets.start_passthrough(fleet, sim)))
         if (reason := targets.sidecar_missing()) is None:
             started.append(("sidecar", targets.start_sidecar(fleet, sim)))
+            if args.otlp:
+                try:
+                    collector = start_collector(stack, Path(tmp), load_cpu)
+                    server = start_exporting_sidecar(stack, Path(tmp), sim, server_cpu, collector)
+                    started.append(("sidecar+otlp", server))
+                except CollectorUnavailable as error:
+                    skipped["sidecar+otlp"] = str(error)
         else:
             skipped["sidecar"] = reason
         if litellm is not None:
@@ -244,6 +281,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ready_s": round(server.ready_s, 3),
                 "rss_mib": round(_rss_kib(name, server) / 1024, 1),
             }
+        otlp = _received(collector) if collector is not None else None
     rows = summarize(runs)
     add_overheads(rows)
     return {
@@ -265,7 +303,51 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratios": ratios(rows, min(args.connections), max(args.connections)),
         "servers": servers,
         "skipped": skipped,
+        "otlp_received": otlp,
     }
+
+
+def start_collector(stack: contextlib.ExitStack, workdir: Path, cpu: int | None) -> Collector:
+    launcher = ("taskset", "-c", str(cpu)) if cpu is not None else ()
+    collector = Collector(collector_binary(), workdir / "otelcol", launcher=launcher)
+    collector.start()
+    stack.callback(collector.stop)
+    echo(f"collector ready at {collector.grpc_endpoint}")
+    return collector
+
+
+def start_exporting_sidecar(
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    upstream: targets.Server,
+    cpu: int | None,
+    collector: Collector,
+) -> targets.Server:
+    # Its own folder: start_sidecar writes its policy and log under the fleet's workdir.
+    (workdir / "otlp").mkdir()
+    fleet = stack.enter_context(targets.Fleet(workdir / "otlp", cpu))
+    with _environ(OTLP_ENV | {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint}):
+        return targets.start_sidecar(fleet, upstream)
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """These variables set for the processes started inside (Fleet.spawn passes os.environ)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _received(collector: Collector) -> dict[str, int]:
+    """What the collector got: proof that the sidecar+otlp target really exported."""
+    return {"spans": len(collector.spans()), "metrics": len(collector.metrics())}
 
 
 def _commit() -> str:
@@ -287,7 +369,7 @@ def _commit() -> str:
 
 def _rss_kib(name: str, server: targets.Server) -> int:
     # The sidecar is one process: its own VmRSS. nginx and LiteLLM may fork: the whole group.
-    if name in ("sidecar", "aiohttp"):
+    if name in ("sidecar", "sidecar+otlp", "aiohttp"):
         return targets.rss_kib(server.proc.pid)
     return targets.group_rss_kib(server.proc.pid)
 
