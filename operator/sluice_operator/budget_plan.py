@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from sluice_operator.kube import Body
 from sluice_operator.reading import Workloads
 from sluice_operator.resources import Budget
 from sluice_operator.selection import policies_for
 from sluice_operator.spend import BudgetSpend, Spend
 from sluice_operator.status import BudgetStatus, Event
-from sluice_operator.workloads import Body, alive
+from sluice_operator.workloads import alive
 from sluice_sidecar.budget_periods import Period, period_of
 from sluice_sidecar.budgets import BudgetRule, Counters, level, utilization
 

@@ -20,12 +20,12 @@ from typing import Any
 import orjson
 
 from sluice_operator.budget_plan import BudgetUpdate, UsageRows, plan_collection, plan_final_report
-from sluice_operator.kube import Kube
+from sluice_operator.kube import Body, Kube
 from sluice_operator.pusher import Pusher, PushTarget, target_of
 from sluice_operator.reading import read_workloads
 from sluice_operator.resources import valid_budgets
 from sluice_operator.settings import OperatorSettings
-from sluice_operator.workloads import Body, pod_ready
+from sluice_operator.workloads import pod_ready
 
 logger = logging.getLogger("sluice.operator.budgets")
 EventPoster = Callable[[Body, str, str, str], None]  # body, type, reason, message

@@ -2,7 +2,8 @@
 
 kopf watches and patches the resources it handles; everything else the operator reads or
 writes (policies in bulk, Deployments, Pods, ConfigMaps, Secrets, status) goes through here, so
-RBAC needs are visible in one place and match ``helm/sluice/templates/rbac.yaml``.
+RBAC needs are visible in one place and match the chart's ClusterRole
+(``helm/sluice/files/operator-clusterrole-rules.yaml``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from sluice_operator.crds import GROUP, VERSION
 
-Body = dict[str, Any]
+Body = dict[str, Any]  # a raw Kubernetes object, as the API server sends it
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from sluice_operator import conditions
 from sluice_operator.defaults import DEFAULT_POLICY
 from sluice_operator.injection import WORKLOAD_LABEL, config_map_name
+from sluice_operator.kube import Body
 from sluice_operator.reading import NamespaceState
 from sluice_operator.resources import Policy, key_secrets_annotation, policy_hash
 from sluice_operator.selection import policies_for
@@ -27,7 +28,6 @@ from sluice_operator.status import Event, PolicyStatus, SidecarCount
 from sluice_operator.workloads import (
     KEY_SECRETS_ANNOTATION,
     VERSION_ANNOTATION,
-    Body,
     Workload,
     alive,
     key_secrets_patch,

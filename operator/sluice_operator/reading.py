@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sluice_operator.injection import INJECTED_LABEL
-from sluice_operator.kube import Kube
+from sluice_operator.kube import Body, Kube
 from sluice_operator.resources import Budget, Policy, key_secrets, read_policies, valid_budgets
-from sluice_operator.workloads import Body, Workload, alive, pod_workload
+from sluice_operator.workloads import Workload, alive, pod_workload
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,13 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import ValidationError
 
+from sluice_operator.kube import Body
 from sluice_sidecar.budgets import BudgetRule, build_rules
 from sluice_sidecar.config import LlmBudget, LlmPolicy, config_problems
 
-Body = dict[str, Any]
 logger = logging.getLogger("sluice.operator.resources")
 
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from sluice_operator.injection import INJECT_ANNOTATION, WORKLOAD_LABEL
-
-Body = dict[str, Any]
+from sluice_operator.kube import Body
 
 VERSION_ANNOTATION = "sluice.dev/config-version"  # on a pod: the configuration it runs
 KEY_SECRETS_ANNOTATION = "sluice.dev/provider-key-secrets"  # on a pod template
