@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from sluice_sidecar.logs import JsonFormatter
-from tests.otel.collector import NEEDS_COLLECTOR, Collector, attributes_of
+from tests.otel.collector import NEEDS_COLLECTOR, Collector, attributes_of, data_points
 from tests.support.sidecar import (
     SidecarHandle,
     close_test_sidecar,
@@ -123,3 +123,42 @@ async def test_with_export_off_the_apps_traceparent_reaches_the_provider_unchang
     finally:
         await close_test_sidecar(sidecar)
     assert llm.requests[-1].headers["traceparent"] == traceparent
+
+
+async def test_a_failed_call_has_error_type_on_its_span_attempts_and_duration(
+    collector: Collector, llm: SimulatedLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.http_endpoint)
+    document = policy(providers=[provider_for(llm)], retry={"maxAttempts": 2, "baseDelayMs": 1})
+    sidecar = await start_test_sidecar(
+        compile_policy(document), otel_traces="http/protobuf", otel_metrics="http/protobuf"
+    )
+    llm.enqueue(Fail(503), Fail(503))
+    try:
+        async with openai.AsyncOpenAI(
+            base_url=sidecar.openai_url, api_key="k", max_retries=0
+        ) as app:
+            with pytest.raises(openai.APIStatusError) as caught:
+                await app.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "hi"}]
+                )
+    finally:
+        await close_test_sidecar(sidecar)
+
+    await wait_until(lambda: any(m["name"] == "gen_ai.client.operation.duration"
+                                 for m in collector.metrics()))  # fmt: skip
+    (call,) = [s for s in collector.spans() if s["kind"] == SERVER]
+    code = attributes_of(call)["error.type"]
+    assert attributes_of(call)["http.response.status_code"] == caught.value.status_code
+    assert call["status"]["code"] == 2  # OTLP STATUS_CODE_ERROR
+    attempts = [s for s in collector.spans() if s.get("parentSpanId") == call["spanId"]]
+    assert [attributes_of(a)["http.response.status_code"] for a in attempts] == [503, 503]
+    assert {attributes_of(a)["error.type"] for a in attempts} == {code}
+    durations = [
+        attributes_of(p)
+        for m in collector.metrics()
+        if m["name"] == "gen_ai.client.operation.duration"
+        for p in data_points(m)
+    ]
+    assert [d["error.type"] for d in durations] == [code]
+    assert not [m for m in collector.metrics() if m["name"] == "gen_ai.client.token.usage"]
