@@ -6,7 +6,7 @@ sidecar: the spend of the *other* replicas (``PUT /admin/budgets/external``).
 ``plan_final_report`` folds a stopping sidecar's last report. ``budget_update`` turns a
 budget's folded spend into its status (``status.BudgetStatus``) and the Events a state change
 posts. Utilization and level are the sidecar's own functions on the sidecar's own rule, so the
-status says exactly what the sidecars enforce. ``budgets.BudgetAggregator`` reads and applies.
+status says exactly what the sidecars enforce. ``aggregator.BudgetAggregator`` reads and applies.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from sluice_operator.budgets import BudgetAggregator
+from sluice_operator.aggregator import BudgetAggregator
 from sluice_operator.injection import INJECTED_LABEL
 from sluice_operator.kube import Body, Kube
 from sluice_operator.pusher import Pusher

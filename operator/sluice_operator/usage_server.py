@@ -12,7 +12,7 @@ import logging
 import orjson
 from aiohttp import web
 
-from sluice_operator.budgets import BudgetAggregator
+from sluice_operator.aggregator import BudgetAggregator
 from sluice_operator.kube import Kube
 from sluice_operator.settings import OperatorSettings
 
