@@ -11,6 +11,7 @@ are read by the SDK itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
@@ -61,12 +62,9 @@ class Providers:
         if self.meter_provider is not None:
             self.meter_provider.force_flush(timeout_ms)
 
-    def shutdown(self) -> None:
-        """Export what is pending and stop the exporters (blocking: run it in a thread)."""
-        if self.tracer_provider is not None:
-            self.tracer_provider.shutdown()
-        if self.meter_provider is not None:
-            self.meter_provider.shutdown()
+    def shutdowns(self) -> list[Callable[[], object]]:
+        """What exports the pending telemetry and stops each provider (each one blocks)."""
+        return [p.shutdown for p in (self.tracer_provider, self.meter_provider) if p is not None]
 
 
 def resource(version: str) -> Resource:
@@ -87,7 +85,8 @@ def build_providers(
     res = resource(version)
     tracer_provider = meter_provider = None
     if config.traces is not None or span_processor is not None:
-        tracer_provider = TracerProvider(resource=res)
+        # shutdown_on_exit off: the server shuts them down, bounded (an atexit hook is not).
+        tracer_provider = TracerProvider(resource=res, shutdown_on_exit=False)
         tracer_provider.add_span_processor(
             span_processor or BatchSpanProcessor(_span_exporter(config.traces or "grpc"))
         )
@@ -95,7 +94,9 @@ def build_providers(
         reader = metric_reader or PeriodicExportingMetricReader(
             _metric_exporter(config.metrics or "grpc")
         )
-        meter_provider = MeterProvider(metric_readers=[reader], resource=res)
+        meter_provider = MeterProvider(
+            metric_readers=[reader], resource=res, shutdown_on_exit=False
+        )
     return Providers(
         tracer=tracer_provider.get_tracer(SCOPE, version) if tracer_provider else None,
         meter=meter_provider.get_meter(SCOPE, version) if meter_provider else None,
