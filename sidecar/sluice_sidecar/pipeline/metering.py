@@ -196,7 +196,6 @@ class _Meter:
 
 
 def worst_cost(call: Call, prompt_tokens: int, output_tokens: int) -> Decimal | None:
-    tokens = (prompt_tokens, output_tokens)
     """The most the call can cost: the dearest price among the providers it may go to.
 
     Priced under the settlement's rules (``_Meter.finish``): per candidate provider, its
@@ -215,7 +214,10 @@ def worst_cost(call: Call, prompt_tokens: int, output_tokens: int) -> Decimal | 
         found = [prices.lookup(None, call.model)]
     costs = [
         # Whether the input is read from the provider's cache is up to the provider: both ways.
-        max(price.cost(prompt_tokens, output_tokens), price.cost(*tokens, prompt_tokens))
+        max(
+            price.cost(prompt_tokens, output_tokens),
+            price.cost(prompt_tokens, output_tokens, prompt_tokens),
+        )
         for price in found
         if price is not None
     ]
