@@ -27,6 +27,7 @@ from e2e.sluice import WEBHOOK_CONFIGURATION, sidecar_launch
 from e2e.workloads import (
     admin_token,
     condition,
+    configmap_owners,
     configmap_version,
     deployment,
     policy,
@@ -38,6 +39,7 @@ from e2e.workloads import (
 pytestmark = pytest.mark.e2e
 CHART = Path(__file__).resolve().parents[1] / "helm" / "sluice"
 RELEASE, APP_NAMESPACE = "sluice", "studio"
+MANAGED_BY_SLUICE = "app.kubernetes.io/managed-by=sluice"  # on what the operator makes
 
 
 def image_values(images: dict[str, Image]) -> list[str]:
@@ -183,19 +185,25 @@ def uninstall(cluster: HelmCluster, operator: FakeKubelet) -> None:
     assert cp.api.exists(
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/llmpolicies.sluice.dev"
     )
-    # What the operator made at run time stays too; docs/quickstart.md says how to remove it.
-    assert operator_made(cp) == {
-        f"{APP_NAMESPACE}/configmaps/sluice-config-studio",
+    # The app runs on, and its ConfigMap with it: owned by the Deployment, it goes when that does.
+    studio = cp.request("GET", f"/apis/apps/v1/namespaces/{APP_NAMESPACE}/deployments/studio")
+    owner = ("Deployment", "studio", studio["metadata"]["uid"])
+    assert configmap_owners(cp, APP_NAMESPACE, "studio") == [owner]
+    # The Secrets the operator made at run time have no owner and stay; the label that
+    # docs/quickstart.md deletes them by selects exactly them.
+    unowned = {
         f"{APP_NAMESPACE}/secrets/sluice-sidecar-admin",
         f"{RELEASE_NAMESPACE}/secrets/sluice-webhook-tls",
     }
+    assert operator_made(cp) == unowned
+    assert operator_made(cp, labelSelector=MANAGED_BY_SLUICE) == unowned
 
 
-def operator_made(cp: ControlPlane) -> set[str]:
+def operator_made(cp: ControlPlane, **params: str) -> set[str]:
     """ConfigMaps and Secrets named sluice-* that no owner will garbage-collect."""
     found = set()
     for kind in ("configmaps", "secrets"):
-        for item in cp.api.get(f"/api/v1/{kind}")["items"]:
+        for item in cp.api.get(f"/api/v1/{kind}", **params)["items"]:
             meta = item["metadata"]
             if meta["name"].startswith("sluice-") and not meta.get("ownerReferences"):
                 found.add(f"{meta['namespace']}/{kind}/{meta['name']}")

@@ -18,6 +18,8 @@ from e2e.sluice import SluiceDeployment, sidecar_config, sidecar_launch
 from e2e.workloads import (
     admin_token,
     condition,
+    configmap_owners,
+    configmap_path,
     configmap_version,
     deployment,
     policy,
@@ -272,3 +274,32 @@ def test_namespace_label_injects_every_pod_unless_opted_out(
     )[0]
     assert [c["name"] for c in pod["spec"]["containers"]] == ["app"]
     assert "initContainers" not in pod["spec"]
+
+
+def test_deleting_a_deployment_deletes_its_configmap(
+    sluice: SluiceDeployment, control_plane: ControlPlane, namespace: str, fake_kubelet, tmp_path
+) -> None:
+    start_workload(control_plane, namespace, fake_kubelet, tmp_path, replicas=1)
+    studio = f"/apis/apps/v1/namespaces/{namespace}/deployments/studio"
+    uid = control_plane.request("GET", studio)["metadata"]["uid"]
+    assert configmap_owners(control_plane, namespace, "studio") == [("Deployment", "studio", uid)]
+    # A ConfigMap stored without an owner (by an older operator) gets it at the next reconcile.
+    control_plane.kubectl(
+        "patch", "configmap", "sluice-config-studio", "-n", namespace, "--type=json",
+        "-p", '[{"op": "remove", "path": "/metadata/ownerReferences"}]',
+    )  # fmt: skip
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=policy("studio", "studio"))
+    wait_until(
+        lambda: (
+            configmap_owners(control_plane, namespace, "studio") == [("Deployment", "studio", uid)]
+        ),
+        30,
+        what="the operator to put the owner back on the ConfigMap",
+    )
+    # kube-controller-manager's garbage collector deletes it with its Deployment.
+    control_plane.kubectl("delete", "deployment", "studio", "-n", namespace)
+    wait_until(
+        lambda: not control_plane.api.exists(configmap_path(namespace, "studio")),
+        60,
+        what="the garbage collector to delete the ConfigMap",
+    )

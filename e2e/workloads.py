@@ -1,5 +1,5 @@
 """Workloads and policies as the e2e tests write and read them: manifests (an annotated
-Deployment, an LlmPolicy) and what tests look at (the admin token, ConfigMap versions,
+Deployment, an LlmPolicy) and what tests look at (the admin token, ConfigMap versions and owners,
 sidecars' configuration versions, policy status and conditions).
 
 Shared by ``test_operator.py``, ``test_budgets.py`` and ``test_helm_install.py``.
@@ -57,9 +57,19 @@ def admin_token(cp: ControlPlane, namespace: str) -> str:
     return base64.b64decode(secret["data"]["token"]).decode()
 
 
+def configmap_path(namespace: str, workload: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/configmaps/sluice-config-{workload}"
+
+
 def configmap_version(cp: ControlPlane, namespace: str, workload: str) -> str:
-    cm = cp.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/sluice-config-{workload}")
+    cm = cp.request("GET", configmap_path(namespace, workload))
     return cm["metadata"]["annotations"]["sluice.dev/config-version"]
+
+
+def configmap_owners(cp: ControlPlane, namespace: str, workload: str) -> list[tuple[str, str, str]]:
+    """(kind, name, uid) of each owner of the workload's ConfigMap."""
+    cm = cp.request("GET", configmap_path(namespace, workload))
+    return [(o["kind"], o["name"], o["uid"]) for o in cm["metadata"].get("ownerReferences") or []]
 
 
 def running_sidecars(kubelet: FakeKubelet, count: int) -> list:

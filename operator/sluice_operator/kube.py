@@ -131,11 +131,19 @@ class Kube:
         data: dict[str, str],
         labels: dict[str, str],
         annotations: dict[str, str],
+        owner_references: list[Body],
     ) -> None:
+        """Create or replace it whole, so one stored before it had owners gets them too."""
+        metadata = {
+            "name": name,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": owner_references,
+        }
         body: Any = {  # a plain dict: the client takes it as well as its model
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {"name": name, "labels": labels, "annotations": annotations},
+            "metadata": metadata,
             "data": data,
         }
         try:

@@ -57,6 +57,7 @@ class ConfigMapPlan:
     data: dict[str, str]
     labels: dict[str, str]
     annotations: dict[str, str]
+    owner_references: list[Body]  # its Deployment: deleting that deletes the ConfigMap
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ def _plan_workload(
             data={"config.json": json.dumps(document, indent=1, sort_keys=True)},
             labels={WORKLOAD_LABEL: workload.name, "app.kubernetes.io/managed-by": "sluice"},
             annotations={VERSION_ANNOTATION: version},
+            owner_references=[workload.owner_reference()],
         ),
         key_secrets=wanted_keys,
         rollout=key_secrets_patch(wanted_keys) if current_keys != wanted_keys else None,

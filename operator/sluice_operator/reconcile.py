@@ -141,6 +141,7 @@ class Reconciler:
             config_map.data,
             labels=config_map.labels,
             annotations=config_map.annotations,
+            owner_references=config_map.owner_references,
         )
         self._applied[(namespace, name)] = dict(plan.running)
         if not plan.stale:

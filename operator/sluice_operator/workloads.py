@@ -48,6 +48,7 @@ class Workload:
     labels: Mapping[str, str]  # of the pod template: what policy and budget selectors match
     template_annotations: Mapping[str, str]
     pods: list[Body] = field(default_factory=list)  # its injected pods, when read
+    uid: str = ""  # the Deployment's; empty for pods grouped by their workload label only
 
     @classmethod
     def from_deployment(cls, body: Body) -> Workload:
@@ -57,7 +58,22 @@ class Workload:
             annotations=body["metadata"].get("annotations") or {},
             labels=template.get("labels") or {},
             template_annotations=template.get("annotations") or {},
+            uid=body["metadata"]["uid"],
         )
+
+    def owner_reference(self) -> Body:
+        """Makes the Deployment own what the operator makes for it (its ConfigMap), so the
+        garbage collector deletes that with it. Not blocking the Deployment's deletion: that
+        would need ``update`` on ``deployments/finalizers`` where the API server enforces
+        owner-reference permissions, and its Pods mount the ConfigMap as optional anyway."""
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": False,
+        }
 
     @property
     def wants_injection(self) -> bool:

@@ -75,7 +75,7 @@ def budget(name: str, spec: Body, *, status: Body | None = None) -> Body:
 
 def deployment(name: str, labels: dict[str, str], **template_annotations: str) -> Body:
     return {
-        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": {}},
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"uid-{name}", "annotations": {}},
         "spec": {
             "template": {
                 "metadata": {

@@ -215,3 +215,25 @@ async def test_budgets_that_select_the_workload_are_compiled_in() -> None:
 
 async def test_a_namespace_being_deleted_plans_nothing() -> None:
     assert await read_namespace(FakeKube(namespace_labels_=None), "team-a") is None  # type: ignore[arg-type]
+
+
+async def test_each_configmap_is_owned_by_its_deployment() -> None:
+    kube = FakeKube(
+        deployments_=[deployment("studio", {"app": "studio"}), deployment("batch", {"app": "b"})]
+    )
+    owners = {
+        w.config_map.name: w.config_map.owner_references for w in (await plan_of(kube)).workloads
+    }
+    assert owners == {
+        f"sluice-config-{name}": [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": name,
+                "uid": f"uid-{name}",
+                "controller": True,
+                "blockOwnerDeletion": False,
+            }
+        ]
+        for name in ("studio", "batch")
+    }
