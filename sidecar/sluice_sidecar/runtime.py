@@ -171,6 +171,11 @@ def build_runtime(
     )
 
 
+# Provider keys are under a few hundred bytes; a file far larger is not a key (and is read whole
+# on every configuration swap).
+MAX_KEY_FILE_BYTES = 16 * 1024
+
+
 def _read_key(spec: ProviderSpec, secrets_dir: Path, environ: Mapping[str, str]) -> str | None:
     where: str
     if spec.api_key_env is not None:
@@ -196,7 +201,16 @@ def _read_key(spec: ProviderSpec, secrets_dir: Path, environ: Mapping[str, str])
             raise RuntimeBuildError(
                 [f"provider {spec.name}: {where} is outside the secrets directory {secrets_dir}"]
             )
-        key = resolved.read_text().strip()
+        if not resolved.is_file():
+            # A FIFO or a device would block the swap (and the event loop) waiting for data.
+            raise RuntimeBuildError([f"provider {spec.name}: {where} is not a regular file"])
+        with resolved.open("rb") as handle:
+            raw = handle.read(MAX_KEY_FILE_BYTES + 1)
+        if len(raw) > MAX_KEY_FILE_BYTES:
+            raise RuntimeBuildError(
+                [f"provider {spec.name}: {where} is larger than {MAX_KEY_FILE_BYTES} bytes"]
+            )
+        key = raw.decode("utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or "not UTF-8 text"
         raise RuntimeBuildError([f"provider {spec.name}: cannot read {where}: {reason}"]) from error

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from sluice_sidecar.config import LlmPolicy, compile_policies
 from sluice_sidecar.errors import MalformedRequest, NoProviderForModel
-from sluice_sidecar.runtime import RuntimeBuildError, apply_preset, build_runtime
+from sluice_sidecar.runtime import (
+    MAX_KEY_FILE_BYTES,
+    RuntimeBuildError,
+    apply_preset,
+    build_runtime,
+)
 
 
 def runtime_for(tmp_path: Path, environ: dict[str, str] | None = None, **spec: object):
@@ -97,6 +103,21 @@ def test_a_key_with_a_line_break_inside_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RuntimeBuildError) as caught:
         runtime_for(tmp_path, providers=[{"name": "a", "type": "openai", "apiKeyFile": "key"}])
     assert "control characters" in caught.value.problems[0]
+
+
+def test_a_key_file_that_is_a_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
+    # Reading a FIFO waits for a writer for ever: the configuration swap must not hang on it.
+    os.mkfifo(tmp_path / "key")
+    with pytest.raises(RuntimeBuildError) as caught:
+        runtime_for(tmp_path, providers=[{"name": "a", "type": "openai", "apiKeyFile": "key"}])
+    assert "not a regular file" in caught.value.problems[0]
+
+
+def test_a_key_file_far_larger_than_a_key_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "key").write_bytes(b"k" * (MAX_KEY_FILE_BYTES + 1))
+    with pytest.raises(RuntimeBuildError) as caught:
+        runtime_for(tmp_path, providers=[{"name": "a", "type": "openai", "apiKeyFile": "key"}])
+    assert f"larger than {MAX_KEY_FILE_BYTES} bytes" in caught.value.problems[0]
 
 
 def test_candidates_in_order_by_family_and_model(tmp_path: Path) -> None:
