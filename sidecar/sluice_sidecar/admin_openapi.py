@@ -12,8 +12,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter
-from pydantic.json_schema import models_json_schema
+from pydantic import TypeAdapter
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from sluice_sidecar.admin_queries import CircuitResetQuery, EstimateQuery, Query
 from sluice_sidecar.config import BudgetLimits, SidecarConfig
@@ -200,8 +200,9 @@ def _answer_bodies() -> dict[str, Schema]:
     }
 
 
-def _model_schemas() -> tuple[dict[tuple[type[BaseModel], str], Schema], dict[str, Schema]]:
+def _model_schemas() -> tuple[dict[tuple[type[Any], JsonSchemaMode], Schema], dict[str, Schema]]:
     """The pydantic models' schemas, their definitions hoisted into the components."""
+    # type[Any]: pydantic keys by model or dataclass class, its dataclass type being private.
     keys, definitions = models_json_schema(
         [
             (SidecarConfig, "validation"),

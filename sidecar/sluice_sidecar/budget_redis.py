@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import ROUND_CEILING, Decimal
 
 import redis.asyncio
@@ -47,6 +47,8 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 
 Settlement = tuple[Reservation, Decimal, int]  # the reservation, actual cost, actual tokens
+# A counter field as Redis answers it: bytes/str from HMGET, int from a script, None if unset.
+HashValue = bytes | str | int | None
 
 RESERVE = """
 local h = redis.call('HMGET', KEYS[1], 'spent', 'tokens', 'rcost', 'rtok', 'ext', 'exttok')
@@ -100,8 +102,8 @@ def to_nano(amount: Decimal) -> int:
     return int((amount * NANO).to_integral_value(rounding=ROUND_CEILING))
 
 
-def from_nano(value: object) -> Decimal:
-    return Decimal(int(value or 0)) / NANO  # type: ignore[call-overload]
+def from_nano(value: HashValue) -> Decimal:
+    return Decimal(int(value or 0)) / NANO
 
 
 class RedisBudgetStore:
@@ -287,13 +289,13 @@ def _ttl(period: Period) -> int:
     return int((period.resets_at - period.start).total_seconds()) + EXPIRE_AFTER_RESET_S
 
 
-def _counters(values: list[object]) -> Counters:
+def _counters(values: Sequence[HashValue]) -> Counters:
     spent, tokens, rcost, rtok, ext, exttok = values
     return Counters(
         spent=from_nano(spent),
-        tokens=int(tokens or 0),  # type: ignore[call-overload]
+        tokens=int(tokens or 0),
         reserved_cost=from_nano(rcost),
-        reserved_tokens=int(rtok or 0),  # type: ignore[call-overload]
+        reserved_tokens=int(rtok or 0),
         external_cost=from_nano(ext),
-        external_tokens=int(exttok or 0),  # type: ignore[call-overload]
+        external_tokens=int(exttok or 0),
     )

@@ -88,7 +88,9 @@ class Runtime:
     fallback_operation: Operation | None  # used for unknown operations when allowed
     prices: PriceTable
     budget_rules: tuple[BudgetRule, ...]
-    _candidates: dict[tuple[str, str, str], tuple[Provider, ...]] = field(default_factory=dict)
+    _candidates: dict[tuple[ApiFamily, str | None, str], tuple[Provider, ...]] = field(
+        default_factory=dict
+    )
 
     def operation(self, name: str | None) -> Operation:
         if name is None:

@@ -212,10 +212,13 @@ def _overrides(environ: Mapping[str, str]) -> ConfigOverrides:
         for key, value in environ.items()
         if key.startswith(PROVIDER_URL_PREFIX) and value
     }
-    return ConfigOverrides(
-        default_timeout_seconds=environ.get("SLUICE_DEFAULT_TIMEOUT_SECONDS") or None,
-        retry_max_attempts=environ.get("SLUICE_RETRY_MAX_ATTEMPTS") or None,
-        retry_strategy=environ.get("SLUICE_RETRY_STRATEGY") or None,
-        retry_base_delay_ms=environ.get("SLUICE_RETRY_BASE_DELAY_MS") or None,
-        provider_base_urls=urls,
+    # The environment holds strings: validated (not constructed) so pydantic parses them.
+    return ConfigOverrides.model_validate(
+        {
+            "default_timeout_seconds": environ.get("SLUICE_DEFAULT_TIMEOUT_SECONDS") or None,
+            "retry_max_attempts": environ.get("SLUICE_RETRY_MAX_ATTEMPTS") or None,
+            "retry_strategy": environ.get("SLUICE_RETRY_STRATEGY") or None,
+            "retry_base_delay_ms": environ.get("SLUICE_RETRY_BASE_DELAY_MS") or None,
+            "provider_base_urls": urls,
+        }
     )

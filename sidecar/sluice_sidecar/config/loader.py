@@ -17,6 +17,10 @@ from sluice_sidecar.config.model import LlmBudget, LlmPolicy, config_problems
 POLICY_KIND = "LlmPolicy"
 BUDGET_KIND = "LlmBudget"
 Resource = LlmPolicy | LlmBudget
+MODELS: dict[str, type[LlmPolicy] | type[LlmBudget]] = {
+    POLICY_KIND: LlmPolicy,
+    BUDGET_KIND: LlmBudget,
+}
 
 
 class PolicyLoadError(ValueError):
@@ -40,7 +44,8 @@ def load_documents(text: str, *, origin: str = "<text>") -> list[Resource]:
         raise PolicyLoadError([f"{origin}: invalid YAML: {error}"]) from error
     for index, document in enumerate(documents):
         kind = document.get("kind") if isinstance(document, dict) else None
-        model = {POLICY_KIND: LlmPolicy, BUDGET_KIND: LlmBudget}.get(kind)  # type: ignore[arg-type]
+        # kind is any YAML value (None when absent): a non-string finds no model.
+        model = MODELS.get(kind)  # type: ignore[arg-type]
         if model is None:
             continue
         try:
