@@ -166,6 +166,26 @@ spec: {retry: {maxAttempts: 99}}
         load_policy_documents("a: [", origin="x.yaml")
 
 
+def test_documents_of_odd_shapes_are_skipped_or_named_never_a_traceback() -> None:
+    text = """
+kind: [LlmPolicy]
+---
+kind: {a: b}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: LlmPolicy
+metadata: [not, a, mapping]
+spec: {retry: {maxAttempts: 99}}
+"""
+    with pytest.raises(PolicyLoadError) as caught:
+        load_documents(text, origin="odd.yaml")
+    assert caught.value.problems == [
+        "odd.yaml (document 2): metadata: Input should be a valid dictionary or instance of"
+        " ObjectMeta",
+        "odd.yaml (document 2): spec.retry.maxAttempts: Input should be less than or equal to 10",
+    ]
+
+
 def test_llm_budget_documents_are_loaded_and_compiled() -> None:
     text = """
 apiVersion: sluice.dev/v1alpha1

@@ -44,14 +44,16 @@ def load_documents(text: str, *, origin: str = "<text>") -> list[Resource]:
         raise PolicyLoadError([f"{origin}: invalid YAML: {error}"]) from error
     for index, document in enumerate(documents):
         kind = document.get("kind") if isinstance(document, dict) else None
-        # kind is any YAML value (None when absent): a non-string finds no model.
-        model = MODELS.get(kind)  # type: ignore[arg-type]
+        # kind is any YAML value: only a string names a model (a list is not even hashable).
+        model = MODELS.get(kind) if isinstance(kind, str) else None
         if model is None:
             continue
         try:
             policies.append(model.model_validate(document))
         except ValidationError as error:
-            name = (document.get("metadata") or {}).get("name", f"document {index}")
+            metadata = document.get("metadata")
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            name = name if isinstance(name, str) else f"document {index}"
             problems.extend(f"{origin} ({name}): {p}" for p in config_problems(error))
     if problems:
         raise PolicyLoadError(problems)
