@@ -9,22 +9,10 @@ from typing import Any
 import httpx2
 import schemathesis
 from aiohttp import web
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from sluice_sidecar.admin_openapi import openapi_document
+from tests.admin.checks import CHECKS
 from tests.support.sidecar import SidecarHandle
-
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-]
 
 
 def admin_routes(sidecar: SidecarHandle) -> set[tuple[str, str]]:

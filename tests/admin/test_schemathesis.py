@@ -15,22 +15,11 @@ from dataclasses import dataclass, field
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from sluice_sidecar.admin_openapi import openapi_document
+from tests.admin.checks import CHECKS
 from tests.support.sidecar import SidecarHandle
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-]
 EXAMPLES_PER_MODE = 20  # per operation, once valid and once invalid: bounded, a few seconds
 
 
