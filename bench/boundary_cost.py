@@ -1,6 +1,6 @@
 """CPU of the request boundary's JSON depth check next to parsing the same body with orjson.
 
-The check (``sluice_sidecar.boundary.nesting_depth``) runs on every proxied body, so a body
+The check (``sluice_sidecar.api.boundary.nesting_depth``) runs on every proxied body, so a body
 built to be expensive for it (many tiny containers) must still cost less than parsing it.
 Prints, per body shape, the median of several rounds for both and their ratio.
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import orjson
 
-from sluice_sidecar.boundary import MAX_JSON_DEPTH, nesting_depth
+from sluice_sidecar.api.boundary import MAX_JSON_DEPTH, nesting_depth
 
 SHAPES: dict[str, bytes] = {
     "chat, 50 messages": orjson.dumps(

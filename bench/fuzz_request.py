@@ -21,8 +21,8 @@ import atheris
 with atheris.instrument_imports():
     import orjson
 
-    from sluice_sidecar.boundary import check_headers, parse_body
-    from sluice_sidecar.cache_key import cache_key, credential_hash
+    from sluice_sidecar.api.boundary import check_headers, parse_body
+    from sluice_sidecar.economics.cache_key import cache_key, credential_hash
     from sluice_sidecar.errors import MalformedRequest
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"

@@ -24,8 +24,8 @@ from sluice_operator.selection import policies_for
 from sluice_operator.spend import BudgetSpend, Spend
 from sluice_operator.status import BudgetStatus, Event
 from sluice_operator.workloads import alive
-from sluice_sidecar.budget_periods import Period, period_of
-from sluice_sidecar.budgets import BudgetRule, Counters, level, utilization
+from sluice_sidecar.contract.periods import Period, period_of
+from sluice_sidecar.economics.budgets import BudgetRule, Counters, level, utilization
 
 MICRO = Decimal("0.000001")
 UsageRows = dict[str, dict[str, Any]]  # pod UID -> budget identity -> the sidecar's usage row

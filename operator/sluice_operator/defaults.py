@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluice_sidecar.config import LlmPolicy
+from sluice_sidecar.contract import LlmPolicy
 
 DEFAULT_POLICY = LlmPolicy.model_validate(
     {

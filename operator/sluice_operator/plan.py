@@ -33,9 +33,9 @@ from sluice_operator.workloads import (
     key_secrets_patch,
     pod_ready,
 )
-from sluice_sidecar.config import LlmPolicy, SidecarConfig, compile_policies, config_problems
-from sluice_sidecar.config.compiler import CompileError
-from sluice_sidecar.config.economics import WorkloadRef
+from sluice_sidecar.contract import LlmPolicy, SidecarConfig, compile_policies, config_problems
+from sluice_sidecar.contract.compiler import CompileError
+from sluice_sidecar.contract.economics import WorkloadRef
 
 Running = Mapping[str, str]  # pod UID -> configuration version it runs
 

@@ -1,6 +1,6 @@
 """Validated views of the sluice.dev resources the operator reads, and what it derives from them.
 
-The models (``LlmPolicy``, ``LlmBudget``) live in the contract package ``sluice_sidecar.config``;
+The models (``LlmPolicy``, ``LlmBudget``) live in the contract package ``sluice_sidecar.contract``;
 this module pairs each model with the raw body it came from (whose ``metadata`` and ``status``
 the operator writes back), drops what does not validate, and answers the questions several
 modules ask: which provider-key Secrets policies name, a budget's rule as the sidecar enforces it.
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from sluice_operator.kube import Body
-from sluice_sidecar.budgets import BudgetRule, build_rules
-from sluice_sidecar.config import LlmBudget, LlmPolicy, config_problems
+from sluice_sidecar.contract import LlmBudget, LlmPolicy, config_problems
+from sluice_sidecar.economics.budgets import BudgetRule, build_rules
 
 logger = logging.getLogger("sluice.operator.resources")
 

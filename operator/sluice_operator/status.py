@@ -14,7 +14,8 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 ConditionStatus = Literal["True", "False", "Unknown"]
-# The budget's level as the sidecar names it (sluice_sidecar.budgets.level): the only states.
+# The budget's level as the sidecar names it (sluice_sidecar.economics.budgets.level): the only
+# states.
 BudgetState = Literal["OK", "Warning", "Alert", "Exceeded"]
 BUDGET_STATES: tuple[str, ...] = get_args(BudgetState)
 

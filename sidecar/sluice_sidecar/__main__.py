@@ -8,10 +8,10 @@ import sys
 
 from pydantic import ValidationError
 
-from sluice_sidecar.config.model import config_problems
-from sluice_sidecar.logs import configure_logging
-from sluice_sidecar.server import serve
-from sluice_sidecar.settings import load_settings
+from sluice_sidecar.api.server import serve
+from sluice_sidecar.contract.model import config_problems
+from sluice_sidecar.observability.logs import configure_logging
+from sluice_sidecar.service.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from sluice_sidecar.ledger import CallRecord
+from sluice_sidecar.economics.ledger import CallRecord
 from tests.admin.raw_http import raw_request
 from tests.support.sidecar import ADMIN_TOKEN, SidecarHandle
 

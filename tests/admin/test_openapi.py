@@ -10,7 +10,7 @@ import httpx2
 import schemathesis
 from aiohttp import web
 
-from sluice_sidecar.admin_openapi import openapi_document
+from sluice_sidecar.api.admin_openapi import openapi_document
 from tests.admin.checks import CHECKS
 from tests.support.sidecar import SidecarHandle
 

@@ -16,7 +16,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
-from sluice_sidecar.admin_openapi import openapi_document
+from sluice_sidecar.api.admin_openapi import openapi_document
 from tests.admin.checks import CHECKS
 from tests.support.sidecar import SidecarHandle
 

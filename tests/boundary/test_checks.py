@@ -1,4 +1,4 @@
-"""The boundary's checks (``sluice_sidecar.boundary``) as functions (unit).
+"""The boundary's checks (``sluice_sidecar.api.boundary``) as functions (unit).
 
 Their CPU cost next to parsing is a figure, not a test: bench/boundary_cost.py.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from sluice_sidecar.boundary import MAX_JSON_DEPTH, nesting_depth, parse_body
+from sluice_sidecar.api.boundary import MAX_JSON_DEPTH, nesting_depth, parse_body
 from sluice_sidecar.errors import LimitExceeded
 
 

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sluice_sidecar.proxy import build_data_app
+from sluice_sidecar.api.proxy import build_data_app
 from tests.support.sidecar import (
     SidecarHandle,
     close_test_sidecar,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sluice_sidecar.server import load_policy_dir
-from sluice_sidecar.state import ConfigRejected
+from sluice_sidecar.api.server import load_policy_dir
+from sluice_sidecar.service.state import ConfigRejected
 from tests.support.sidecar import (
     SidecarHandle,
     close_test_sidecar,

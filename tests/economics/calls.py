@@ -6,9 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from sluice_sidecar.config import LlmPolicy, compile_policies
+from sluice_sidecar.contract import LlmPolicy, compile_policies
 from sluice_sidecar.pipeline.call import Call
-from sluice_sidecar.runtime import Runtime, build_runtime
+from sluice_sidecar.pipeline.runtime import Runtime, build_runtime
 
 
 def runtime_of(document: dict[str, Any], secrets_dir: Path) -> Runtime:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from sluice_sidecar.config import LlmPolicy, compile_policies
-from sluice_sidecar.config.model import LlmBudget
+from sluice_sidecar.contract import LlmPolicy, compile_policies
+from sluice_sidecar.contract.model import LlmBudget
 from tests.proxy.conftest import sidecar, sidecar_factory
 from tests.support.redis_server import RedisServer, missing_reason, start_redis
 from tests.support.sidecar import SidecarHandle, close_test_sidecar, start_test_sidecar

@@ -12,7 +12,7 @@ import orjson
 import pytest
 import redis.asyncio
 
-from sluice_sidecar.budget_periods import period_of
+from sluice_sidecar.contract.periods import period_of
 from tests.economics.conftest import budget
 from tests.support.redis_server import free_port
 from tests.support.sidecar import (

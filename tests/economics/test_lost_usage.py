@@ -13,7 +13,7 @@ import anthropic
 import openai
 import pytest
 
-from sluice_sidecar.usage import estimate_prompt_tokens
+from sluice_sidecar.economics.usage import estimate_prompt_tokens
 from tests.economics.conftest import budget
 from tests.support.sidecar import SidecarHandle, anthropic_provider_for, policy, provider_for
 from tests.support.simulator import BreakStream, Hang, SimulatedLLM

@@ -9,12 +9,12 @@ from pathlib import Path
 import openai
 import pytest
 
-from sluice_sidecar.batch_stats import BatchStats
+from sluice_sidecar.economics.batch_stats import BatchStats
 from sluice_sidecar.errors import QueueFull
+from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call
 from sluice_sidecar.pipeline.queue import PriorityQueueStage
-from sluice_sidecar.runtime import Runtime
-from sluice_sidecar.telemetry import Metrics
+from sluice_sidecar.pipeline.runtime import Runtime
 from sluice_sidecar.transports.base import UpstreamReply
 from tests.economics.calls import chat_call, runtime_of
 from tests.support.sidecar import policy, provider_for

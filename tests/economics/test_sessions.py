@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import openai
 
-from sluice_sidecar.ledger import CallRecord
-from sluice_sidecar.sessions import MAX_GROUPS, SessionBook
-from sluice_sidecar.usage import Usage
+from sluice_sidecar.economics.ledger import CallRecord
+from sluice_sidecar.economics.sessions import MAX_GROUPS, SessionBook
+from sluice_sidecar.economics.usage import Usage
 from tests.support.sidecar import SidecarHandle, policy, provider_for
 from tests.support.simulator import SimulatedLLM
 

@@ -12,10 +12,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from sluice_sidecar.otel import NO_CALL, CallTelemetry, OtelConfig, current_call
-from sluice_sidecar.otel.attributes import OTHER
-from sluice_sidecar.otel.instruments import SECONDS_BUCKETS, TOKEN_BUCKETS
-from sluice_sidecar.otel.providers import build_providers
+from sluice_sidecar.observability.otel import NO_CALL, CallTelemetry, OtelConfig, current_call
+from sluice_sidecar.observability.otel.attributes import OTHER
+from sluice_sidecar.observability.otel.instruments import SECONDS_BUCKETS, TOKEN_BUCKETS
+from sluice_sidecar.observability.otel.providers import build_providers
 from tests.otel.views import (
     APP_SPAN_ID,
     APP_TRACE_ID,

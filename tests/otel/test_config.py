@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sluice_sidecar.otel import OtelConfigError, otel_config_from_env
+from sluice_sidecar.observability.otel import OtelConfigError, otel_config_from_env
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
 

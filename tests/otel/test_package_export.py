@@ -11,7 +11,11 @@ from decimal import Decimal
 
 import pytest
 
-from sluice_sidecar.otel import build_call_telemetry, close_call_telemetry, otel_config_from_env
+from sluice_sidecar.observability.otel import (
+    build_call_telemetry,
+    close_call_telemetry,
+    otel_config_from_env,
+)
 from tests.otel.collector import (
     NEEDS_COLLECTOR,
     Collector,

@@ -7,7 +7,11 @@ import time
 
 import pytest
 
-from sluice_sidecar.otel import build_call_telemetry, close_call_telemetry, otel_config_from_env
+from sluice_sidecar.observability.otel import (
+    build_call_telemetry,
+    close_call_telemetry,
+    otel_config_from_env,
+)
 from tests.otel.collector import free_port
 from tests.otel.views import CallStandIn, UsageStandIn
 

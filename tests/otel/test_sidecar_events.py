@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from sluice_sidecar.logs import JsonFormatter
+from sluice_sidecar.observability.logs import JsonFormatter
 from tests.otel.collector import NEEDS_COLLECTOR, Collector, attributes_of, data_points
 from tests.support.sidecar import (
     SidecarHandle,

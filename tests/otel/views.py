@@ -1,7 +1,7 @@
 """Plain stand-ins for the pipeline's Call, Provider and Usage, for the package-level tests.
 
-They carry only what ``sluice_sidecar.otel`` reads (its ``*View`` protocols); the tests of
-the wired sidecar (phase 2) use the real objects through a real sidecar.
+They carry only what ``sluice_sidecar.observability.otel`` reads (its ``*View`` protocols); the
+tests of the wired sidecar (phase 2) use the real objects through a real sidecar.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from sluice_sidecar.config.model import RetrySpec
-from sluice_sidecar.pipeline.backoff import nominal_delay_ms, retry_delay_ms
+from sluice_sidecar.contract.model import RetrySpec
+from sluice_sidecar.resilience.backoff import nominal_delay_ms, retry_delay_ms
 
 
 def spec(**kwargs: object) -> RetrySpec:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sluice_sidecar.config.model import CircuitBreakerSpec
-from sluice_sidecar.pipeline.breaker import BreakerKey, BreakerRegistry, CircuitBreaker, State
+from sluice_sidecar.contract.model import CircuitBreakerSpec
+from sluice_sidecar.resilience.breaker import BreakerKey, BreakerRegistry, CircuitBreaker, State
 from tests.support.sidecar import VirtualClock
 
 

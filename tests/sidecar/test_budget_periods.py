@@ -7,7 +7,7 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sluice_sidecar.budget_periods import period_of
+from sluice_sidecar.contract.periods import period_of
 
 UTC = dt.UTC
 

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice_sidecar.budget_store import StateFile
-from sluice_sidecar.budgets import BudgetLedger, MemoryBudgetStore, build_rules
-from sluice_sidecar.config.economics import CompiledBudget
+from sluice_sidecar.contract.economics import CompiledBudget
+from sluice_sidecar.economics.budgets import BudgetLedger, MemoryBudgetStore, build_rules
+from sluice_sidecar.economics.state_file import StateFile
 from sluice_sidecar.errors import BudgetExceeded
-from sluice_sidecar.telemetry import Metrics
+from sluice_sidecar.observability.prometheus import Metrics
 from tests.support.waiting import wait_until
 
 NOW = dt.datetime(2026, 11, 22, 12, tzinfo=dt.UTC)

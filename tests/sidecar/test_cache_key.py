@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sluice_sidecar.cache_key import cache_key, canonical, credential_hash
+from sluice_sidecar.economics.cache_key import cache_key, canonical, credential_hash
 
 BASE: dict[str, Any] = {
     "model": "gpt-4o",

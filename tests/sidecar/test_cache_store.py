@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluice_sidecar.cache_store import CachedAnswer, CacheStats, MemoryCache
+from sluice_sidecar.economics.cache_store import CachedAnswer, CacheStats, MemoryCache
 
 
 class Clock:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sluice_sidecar.config import (
+from sluice_sidecar.contract import (
     LlmPolicy,
     PolicyLoadError,
     compile_policies,
     config_problems,
     load_policy_documents,
 )
-from sluice_sidecar.config.compiler import CompileError
-from sluice_sidecar.config.economics import LlmBudgetSpec
-from sluice_sidecar.config.loader import load_documents
-from sluice_sidecar.config.model import LlmBudget
+from sluice_sidecar.contract.compiler import CompileError
+from sluice_sidecar.contract.economics import LlmBudgetSpec
+from sluice_sidecar.contract.loader import load_documents
+from sluice_sidecar.contract.model import LlmBudget
 
 PROVIDERS = [{"name": "openai", "type": "openai"}]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sluice_sidecar.latency import POINTS, LatencyHistory, confidence
+from sluice_sidecar.economics.latency_model import POINTS, LatencyHistory, confidence
 
 
 def test_duration_scales_with_prompt_tokens() -> None:

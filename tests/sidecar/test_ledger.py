@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sluice_sidecar import ledger
-from sluice_sidecar.ledger import CallRecord, UsageLedger
-from sluice_sidecar.usage import Usage
+from sluice_sidecar.economics import ledger
+from sluice_sidecar.economics.ledger import CallRecord, UsageLedger
+from sluice_sidecar.economics.usage import Usage
 
 
 def record(**fields: object) -> CallRecord:

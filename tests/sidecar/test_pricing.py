@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sluice_sidecar.pricing import BUNDLED, PRICES_AS_OF, PriceTable
+from sluice_sidecar.economics.pricing import BUNDLED, PRICES_AS_OF, PriceTable
 
 
 def test_bundled_table_is_dated_and_covers_the_main_vendors() -> None:

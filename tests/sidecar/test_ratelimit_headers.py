@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sluice_sidecar.pipeline.ratelimit_headers import (
+from sluice_sidecar.resilience.ratelimit_headers import (
     MAX_WAIT_S,
     parse_go_duration,
     requested_wait_seconds,

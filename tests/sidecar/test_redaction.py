@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sluice_sidecar.redaction import MASK, credential_values, redact, redact_bytes
+from sluice_sidecar.observability.redaction import MASK, credential_values, redact, redact_bytes
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sluice_sidecar.config import LlmPolicy, compile_policies
+from sluice_sidecar.contract import LlmPolicy, compile_policies
 from sluice_sidecar.errors import MalformedRequest, NoProviderForModel
-from sluice_sidecar.runtime import (
+from sluice_sidecar.pipeline.runtime import (
     MAX_KEY_FILE_BYTES,
     RuntimeBuildError,
     apply_preset,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sluice_sidecar.__main__ import main
-from sluice_sidecar.settings import load_settings
+from sluice_sidecar.service.settings import load_settings
 from sluice_sidecar.transports.http import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT_S
 
 

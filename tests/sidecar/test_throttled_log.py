@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from sluice_sidecar.throttled_log import ThrottledLog
+from sluice_sidecar.observability.throttled_log import ThrottledLog
 from tests.support.sidecar import VirtualClock
 
 

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sluice_sidecar.usage import (
+from sluice_sidecar.economics.usage import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     MAX_PENDING_EVENT_BYTES,
     OutputBound,

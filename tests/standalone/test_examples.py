@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sluice_sidecar.settings import ConfigOverrides
+from sluice_sidecar.service.settings import ConfigOverrides
 from tests.support.sidecar import close_test_sidecar, start_test_sidecar
 
 EXAMPLES = sorted(p for p in (Path(__file__).parents[2] / "examples").iterdir() if p.is_dir())

@@ -14,7 +14,7 @@ import openai
 import pytest
 import yaml
 
-from sluice_sidecar.settings import ConfigOverrides
+from sluice_sidecar.service.settings import ConfigOverrides
 from tests.support.sidecar import close_test_sidecar, policy, provider_for, start_test_sidecar
 from tests.support.simulator import SimulatedLLM
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import aiohttp
 
-from sluice_sidecar.config import LlmPolicy, SidecarConfig, compile_policies
-from sluice_sidecar.server import RunningSidecar, start_sidecar
-from sluice_sidecar.settings import SidecarSettings
+from sluice_sidecar.api.server import RunningSidecar, start_sidecar
+from sluice_sidecar.contract import LlmPolicy, SidecarConfig, compile_policies
+from sluice_sidecar.service.settings import SidecarSettings
 from tests.support.simulator import SimulatedLLM
 
 ADMIN_TOKEN = "test-admin-token"

@@ -1,1 +1,1 @@
-"""Pipeline stages: each a small module with one job, composed in ``sluice_sidecar.proxy``."""
+"""Pipeline stages: each a small module with one job, composed in ``sluice_sidecar.api.proxy``."""

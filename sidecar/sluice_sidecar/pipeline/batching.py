@@ -23,11 +23,11 @@ from typing import Any
 
 import orjson
 
-from sluice_sidecar.batch_stats import BatchStats
-from sluice_sidecar.cache_key import credential_hash
+from sluice_sidecar.economics.batch_stats import BatchStats
+from sluice_sidecar.economics.cache_key import credential_hash
 from sluice_sidecar.errors import UpstreamError
+from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call, Next
-from sluice_sidecar.telemetry import Metrics
 from sluice_sidecar.transports.base import UpstreamReply
 
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-from sluice_sidecar.budgets import BudgetLedger, BudgetRule, Reservation
+from sluice_sidecar.economics.budgets import BudgetLedger, BudgetRule, Reservation
+from sluice_sidecar.economics.usage import output_bound
 from sluice_sidecar.errors import NoProviderForModel
 from sluice_sidecar.pipeline.call import Call, Next
 from sluice_sidecar.transports.base import UpstreamReply
-from sluice_sidecar.usage import output_bound
 
 ZERO = Decimal(0)
 

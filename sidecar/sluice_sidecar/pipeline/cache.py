@@ -21,13 +21,13 @@ from typing import Any
 
 import orjson
 
-from sluice_sidecar import otel
-from sluice_sidecar.cache_key import VARIANT_HEADERS, cache_key, credential_hash
-from sluice_sidecar.cache_store import CacheBackend, CachedAnswer, CacheStats
-from sluice_sidecar.config.economics import CacheSpec
+from sluice_sidecar.contract.economics import CacheSpec
+from sluice_sidecar.economics.cache_key import VARIANT_HEADERS, cache_key, credential_hash
+from sluice_sidecar.economics.cache_store import CacheBackend, CachedAnswer, CacheStats
 from sluice_sidecar.errors import NoProviderForModel
+from sluice_sidecar.observability import otel
+from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call, Next
-from sluice_sidecar.telemetry import Metrics
 from sluice_sidecar.transports.base import UpstreamReply
 from sluice_sidecar.transports.sse import is_complete_stream
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
+from sluice_sidecar.economics.usage import Usage
 from sluice_sidecar.errors import ApiFamily
-from sluice_sidecar.runtime import Operation, Provider, Runtime
+from sluice_sidecar.pipeline.runtime import Operation, Provider, Runtime
 from sluice_sidecar.transports.base import UpstreamReply
-from sluice_sidecar.usage import Usage
 
 RouteKind = Literal["chat", "completions", "embeddings", "messages", "models"]
 CacheStatus = Literal["hit", "miss", "bypass", "off"]

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 
-from sluice_sidecar import otel
 from sluice_sidecar.errors import (
     BulkheadFull,
     CircuitOpen,
     PermanentUpstreamError,
     TransientUpstreamError,
 )
-from sluice_sidecar.pipeline.breaker import BreakerRegistry
+from sluice_sidecar.observability import otel
+from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call, Next
-from sluice_sidecar.telemetry import Metrics
+from sluice_sidecar.resilience.breaker import BreakerRegistry
 from sluice_sidecar.transports.base import UpstreamReply
 
 BULKHEAD_RETRY_AFTER_S = 1.0

@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator
 
 import orjson
 
-from sluice_sidecar import otel
-from sluice_sidecar.batch_stats import BatchStats
+from sluice_sidecar.economics.batch_stats import BatchStats
+from sluice_sidecar.observability import otel
+from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call, Next
-from sluice_sidecar.telemetry import Metrics
 from sluice_sidecar.transports.base import UpstreamReply
 
 Shared = tuple[int, str, bool, bytes]  # status, content type, stream, body

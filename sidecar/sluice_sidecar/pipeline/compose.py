@@ -14,7 +14,7 @@ Order, outermost first:
     circuit   -> breaker admission, bulkhead, outcome recording per attempt
     upstream  -> preset, model map, credentials; send through the transport
 
-The call's deadline and timeout warning wrap the whole chain (``sluice_sidecar.proxy``), so one
+The call's deadline and timeout warning wrap the whole chain (``sluice_sidecar.api.proxy``), so one
 deadline covers every retry and fallback.
 """
 

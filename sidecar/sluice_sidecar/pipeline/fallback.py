@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 
-from sluice_sidecar import otel
 from sluice_sidecar.errors import CircuitOpen, Refused, SluiceError, TransientUpstreamError
+from sluice_sidecar.observability import otel
+from sluice_sidecar.observability.prometheus import Metrics
+from sluice_sidecar.observability.redaction import redact
 from sluice_sidecar.pipeline.call import Call, Next
-from sluice_sidecar.redaction import redact
-from sluice_sidecar.telemetry import Metrics
 from sluice_sidecar.transports.base import UpstreamReply
 
 logger = logging.getLogger("sluice.fallback")

@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from sluice_sidecar.economics.latency_model import LatencyHistory, Prediction
 from sluice_sidecar.errors import NoProviderForModel
-from sluice_sidecar.latency import LatencyHistory, Prediction
+from sluice_sidecar.observability.prometheus import Metrics
+from sluice_sidecar.observability.throttled_log import ThrottledLog
 from sluice_sidecar.pipeline.call import Call, Next
-from sluice_sidecar.telemetry import Metrics
-from sluice_sidecar.throttled_log import ThrottledLog
 from sluice_sidecar.transports.base import UpstreamReply
 
 logger = logging.getLogger("sluice.latency")

@@ -28,18 +28,18 @@ from decimal import Decimal
 
 import orjson
 
-from sluice_sidecar.errors import NoProviderForModel
-from sluice_sidecar.ledger import CallRecord
-from sluice_sidecar.pipeline.call import Call, Estimate, Next
-from sluice_sidecar.telemetry import Metrics
-from sluice_sidecar.transports.base import UpstreamReply
-from sluice_sidecar.usage import (
+from sluice_sidecar.economics.ledger import CallRecord
+from sluice_sidecar.economics.usage import (
     SseUsageReader,
     Usage,
     estimate_prompt_tokens,
     output_bound,
     usage_from_json,
 )
+from sluice_sidecar.errors import NoProviderForModel
+from sluice_sidecar.observability.prometheus import Metrics
+from sluice_sidecar.pipeline.call import Call, Estimate, Next
+from sluice_sidecar.transports.base import UpstreamReply
 
 logger = logging.getLogger("sluice.cost")
 USAGE_KINDS = frozenset({"chat", "completions"})  # OpenAI routes with stream_options

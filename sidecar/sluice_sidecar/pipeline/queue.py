@@ -14,11 +14,11 @@ import asyncio
 import heapq
 import itertools
 
-from sluice_sidecar import otel
-from sluice_sidecar.batch_stats import BatchStats
+from sluice_sidecar.economics.batch_stats import BatchStats
 from sluice_sidecar.errors import QueueFull
+from sluice_sidecar.observability import otel
+from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call, Next
-from sluice_sidecar.telemetry import Metrics
 from sluice_sidecar.transports.base import UpstreamReply
 
 PRIORITIES = {"critical": 0, "high": 1, "normal": 2, "low": 3}

@@ -15,12 +15,12 @@ import asyncio
 import logging
 import math
 
-from sluice_sidecar import otel
 from sluice_sidecar.errors import TransientUpstreamError
-from sluice_sidecar.pipeline.backoff import retry_delay_ms
-from sluice_sidecar.pipeline.breaker import BreakerRegistry
+from sluice_sidecar.observability import otel
+from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call, Next
-from sluice_sidecar.telemetry import Metrics
+from sluice_sidecar.resilience.backoff import retry_delay_ms
+from sluice_sidecar.resilience.breaker import BreakerRegistry
 from sluice_sidecar.transports.base import UpstreamReply
 
 logger = logging.getLogger("sluice.retry")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import orjson
 
-from sluice_sidecar import otel
+from sluice_sidecar.observability import otel
 from sluice_sidecar.pipeline.call import Call, Next
-from sluice_sidecar.runtime import Provider, apply_preset
+from sluice_sidecar.pipeline.runtime import Provider, apply_preset
 from sluice_sidecar.transports.base import Transport, UpstreamReply, UpstreamRequest
 
 # Request headers never forwarded: connection-level ones, ours (x-llm-*), and ones aiohttp sets.

@@ -27,11 +27,11 @@ from sluice_sidecar.errors import (
     classify_upstream_status,
     reason_for_status,
 )
-from sluice_sidecar.pipeline.ratelimit_headers import (
+from sluice_sidecar.observability.redaction import credential_values, redact, redact_bytes
+from sluice_sidecar.resilience.ratelimit_headers import (
     requested_wait_seconds,
     sanitise_wait_headers,
 )
-from sluice_sidecar.redaction import credential_values, redact, redact_bytes
 from sluice_sidecar.transports.base import UpstreamReply, UpstreamRequest
 from sluice_sidecar.transports.sse import StreamCheck
 

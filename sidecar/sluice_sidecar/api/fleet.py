@@ -1,0 +1,131 @@
+"""Budgets across the replicas of a workload, without Redis: the operator's side channel.
+
+The operator collects each sidecar's own spend (``GET /admin/usage``), sums it per budget and
+pushes back, to every sidecar, what the *other* replicas spent (``PUT /admin/budgets/external``),
+so a hard limit holds across replicas between collections. On shutdown a sidecar POSTs its
+final usage to the operator (``SLUICE_USAGE_REPORT_URL``), so a deleted pod's spend is not lost.
+With Redis the counters are shared directly and external reports are ignored.
+
+A report is validated whole (``ExternalUsage``): a spend that is negative, not finite or
+absurdly large would corrupt every later budget decision, so the body is refused with 400.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sluice_sidecar.api.proxy import STATE
+from sluice_sidecar.contract.model import config_problems
+from sluice_sidecar.contract.periods import period_of
+from sluice_sidecar.economics.budgets import MemoryBudgetStore
+from sluice_sidecar.service.state import SidecarState
+
+logger = logging.getLogger("sluice.fleet")
+REPORT_TIMEOUT_S = 3.0
+# A trillion dollars: more than any budget, small enough for exact Decimal sums and JSON.
+MAX_EXTERNAL_USD = Decimal(10) ** 12
+MAX_EXTERNAL_TOKENS = 2**53  # exact in every JSON reader
+MAX_EXTERNAL_DIGITS = 40  # the operator's sums have at most 28 (Decimal's default precision)
+
+
+class ExternalSpend(BaseModel):
+    """What the other replicas spent on one budget in one period (a row the operator pushes)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    budget: str = Field(max_length=512, description="Budget identity, namespace/name.")
+    period_start: str = Field(
+        alias="periodStart", max_length=64, description="Start of the period, ISO 8601."
+    )
+    spent_usd: Decimal = Field(
+        alias="spentUSD",
+        ge=0,
+        le=MAX_EXTERNAL_USD,
+        allow_inf_nan=False,
+        max_digits=MAX_EXTERNAL_DIGITS,
+        description="USD.",
+    )
+    tokens: int = Field(default=0, ge=0, le=MAX_EXTERNAL_TOKENS)
+
+
+class ExternalUsage(BaseModel):
+    """The body of ``PUT /admin/budgets/external``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    budgets: list[ExternalSpend] = Field(max_length=10_000)
+
+
+def apply_external(state: SidecarState, rows: list[ExternalSpend]) -> int:
+    """Note other replicas' spend per budget; returns how many rows applied."""
+    store, runtime = state.budgets.store, state.runtime
+    if not isinstance(store, MemoryBudgetStore) or runtime is None:
+        return 0  # a shared store (Redis) already counts every replica
+    rules = {rule.identity: rule for rule in runtime.budget_rules}
+    now = dt.datetime.now(dt.UTC)
+    applied = 0
+    for row in rows:
+        rule = rules.get(row.budget)
+        if rule is None:
+            continue
+        period = period_of(rule.spec.period, now)
+        if row.period_start != period.start.isoformat():
+            continue  # about another period: stale or early, either way not ours
+        store.note_external(rule.identity, period.key, row.spent_usd, row.tokens)
+        applied += 1
+    return applied
+
+
+async def put_external(request: web.Request) -> web.Response:
+    try:
+        usage = ExternalUsage.model_validate_json(await request.read())
+    except ValidationError as error:
+        problems = config_problems(error)
+        return web.json_response({"error": "invalid body", "problems": problems}, status=400)
+    return web.json_response({"applied": apply_external(request.app[STATE], usage.budgets)})
+
+
+def add_routes(admin_app: web.Application) -> None:
+    admin_app.router.add_put("/admin/budgets/external", put_external)
+
+
+async def usage_document(state: SidecarState) -> dict[str, Any]:
+    runtime = state.runtime
+    rules = runtime.budget_rules if runtime else ()
+    return {
+        "podUID": state.settings.pod_uid,
+        "namespace": state.settings.namespace,
+        "workload": runtime.config.workload.identity if runtime else None,
+        "budgets": await state.budgets.status(rules),
+    }
+
+
+async def report_final_usage(state: SidecarState) -> bool:
+    """POST this process's last usage to the operator; False when not configured or failed."""
+    settings = state.settings
+    if not settings.usage_report_url or settings.admin_token is None:
+        return False
+    body = orjson.dumps(await usage_document(state))
+    headers = {
+        "Authorization": f"Bearer {settings.admin_token.get_secret_value()}",
+        "Content-Type": "application/json",
+    }
+    timeout = aiohttp.ClientTimeout(total=REPORT_TIMEOUT_S)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.post(settings.usage_report_url, data=body, headers=headers) as answer,
+        ):
+            if answer.status == 200:
+                logger.info("final usage reported to %s", settings.usage_report_url)
+                return True
+            logger.warning("final usage report refused: HTTP %d", answer.status)
+    except (aiohttp.ClientError, TimeoutError) as error:
+        logger.warning("final usage report to %s failed: %s", settings.usage_report_url, error)
+    return False

@@ -1,0 +1,326 @@
+"""The data port: OpenAI- and Anthropic-compatible routes in front of the pipeline.
+
+Per request: read and check the body once, resolve the operation, open the call's single
+deadline and its warning timer, run the pipeline, and relay the answer (streams chunk by chunk
+as they arrive). Every failure becomes an error in the caller's own API format; nothing here
+lets an exception escape as a bare 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from sluice_sidecar.api.boundary import check_headers, parse_body
+from sluice_sidecar.errors import (
+    ApiFamily,
+    BodyTimedOut,
+    BodyTooLarge,
+    BudgetExceeded,
+    DeadlineExceeded,
+    LimitExceeded,
+    MalformedRequest,
+    NotConfigured,
+    PermanentUpstreamError,
+    RouteNotFound,
+    SluiceError,
+    TransientUpstreamError,
+    UpstreamError,
+    render_error,
+)
+from sluice_sidecar.observability import otel
+from sluice_sidecar.pipeline.call import Call, RouteKind
+from sluice_sidecar.pipeline.runtime import Operation
+from sluice_sidecar.service.state import SidecarState
+from sluice_sidecar.transports.base import UpstreamReply
+
+logger = logging.getLogger("sluice.proxy")
+
+STATE = web.AppKey("sluice_state", SidecarState)
+OTEL = web.AppKey("sluice_otel", otel.CallTelemetry)
+CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
+
+
+def build_data_app(
+    state: SidecarState, telemetry: otel.CallTelemetry | None = None
+) -> web.Application:
+    app = web.Application(client_max_size=state.settings.max_body_bytes)
+    app[STATE] = state
+    app[OTEL] = telemetry or otel.CallTelemetry()  # default: export off
+    routes = [
+        ("POST", "/v1/chat/completions", "openai", "chat"),
+        ("POST", "/v1/completions", "openai", "completions"),
+        ("POST", "/v1/embeddings", "openai", "embeddings"),
+        ("GET", "/v1/models", "openai", "models"),
+        ("POST", "/v1/messages", "anthropic", "messages"),
+    ]
+    for method, path, api, kind in routes:
+        app.router.add_route(method, path, _handler(api, kind))  # type: ignore[arg-type]
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app
+
+
+def _handler(api: ApiFamily, kind: RouteKind):
+    async def handle(request: web.Request) -> web.StreamResponse:
+        # GET /v1/models is both APIs' path: the Anthropic SDK marks itself with a header.
+        family: ApiFamily = (
+            "anthropic" if kind == "models" and "anthropic-version" in request.headers else api
+        )
+        return await _proxy(request, family, kind)
+
+    return handle
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    api: ApiFamily = "anthropic" if "anthropic-version" in request.headers else "openai"
+    error = RouteNotFound(f"no route {request.method} {request.path} on the Sluice sidecar")
+    return _error_response(error, api)
+
+
+async def _proxy(request: web.Request, api: ApiFamily, kind: RouteKind) -> web.StreamResponse:
+    state = request.app[STATE]
+    runtime = state.runtime
+    if runtime is None:
+        return _error_response(NotConfigured("the sidecar has no configuration loaded yet"), api)
+    metrics = state.metrics
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    metrics.in_flight.inc()
+    status = 500
+    call: Call | None = None
+    handle = otel.NO_CALL
+    operation_name = "-"
+    try:
+        try:
+            call = await _read_call(request, api, kind, runtime, started, state)
+        except SluiceError as error:
+            status = error.status
+            metrics.errors.labels(error.code).inc()
+            if (limit := _limit_of(error)) is not None:
+                metrics.refused.labels(limit).inc()
+            return _error_response(error, api)
+        operation_name = call.operation.name
+        handle = request.app[OTEL].start(call)
+        response, status = await _run(request, state, call, handle)
+        return response
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED
+        handle.failed("client_closed")
+        raise
+    finally:
+        metrics.in_flight.dec()
+        if call is not None:
+            cache = None if call.cache_status == "off" else call.cache_status
+            handle.end(
+                status, provider=call.provider, usage=call.usage, cost=call.cost, cache_status=cache
+            )
+        elapsed = loop.time() - started
+        provider = call.provider.name if call and call.provider else "none"
+        model = metrics.model_label(call.model_name) if call else "-"
+        labels = (provider, model, operation_name, str(status))
+        metrics.requests.labels(*labels).inc()
+        metrics.duration.labels(*labels).observe(elapsed)
+        if call is not None:
+            state.stats.record(
+                provider, operation_name, ok=status < 400, retries=call.retries, latency_s=elapsed
+            )
+
+
+async def _read_call(
+    request: web.Request,
+    api: ApiFamily,
+    kind: RouteKind,
+    runtime: Any,
+    started: float,
+    state: SidecarState,
+) -> Call:
+    check_headers(request.headers)
+    operation: Operation = runtime.operation(request.headers.get("x-llm-operation"))
+    body: dict[str, Any] | None = None
+    raw: bytes | None = None
+    model: str | None = None
+    stream = False
+    if request.method == "POST":
+        limit = state.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLarge(f"request body of {request.content_length} bytes exceeds {limit}")
+        try:
+            async with asyncio.timeout(state.settings.body_timeout_s):
+                raw = await request.read()
+        except web.HTTPRequestEntityTooLarge as error:
+            raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes") from error
+        except TimeoutError as error:
+            raise BodyTimedOut(state.settings.body_timeout_s) from error
+        body = parse_body(raw)
+        model = body["model"]
+        stream = body.get("stream") is True and kind != "embeddings"
+    return Call(
+        api=api,
+        kind=kind,
+        path=request.path,
+        query=request.query_string,
+        operation=operation,
+        session=request.headers.get("x-llm-session"),
+        model=model,
+        stream=stream,
+        body=body,
+        raw_body=raw,
+        client_headers={k.lower(): v for k, v in request.headers.items()},
+        runtime=runtime,
+        deadline=started + operation.timeout_s,
+    )
+
+
+async def _run(
+    request: web.Request, state: SidecarState, call: Call, handle: otel.CallHandle
+) -> tuple[web.StreamResponse, int]:
+    loop = asyncio.get_running_loop()
+    operation = call.operation
+    started = call.deadline - operation.timeout_s
+    warning = loop.call_later(operation.warn_after_s, _warn_slow, state, operation, started)
+    reply: UpstreamReply | None = None
+    stream: web.StreamResponse | None = None
+    try:
+        async with asyncio.timeout_at(call.deadline):
+            reply = await state.pipeline(call)
+            if not reply.streaming:
+                handle.answer(*_model_and_output(reply.json))
+                return _reply_response(reply, call), reply.status
+            stream = await _start_stream(request, reply, call)
+            await _relay(stream, reply, handle)
+            return stream, reply.status
+    except TimeoutError:
+        error: SluiceError = DeadlineExceeded(
+            f"{operation.name} timed out after {_seconds(operation.timeout_s)}"
+            f" ({call.attempts} attempt(s), timeout {_seconds(operation.timeout_s)})"
+        )
+    except SluiceError as caught:
+        error = caught
+    except ConnectionResetError:
+        # The client went away mid-stream: nothing to answer; the upstream is closed below.
+        assert stream is not None
+        handle.failed("client_closed")
+        return stream, CLIENT_CLOSED
+    except Exception:
+        # A bug must still answer in the caller's format, and never take the sidecar down.
+        logger.exception("%s failed inside the sidecar", operation.name)
+        error = SluiceError("internal error in the Sluice sidecar; see its log")
+    finally:
+        warning.cancel()
+        if reply is not None:
+            reply.close()
+    state.metrics.errors.labels(error.code).inc()
+    handle.failed(error.code)
+    if isinstance(error, BudgetExceeded):
+        details = error.details or {}
+        handle.budget_over(str(details.get("budget")), str(details.get("limitKind")), "hard")
+    if stream is not None:
+        # Bytes already reached the client: end the stream with an error event instead.
+        logger.warning("%s stream ended early: %s", operation.name, error.message)
+        await _end_stream_with_error(stream, error, call.api)
+        return stream, error.status
+    if isinstance(error, UpstreamError) and error.upstream_status and error.body:
+        return _upstream_error_response(error), error.status
+    return _error_response(error, call.api), error.status
+
+
+def _sluice_headers(call: Call) -> dict[str, str]:
+    return {
+        "x-sluice-provider": call.provider.name if call.provider else "none",
+        "x-sluice-attempts": str(call.attempts),
+        "x-sluice-operation": call.operation.name,
+        **call.response_headers,
+    }
+
+
+def _reply_response(reply: UpstreamReply, call: Call) -> web.Response:
+    headers = reply.headers | _sluice_headers(call)
+    return web.Response(status=reply.status, body=reply.body, headers=headers)
+
+
+async def _start_stream(
+    request: web.Request, reply: UpstreamReply, call: Call
+) -> web.StreamResponse:
+    stream = web.StreamResponse(status=reply.status, headers=reply.headers | _sluice_headers(call))
+    await stream.prepare(request)
+    return stream
+
+
+async def _relay(stream: web.StreamResponse, reply: UpstreamReply, handle: otel.CallHandle) -> None:
+    assert reply.chunks is not None
+    handle.chunk()
+    await stream.write(reply.first_chunk)
+    async for chunk in reply.chunks:
+        handle.chunk()
+        await stream.write(chunk)
+    await stream.write_eof()
+
+
+def _model_and_output(answer: Any) -> tuple[str | None, Any]:
+    """The model a JSON answer names, and its content (choices, content) for opt-in capture."""
+    if not isinstance(answer, dict):
+        return None, None
+    model = answer.get("model")
+    return (model if isinstance(model, str) else None), answer.get("choices", answer.get("content"))
+
+
+async def _end_stream_with_error(
+    stream: web.StreamResponse, error: SluiceError, api: ApiFamily
+) -> None:
+    payload = orjson.dumps(render_error(error, api))
+    event = b"event: error\ndata: " if api == "anthropic" else b"data: "
+    try:
+        await stream.write(b"\n\n" + event + payload + b"\n\n")
+        await stream.write_eof()
+    except ConnectionResetError:
+        pass
+
+
+def _upstream_error_response(error: UpstreamError) -> web.Response:
+    """Relay the provider's own error (same API family as the caller) unchanged."""
+    return web.Response(status=error.status, body=error.body, headers=error.headers)
+
+
+def _error_response(error: SluiceError, api: ApiFamily) -> web.Response:
+    headers = {"content-type": "application/json"}
+    if error.retry_after is not None:
+        headers["retry-after"] = str(max(1, round(error.retry_after)))
+    if isinstance(error, TransientUpstreamError | PermanentUpstreamError) and error.upstream_status:
+        headers.update({k: v for k, v in error.headers.items() if k.startswith("x-ratelimit")})
+    return web.Response(
+        status=error.status, body=orjson.dumps(render_error(error, api)), headers=headers
+    )
+
+
+def protocol_error_response(status: int, reason: str) -> web.Response:
+    """A request aiohttp could not parse: no route is known, so the OpenAI format (the default)."""
+    error = MalformedRequest(reason, code="malformed_http")
+    error.status = status  # aiohttp's choice (400, or 413/431 for sizes)
+    return _error_response(error, "openai")
+
+
+def _limit_of(error: SluiceError) -> str | None:
+    """The boundary limit a refusal comes from, for ``llm_requests_refused_total``."""
+    if isinstance(error, LimitExceeded):
+        return error.limit
+    return "body_size" if isinstance(error, BodyTooLarge) else None
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"
+
+
+def _warn_slow(state: SidecarState, operation: Operation, started: float) -> None:
+    elapsed = asyncio.get_running_loop().time() - started
+    state.metrics.timeout_warnings.labels(operation.name).inc()
+    logger.warning(
+        "%s is taking longer than usual (%s / %s, %.0f%%)",
+        operation.name,
+        _seconds(elapsed),
+        _seconds(operation.timeout_s),
+        100 * elapsed / operation.timeout_s,
+    )

@@ -1,0 +1,168 @@
+"""Configuration sections of the economics stages: pricing, cache, batching, queue, budgets.
+
+Used by ``config.model`` (as sections of ``LlmPolicySpec`` and ``SidecarConfig``) and by the
+operator, which generates CRD schemas from them: plain types only, every field with a default
+and a description. Money is ``Decimal`` (``config.base.Money``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from sluice_sidecar.contract.base import NAME_PATTERN, Money, Spec
+
+BudgetPeriod = Literal["daily", "weekly", "monthly", "total"]
+Enforcement = Literal["hard", "soft"]
+CacheBackend = Literal["memory", "redis"]
+
+
+class ModelPriceSpec(Spec):
+    """Price of one model in US dollars per million tokens."""
+
+    input_per_1m: Money = Field(alias="inputPer1M", description="USD per 1M input tokens.")
+    output_per_1m: Money = Field(alias="outputPer1M", description="USD per 1M output tokens.")
+    cached_input_per_1m: Money | None = Field(
+        default=None,
+        alias="cachedInputPer1M",
+        description="USD per 1M cached input tokens; null: the input price.",
+    )
+
+
+# Model name (or glob, or "provider/model") -> price. Overrides the bundled table.
+PricingSpec = dict[str, ModelPriceSpec]
+
+
+class CacheSpec(Spec):
+    """Exact-match answer cache."""
+
+    enabled: bool = Field(default=False, description="Cache answers of this workload at all.")
+    backend: CacheBackend = Field(
+        default="memory",
+        description="memory (per process) or redis (shared; needs SLUICE_REDIS_URL, else memory).",
+    )
+    ttl_seconds: int = Field(default=3600, ge=1, le=30 * 86_400, description="Entry lifetime.")
+    max_entries: int = Field(default=10_000, ge=1, le=10_000_000, description="Memory LRU bound.")
+    max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Memory LRU bound on stored answer bytes."
+    )
+    max_entry_bytes: int = Field(
+        default=1024 * 1024, ge=256, description="Answers larger than this are not cached."
+    )
+    temperature_ceiling: float = Field(
+        default=0.3,
+        ge=0,
+        le=2,
+        description="Only calls with temperature <= this are cached, unless the operation "
+        "enables caching explicitly. A call without temperature counts as 1.0.",
+    )
+
+
+class OperationCacheSpec(Spec):
+    """Per-operation cache switch: set ``enabled`` to cache whatever the temperature."""
+
+    enabled: bool | None = Field(
+        default=None, description="true: cache this operation always; false: never; null: policy."
+    )
+    ttl_seconds: int | None = Field(
+        default=None, ge=1, le=30 * 86_400, description="null: the policy's ttlSeconds."
+    )
+
+
+class EmbeddingsBatchSpec(Spec):
+    enabled: bool = Field(default=False, description="Merge concurrent embeddings calls.")
+    max_batch_size: int = Field(default=16, ge=1, le=2048, description="Inputs per upstream call.")
+    max_wait_ms: int = Field(default=10, ge=0, le=1000, description="Longest wait to fill a batch.")
+
+
+class BatchingSpec(Spec):
+    coalesce_identical: bool = Field(
+        default=True, description="Identical cacheable calls in flight share one upstream call."
+    )
+    embeddings: EmbeddingsBatchSpec = Field(default_factory=EmbeddingsBatchSpec)
+
+
+class QueueSpec(Spec):
+    """Priority admission (header X-LLM-Priority: low, normal, high, critical)."""
+
+    max_concurrent: int | None = Field(
+        default=None, ge=1, description="Calls in flight at once; null: no limit, no queue."
+    )
+    max_length: int = Field(default=1000, ge=0, description="Calls waiting; beyond: 429.")
+    max_wait_ms: int = Field(
+        default=30_000, ge=0, le=600_000, description="Longest wait in the queue; beyond: 429."
+    )
+
+
+class LatencySpec(Spec):
+    anomaly_factor: float = Field(
+        default=2.0, ge=1, le=100, description="A call slower than the predicted top times this."
+    )
+
+
+class WorkloadRef(Spec):
+    """Who this sidecar serves: part of the cache key and of usage reports."""
+
+    namespace: str = Field(default="default", min_length=1, max_length=253)
+    name: str = Field(default="standalone", min_length=1, max_length=253)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class BudgetScope(Spec):
+    provider: str | None = Field(default=None, description="Only calls to this provider count.")
+    model: str | None = Field(default=None, description="Only calls for this model (glob) count.")
+
+
+class BudgetLimits(Spec):
+    cost_usd: Money | None = Field(default=None, alias="costUSD", description="Per period.")
+    tokens: int | None = Field(default=None, ge=1, description="Input+output tokens per period.")
+    per_request_cost_usd: Money | None = Field(
+        default=None, alias="perRequestCostUSD", description="Estimated cost of one call."
+    )
+    per_session_cost_usd: Money | None = Field(
+        default=None, alias="perSessionCostUSD", description="Per X-LLM-Session, per period."
+    )
+
+
+class BudgetThresholds(Spec):
+    warning: float = Field(default=0.75, gt=0, le=1, description="Utilisation that warns.")
+    alert: float = Field(default=0.90, gt=0, le=1, description="Utilisation that alerts.")
+
+    @model_validator(mode="after")
+    def _check(self) -> BudgetThresholds:
+        if not self.warning < self.alert <= 1:
+            raise ValueError("thresholds must satisfy warning < alert <= 1")
+        return self
+
+
+class BudgetRules(Spec):
+    """What a budget limits; shared by the LlmBudget spec and its compiled form."""
+
+    scope: BudgetScope = Field(default_factory=BudgetScope)
+    period: BudgetPeriod = Field(default="monthly", description="UTC calendar period.")
+    limits: BudgetLimits = Field(default_factory=BudgetLimits)
+    thresholds: BudgetThresholds = Field(default_factory=BudgetThresholds)
+    enforcement: Enforcement = Field(
+        default="hard", description="hard: refuse at 100 %; soft: log and metric only."
+    )
+
+
+class LlmBudgetSpec(BudgetRules):
+    selector: dict[str, Any] | None = Field(
+        default=None, description="Workload label selector; null: the whole namespace."
+    )
+
+
+class CompiledBudget(BudgetRules):
+    """One LlmBudget as a sidecar enforces it, named by the resource's namespace/name."""
+
+    namespace: str = Field(default="default", description="The LlmBudget's namespace.")
+    name: str = Field(default="budget", pattern=NAME_PATTERN, description="The LlmBudget's name.")
+
+    @property
+    def identity(self) -> str:
+        return f"{self.namespace}/{self.name}"

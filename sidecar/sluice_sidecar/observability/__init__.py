@@ -1,0 +1,1 @@
+"""What the sidecar reports: Prometheus metrics, OTLP export, logs, and secret redaction."""

@@ -1,0 +1,1 @@
+"""Resilience primitives below the transports: the breaker state machine, backoff, wait headers."""

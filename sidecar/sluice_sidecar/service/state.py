@@ -1,0 +1,258 @@
+"""The sidecar's long-lived objects and the atomic configuration swap.
+
+One ``SidecarState`` per process, created at start-up and shared by the data and admin apps.
+``apply`` validates a configuration completely (model, keys readable) before it swaps the
+``runtime`` reference in one assignment; a request holds the runtime it started with, so
+in-flight calls finish under their configuration and are never dropped by a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio
+from pydantic import ValidationError
+
+from sluice_sidecar.contract.economics import CacheSpec
+from sluice_sidecar.contract.model import SidecarConfig, config_problems
+from sluice_sidecar.contract.periods import Period
+from sluice_sidecar.economics.batch_stats import BatchStats
+from sluice_sidecar.economics.budget_redis import RedisBudgetStore
+from sluice_sidecar.economics.budgets import (
+    BudgetLedger,
+    BudgetRule,
+    Counters,
+    MemoryBudgetStore,
+    Refusal,
+    level,
+    utilization,
+)
+from sluice_sidecar.economics.cache_store import CacheBackend, CacheStats, MemoryCache, RedisCache
+from sluice_sidecar.economics.latency_model import LatencyHistory
+from sluice_sidecar.economics.ledger import UsageLedger
+from sluice_sidecar.economics.sessions import SessionBook
+from sluice_sidecar.economics.state_file import StateFile
+from sluice_sidecar.economics.stats import CallStats
+from sluice_sidecar.observability.prometheus import Metrics
+from sluice_sidecar.pipeline.batching import BatchingStage
+from sluice_sidecar.pipeline.budget import BudgetStage
+from sluice_sidecar.pipeline.cache import CacheStage
+from sluice_sidecar.pipeline.call import Next
+from sluice_sidecar.pipeline.circuit import CircuitStage
+from sluice_sidecar.pipeline.coalesce import CoalesceStage
+from sluice_sidecar.pipeline.compose import compose
+from sluice_sidecar.pipeline.fallback import FallbackStage
+from sluice_sidecar.pipeline.latency import LatencyStage
+from sluice_sidecar.pipeline.metering import MeteringStage
+from sluice_sidecar.pipeline.queue import PriorityQueueStage
+from sluice_sidecar.pipeline.retry import RetryStage
+from sluice_sidecar.pipeline.runtime import Runtime, RuntimeBuildError, build_runtime
+from sluice_sidecar.pipeline.upstream import UpstreamStage
+from sluice_sidecar.resilience.breaker import BreakerRegistry, CircuitBreaker, State
+from sluice_sidecar.service.settings import SidecarSettings
+from sluice_sidecar.transports.base import Transport
+
+logger = logging.getLogger("sluice.config")
+LEVEL_ORDER = ("OK", "Warning", "Alert", "Exceeded")
+REDIS_TIMEOUT_S = 0.5
+
+
+class ConfigRejected(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    version: str
+    previous_version: str | None
+    changed: bool
+
+
+class SidecarState:
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        transport: Transport,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.metrics = Metrics()
+        self.stats = CallStats()
+        self.started_at = time.time()
+        self.usage = UsageLedger()
+        self.sessions = SessionBook()
+        self.latency = LatencyHistory()
+        self.budget_memory = MemoryBudgetStore()
+        self.budgets = BudgetLedger(
+            self.budget_memory, on_refusal=self._budget_refused, observer=self._budget_settled
+        )
+        self._budget_levels: dict[str, tuple[str, str]] = {}  # budget -> (period key, level)
+        self._state_file: StateFile | None = None
+        self.redis: Any = None  # redis.asyncio.Redis when settings.redis_url is set
+        self.cache_stats = CacheStats()
+        default_cache = CacheSpec()
+        self.memory_cache = MemoryCache(
+            default_cache.max_entries, default_cache.max_bytes, self.cache_stats
+        )
+        self.redis_cache: RedisCache | None = None
+        self._warned_no_redis = False
+        self.batch_stats = BatchStats()
+        self.queue = PriorityQueueStage(self.batch_stats, self.metrics)
+        self.breakers = BreakerRegistry(
+            SidecarConfig.model_fields["circuit_breaker"].get_default(call_default_factory=True),
+            clock=clock,
+            on_state_change=self._breaker_changed,
+        )
+        self._version_waiters: list[asyncio.Future[str]] = []
+        self.runtime: Runtime | None = None
+        self.pipeline: Next = compose(
+            [
+                MeteringStage(self.metrics, [self.usage.record, self.sessions.record]),
+                LatencyStage(self.latency, self.metrics),
+                CacheStage(self.cache_backend, self.cache_stats, self.metrics),
+                CoalesceStage(self.batch_stats, self.metrics),
+                BudgetStage(self.budgets),
+                BatchingStage(self.batch_stats, self.metrics),
+                self.queue,
+                FallbackStage(self.metrics),
+                RetryStage(self.metrics, self.breakers),
+                CircuitStage(self.metrics, self.breakers),
+            ],
+            UpstreamStage(transport),
+        )
+
+    async def start(self) -> None:
+        """Load persisted state and start background writers (server start-up)."""
+        if self.settings.state_dir is not None:
+            self._state_file = StateFile(
+                self.settings.state_dir,
+                self.budget_memory,
+                on_error=lambda reason: self.metrics.state_write_errors.labels(reason).inc(),
+            )
+            await asyncio.to_thread(self._state_file.load)  # file I/O off the event loop
+            self._state_file.start()
+        if self.settings.redis_url is not None:
+            self._start_redis(self.settings.redis_url)
+
+    def _start_redis(self, url: str) -> None:
+        # The client connects lazily: a Redis outage never blocks start-up.
+        self.redis = redis.asyncio.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        )
+        self.budgets.store = RedisBudgetStore(
+            self.redis,
+            self.budget_memory,
+            on_error=self.metrics.redis_errors.labels("budget").inc,
+            observer=self._budget_settled,
+        )
+        self.redis_cache = RedisCache(
+            self.redis, self.cache_stats, self.metrics.redis_errors.labels("cache").inc
+        )
+
+    def cache_backend(self, spec: CacheSpec) -> CacheBackend:
+        """The cache back-end a configuration asks for; memory when Redis is not configured."""
+        if spec.backend == "redis":
+            if self.redis_cache is not None:
+                return self.redis_cache
+            if not self._warned_no_redis:
+                self._warned_no_redis = True
+                logger.warning("cache backend redis needs --redis-url; using the memory cache")
+        return self.memory_cache
+
+    async def close(self) -> None:
+        drain = getattr(self.budgets.store, "drain", None)
+        if drain is not None:
+            await drain()
+        if self._state_file is not None:
+            await self._state_file.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    @property
+    def version(self) -> str | None:
+        return self.runtime.version if self.runtime else None
+
+    def apply_document(self, document: Any, *, source: str) -> ApplyResult:
+        """Validate a raw SidecarConfig document (e.g. a PUT body) and apply it."""
+        try:
+            config = SidecarConfig.model_validate(document)
+        except ValidationError as error:
+            self.metrics.config_reloads.labels("rejected").inc()
+            raise ConfigRejected(config_problems(error)) from error
+        return self.apply(config, source=source)
+
+    def apply(self, config: SidecarConfig, *, source: str) -> ApplyResult:
+        try:
+            runtime = build_runtime(config, secrets_dir=self.settings.secrets_dir)
+        except RuntimeBuildError as error:
+            self.metrics.config_reloads.labels("rejected").inc()
+            raise ConfigRejected(error.problems) from error
+        previous = self.version
+        if previous == runtime.version:
+            self.metrics.config_reloads.labels("unchanged").inc()
+            return ApplyResult(runtime.version, previous, changed=False)
+        self.breakers.reconfigure(config.circuit_breaker)
+        self.memory_cache.resize(config.cache.max_entries, config.cache.max_bytes)
+        self.runtime = runtime  # the atomic swap
+        waiters, self._version_waiters = self._version_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(runtime.version)
+        self.metrics.set_config_version(runtime.version)
+        self.metrics.config_reloads.labels("applied").inc()
+        logger.info(
+            "configuration %s applied from %s (was %s; policies: %s)",
+            runtime.version,
+            source,
+            previous or "none",
+            ", ".join(config.sources) or "-",
+        )
+        return ApplyResult(runtime.version, previous, changed=True)
+
+    async def next_version(self) -> str:
+        """Wait for the next configuration swap (tests and tools await it, never poll)."""
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._version_waiters.append(waiter)
+        return await waiter
+
+    def _budget_refused(self, rule: BudgetRule, refused: Refusal) -> None:
+        self.metrics.budget_refusals.labels(
+            rule.identity, refused.reason, rule.spec.enforcement
+        ).inc()
+
+    def _budget_settled(self, rule: BudgetRule, period: Period, counters: Counters) -> None:
+        share = utilization(rule, counters)
+        self.metrics.budget_spent.labels(rule.identity).set(
+            float(counters.spent + counters.external_cost)
+        )
+        self.metrics.budget_utilization.labels(rule.identity).set(share)
+        now = level(rule, share)
+        before = self._budget_levels.get(rule.identity)
+        if before is None or before[0] != period.key:
+            before = (period.key, "OK")
+        if now != before[1]:
+            self._budget_levels[rule.identity] = (period.key, now)
+            if LEVEL_ORDER.index(now) > LEVEL_ORDER.index(before[1]):
+                self.metrics.budget_thresholds.labels(rule.identity, now).inc()
+                logger.warning(
+                    "budget %s at %.0f%% of its limit (%s, %s enforcement)",
+                    rule.identity,
+                    share * 100,
+                    now,
+                    rule.spec.enforcement,
+                )
+
+    def _breaker_changed(self, breaker: CircuitBreaker, old: State, new: State) -> None:
+        labels = (breaker.key.provider, breaker.key.model)
+        self.metrics.breaker_state.labels(*labels).set(int(new))
+        if new is State.OPEN:
+            self.metrics.breaker_trips.labels(*labels).inc()
