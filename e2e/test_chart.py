@@ -47,7 +47,8 @@ def test_chart_lints_and_renders(helm: Path, cert_manager: bool) -> None:
     for hook in webhooks["webhooks"]:
         assert hook["failurePolicy"] == "Ignore" and hook["timeoutSeconds"] <= 10
     (service,) = [d for d in documents if d["kind"] == "Service"]
-    assert {p["port"] for p in service["spec"]["ports"]} == {443, 8081}  # webhook, usage
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert ports == {"webhook": 443, "usage": 8081, "metrics": 8082}
     (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True

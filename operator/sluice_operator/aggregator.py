@@ -102,10 +102,7 @@ class BudgetAggregator:
             return {}
         ready = [p for p in pods if pod_ready(p)]
         answers = await asyncio.gather(
-            *(
-                self.pusher.request_json("GET", self._target(p), "/admin/usage", token)
-                for p in ready
-            )
+            *(self.pusher.collect_usage(self._target(p), token) for p in ready)
         )
         return {
             pod["metadata"]["uid"]: {row["budget"]: row for row in answer.get("budgets") or []}

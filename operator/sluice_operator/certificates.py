@@ -26,6 +26,11 @@ class TlsMaterial:
     key_pem: bytes
 
 
+def expiry_timestamp(cert_pem: bytes) -> float:
+    """When a PEM certificate (the first in the file) stops being valid, as Unix time."""
+    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc.timestamp()
+
+
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 

@@ -15,6 +15,7 @@ import kopf
 from sluice_operator.aggregator import BudgetAggregator
 from sluice_operator.injection import INJECTED_LABEL
 from sluice_operator.kube import Body, Kube
+from sluice_operator.metrics import OperatorMetrics, ReconcileKind, start_metrics_server
 from sluice_operator.pusher import Pusher
 from sluice_operator.reconcile import Reconciler
 from sluice_operator.settings import load_operator_settings
@@ -51,7 +52,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # Policies are level-based: react to the newest event at once rather than batching.
     settings.batching.batch_window = 0.01
     kube = await Kube.connect()
-    pusher = Pusher(operator_settings)
+    memo.metrics = metrics = OperatorMetrics()
+    memo.metrics_server = None
+    if operator_settings.metrics_port is not None:
+        memo.metrics_server = await start_metrics_server(
+            metrics, operator_settings.metrics_addr, operator_settings.metrics_port
+        )
+    pusher = Pusher(operator_settings, metrics)
     await pusher.start()
     memo.settings = operator_settings
     memo.kube = kube
@@ -71,20 +78,32 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     memo.usage_server = await start_usage_server(kube, memo.budgets, operator_settings)
     if operator_settings.webhook_enabled:
-        settings.admission.server = await prepare_server(kube, operator_settings)
+        settings.admission.server = await prepare_server(kube, operator_settings, metrics)
         settings.admission.managed = None  # the chart owns the webhook configuration
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     await memo.usage_server.cleanup()
+    if memo.metrics_server is not None:
+        await memo.metrics_server.cleanup()
     await memo.pusher.close()
     await memo.kube.close()
 
 
-async def _reconcile(memo: Any, namespace: str, why: str) -> None:
+def _name(body: Body) -> str:
+    return str(body["metadata"]["name"])
+
+
+async def _reconcile(memo: Any, namespace: str, kind: ReconcileKind, why: str) -> None:
     logger.debug("reconciling %s: %s", namespace, why)
-    await memo.reconciler.reconcile(namespace)
+    metrics: OperatorMetrics = memo.metrics
+    with metrics.reconcile(kind) as outcome:
+        reports = await memo.reconciler.reconcile(namespace)
+        outcome.coalesced = reports is None
+    if reports is not None:
+        metrics.set_sidecars(namespace, "desired", {_name(r.body): r.desired for r in reports})
+        metrics.set_sidecars(namespace, "synced", {_name(r.body): r.synced for r in reports})
 
 
 @kopf.on.event("sluice.dev", "v1alpha1", "llmpolicies")
@@ -98,7 +117,8 @@ async def resource_event(
     meta, status = body.get("metadata") or {}, body.get("status") or {}
     if event["type"] == "MODIFIED" and meta.get("generation") == status.get("observedGeneration"):
         return  # our own status write
-    await _reconcile(memo, namespace, f"{body.get('kind')} {meta.get('name')} {event['type']}")
+    kind: ReconcileKind = "LlmBudget" if body.get("kind") == "LlmBudget" else "LlmPolicy"
+    await _reconcile(memo, namespace, kind, f"{kind} {meta.get('name')} {event['type']}")
 
 
 @kopf.timer("sluice.dev", "v1alpha1", "llmbudgets", interval=USAGE_INTERVAL_S, idle=None)
@@ -120,7 +140,7 @@ async def deployment_event(
         await memo.kube.patch_deployment_template(namespace, workload.name, change.patch)
         logger.info("deployment %s/%s %s", namespace, workload.name, change.description)
     if workload.wants_injection or workload.template_injected:
-        await _reconcile(memo, namespace, f"deployment {workload.name}")
+        await _reconcile(memo, namespace, "Deployment", f"deployment {workload.name}")
 
 
 @kopf.on.event("", "v1", "pods", labels={INJECTED_LABEL: "true"})
@@ -139,7 +159,7 @@ async def pod_event(
     if event["type"] == "DELETED" or (
         pod_ready(pod) and workload is not None and (running is None or running != wanted)
     ):
-        await _reconcile(memo, namespace, f"pod {pod['metadata']['name']} {event['type']}")
+        await _reconcile(memo, namespace, "Pod", f"pod {pod['metadata']['name']} {event['type']}")
 
 
 @kopf.on.mutate("", "v1", "pods", operation="CREATE", id="inject", ignore_failures=True)
@@ -148,9 +168,11 @@ async def inject_sidecar(
 ) -> None:
     if namespace is None:
         return
-    injected = await mutate_pod(
-        dict(body), namespace, memo.kube, memo.settings, memo.server_minor, dryrun
-    )
+    with memo.metrics.admission() as outcome:
+        injected = await mutate_pod(
+            dict(body), namespace, memo.kube, memo.settings, memo.server_minor, dryrun
+        )
+        outcome.injected = injected is not None
     if injected is None:
         return
 

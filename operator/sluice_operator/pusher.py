@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 
+from sluice_operator.metrics import OperatorMetrics, PushOutcome
 from sluice_operator.settings import OperatorSettings
 
 logger = logging.getLogger("sluice.operator.push")
@@ -36,8 +38,9 @@ class PushResult:
 
 
 class Pusher:
-    def __init__(self, settings: OperatorSettings) -> None:
+    def __init__(self, settings: OperatorSettings, metrics: OperatorMetrics | None = None) -> None:
         self._settings = settings
+        self.metrics = metrics or OperatorMetrics()
         self._session: aiohttp.ClientSession | None = None
         self._limit = asyncio.Semaphore(settings.push_concurrency)
 
@@ -67,17 +70,32 @@ class Pusher:
                 logger.warning("%s %s failed: %s", method, url, error)
                 return None
 
+    async def collect_usage(self, target: PushTarget, token: str) -> Any | None:
+        """``GET /admin/usage`` of one sidecar (counted: the budgets depend on it)."""
+        answer = await self.request_json("GET", target, "/admin/usage", token)
+        self.metrics.usage_collection("ok" if isinstance(answer, dict) else "error")
+        return answer
+
     async def push_all(
         self, targets: list[PushTarget], document: bytes, token: str
     ) -> list[PushResult]:
         return await asyncio.gather(*(self._push_one(t, document, token) for t in targets))
 
     async def _push_one(self, target: PushTarget, document: bytes, token: str) -> PushResult:
+        started = time.perf_counter()
+        result, outcome = await self._attempts(target, document, token)
+        self.metrics.push(outcome, time.perf_counter() - started)
+        return result
+
+    async def _attempts(
+        self, target: PushTarget, document: bytes, token: str
+    ) -> tuple[PushResult, PushOutcome]:
         assert self._session is not None, "Pusher.start() was not awaited"
         url = f"http://{target.host}:{target.port}/admin/config"
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         delay = self._settings.push_backoff_s
         detail = ""
+        outcome: PushOutcome = "failed"
         attempts = self._settings.push_attempts
         for attempt in range(1, attempts + 1):
             async with self._limit:
@@ -86,9 +104,10 @@ class Pusher:
                         body = await answer.read()
                         if answer.status == 200:
                             version = orjson.loads(body)["version"]
-                            return PushResult(target.pod, True, attempt, version)
+                            return PushResult(target.pod, True, attempt, version), "ok"
                         detail = f"HTTP {answer.status}: {body[:300].decode(errors='replace')}"
                         if answer.status < 500:
+                            outcome = "refused"
                             break  # refused or unauthorized: retrying cannot help
                 except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as error:
                     detail = f"{type(error).__name__}: {error}"
@@ -96,7 +115,7 @@ class Pusher:
                 await asyncio.sleep(delay)
                 delay *= 2
         logger.warning("push to %s (%s) failed: %s", target.pod, url, detail)
-        return PushResult(target.pod, False, attempt, detail)
+        return PushResult(target.pod, False, attempt, detail), outcome
 
 
 def target_of(pod: dict[str, Any], settings: OperatorSettings) -> PushTarget:

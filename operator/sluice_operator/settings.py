@@ -58,6 +58,13 @@ class OperatorSettings(BaseModel):
     )
     usage_addr: str = Field(default="0.0.0.0", description="Final-usage report listen address.")
     usage_port: int = Field(default=8081, description="Final-usage report port (plain HTTP).")
+    metrics_addr: str = Field(default="0.0.0.0", description="Prometheus /metrics listen address.")
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Prometheus /metrics port (the chart sets 8082); None: not served.",
+    )
     usage_report_url: str | None = Field(
         default=None,
         description="URL injected sidecars POST their final usage to; default: the Service.",

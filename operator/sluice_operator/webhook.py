@@ -17,6 +17,7 @@ import kopf
 from sluice_operator import certificates
 from sluice_operator.injection import inject, is_injected, workload_of
 from sluice_operator.kube import Kube
+from sluice_operator.metrics import OperatorMetrics
 from sluice_operator.resources import key_secrets, read_policies
 from sluice_operator.selection import policies_for
 from sluice_operator.settings import OperatorSettings
@@ -24,7 +25,9 @@ from sluice_operator.settings import OperatorSettings
 logger = logging.getLogger("sluice.operator.webhook")
 
 
-async def prepare_server(kube: Kube, settings: OperatorSettings) -> kopf.WebhookServer:
+async def prepare_server(
+    kube: Kube, settings: OperatorSettings, metrics: OperatorMetrics
+) -> kopf.WebhookServer:
     """A kopf webhook server with the operator's certificate; caBundle made current."""
     if settings.webhook_cert_dir:
         directory = Path(settings.webhook_cert_dir)
@@ -47,6 +50,7 @@ async def prepare_server(kube: Kube, settings: OperatorSettings) -> kopf.Webhook
             (directory / name).chmod(0o600)
         ca_pem = files["ca.crt"]
         cert_file, key_file = directory / "tls.crt", directory / "tls.key"
+    metrics.set_certificate_expiry(certificates.expiry_timestamp(cert_file.read_bytes()))
     if not await kube.set_ca_bundle(settings.webhook_configuration, ca_pem):
         logger.warning(
             "MutatingWebhookConfiguration %s not found: pods will not be injected until it exists",
