@@ -47,3 +47,22 @@ def test_cost_is_exact_decimal_with_cached_input() -> None:
     # 1000 input of which 400 cached, 100 output: 600*2.50 + 400*1.25 + 100*10 per 1M.
     assert price.cost(1000, 100, 400) == Decimal("0.003")
     assert isinstance(price.cost(1, 1), Decimal)
+
+
+def test_vendor_prefixed_names_are_priced_as_the_vendor_model() -> None:
+    table = PriceTable({})
+    for model, bare in [
+        ("openai/gpt-4o", "gpt-4o"),
+        ("anthropic/claude-3.5-sonnet", "claude-3-5-sonnet"),
+        ("anthropic/claude-3-opus-20240229", "claude-3-opus"),
+        ("google/gemini-pro-1.5", "gemini-1.5-pro"),
+    ]:
+        assert table.lookup("openrouter", model) == table.lookup(None, bare), model
+    assert table.lookup("openrouter", "meta-llama/llama-3.1-8b-instruct") is None  # hosted
+
+
+def test_ollama_names_without_a_tag_are_local() -> None:
+    for model in ("llama3.1", "mistral", "qwen2.5", "nomic-embed-text"):
+        price = PriceTable({}).lookup("ollama", model)
+        assert price is not None and price.source == "local", model
+    assert PriceTable({}).lookup(None, "mistral-large").input_per_1m > 0  # type: ignore[union-attr]

@@ -177,7 +177,9 @@ async def get_usage(request: web.Request) -> web.Response:
     workload = state.runtime.config.workload.identity if state.runtime else None
     rules = state.runtime.budget_rules if state.runtime else ()
     budgets = await state.budgets.status(rules)
-    return _json({"workload": workload, **state.usage.snapshot(), "budgets": budgets})
+    prices = state.runtime.prices.describe() if state.runtime else None
+    report = {"workload": workload, **state.usage.snapshot(), "budgets": budgets}
+    return _json({**report, "prices": prices})
 
 
 async def get_budgets(request: web.Request) -> web.Response:

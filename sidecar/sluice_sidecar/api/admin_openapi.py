@@ -120,6 +120,14 @@ def _answers() -> dict[str, Schema]:
             totals=ref("Totals"),
             series=array(series),
             budgets=array(ref("BudgetStatus")),
+            prices=nullable(ref("PriceSources")),
+        ),
+        "PriceSources": obj(
+            bundledAsOf={"type": "string", "format": "date"},
+            file=nullable(STR),
+            fileAsOf=nullable({"type": "string", "format": "date"}),
+            fileModels=COUNT,
+            policyModels=COUNT,
         ),
         "SessionReport": obj(
             session=STR,

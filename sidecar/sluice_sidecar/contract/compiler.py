@@ -32,6 +32,7 @@ SECTIONS = (
     "batching",
     "queue",
     "latency",
+    "pricing_file",
 )
 
 

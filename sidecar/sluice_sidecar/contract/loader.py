@@ -72,7 +72,8 @@ def read_resource_dir(directory: Path) -> list[Resource]:
     files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     for path in files:
         try:
-            policies.extend(load_documents(path.read_text(), origin=path.name))
+            documents = load_documents(path.read_text(), origin=path.name)
+            policies.extend(_beside(directory, d) for d in documents)
         except PolicyLoadError as error:
             problems.extend(error.problems)
         except OSError as error:
@@ -80,3 +81,14 @@ def read_resource_dir(directory: Path) -> list[Resource]:
     if problems:
         raise PolicyLoadError(problems)
     return policies
+
+
+def _beside(directory: Path, resource: Resource) -> Resource:
+    """A policy's relative ``pricingFile`` names a file in its own folder."""
+    if not isinstance(resource, LlmPolicy) or resource.spec.pricing_file is None:
+        return resource
+    path = Path(resource.spec.pricing_file)
+    if path.is_absolute():
+        return resource
+    spec = resource.spec.model_copy(update={"pricing_file": str(directory / path)})
+    return resource.model_copy(update={"spec": spec})

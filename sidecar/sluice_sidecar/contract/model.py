@@ -40,13 +40,15 @@ OPERATION_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 # RFC 9110 field names are tokens; anything else makes aiohttp refuse every call at send time.
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 
-ProviderType = Literal["openai", "openai-compatible", "anthropic"]
+ProviderType = Literal["openai", "openai-compatible", "anthropic", "openrouter"]
 RetryStrategy = Literal["exponential", "linear", "fixed", "fibonacci", "adaptive"]
 OperationName = Annotated[str, Field(pattern=OPERATION_PATTERN)]
+FilePath = Annotated[str, Field(min_length=1, max_length=4096)]
 
 DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
+    "openrouter": "https://openrouter.ai/api/v1",
 }
 
 
@@ -235,6 +237,11 @@ class LlmPolicySpec(Spec):
     pricing: PricingSpec | None = Field(
         default=None, description="Model -> price per 1M tokens; overrides the bundled table."
     )
+    pricing_file: FilePath | None = Field(
+        default=None,
+        description="Price table file (YAML/JSON: asOf, models) over the bundled table, under "
+        "pricing; a mounted ConfigMap. Relative: to the policy's folder (standalone).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LlmPolicySpec:
@@ -293,6 +300,11 @@ class SidecarConfig(Spec):
     latency: LatencySpec = Field(default_factory=LatencySpec)
     pricing: PricingSpec = Field(
         default_factory=dict, description="Model -> price per 1M tokens; over the bundled table."
+    )
+    pricing_file: FilePath | None = Field(
+        default=None,
+        description="Price table file (YAML/JSON: asOf, models) between pricing and the bundled "
+        "table; re-read when it changes. Relative: to the working directory. null: none.",
     )
     workload: WorkloadRef = Field(
         default_factory=WorkloadRef, description="The workload served (cache key, usage reports)."

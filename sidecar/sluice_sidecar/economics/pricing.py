@@ -1,12 +1,15 @@
-"""Model prices: a bundled, dated table, overridden by the policy's ``pricing``.
+"""Model prices: a bundled, dated table, under a price table file and the policy's ``pricing``.
 
 ``PriceTable`` is built once per configuration (``runtime.build_runtime``) and answers
-``lookup(provider, model)`` from a bounded memo. Look-up order: ``provider/model`` then
-``model`` in the policy's overrides, then the bundled table; each first exactly, then with a
-date or ``-latest`` suffix removed (``gpt-4o-2024-08-06`` -> ``gpt-4o``), then by glob.
-Local models are free: Ollama-style ``name:tag`` models (``llama3.1:8b``) and the providers
-listed in ``local_providers`` (a policy marks a self-hosted model with a zero ``pricing``
-entry). A model found nowhere is ``None``: callers report it as unpriced, never as zero.
+``lookup(provider, model)`` from a bounded memo. Look-up order: the policy's overrides, then
+the price table file the configuration names (``price_file``; re-read when it changes, checked
+at most every ``FILE_CHECK_S``), then the bundled table. In each, ``provider/model`` then
+``model``; first exactly, then with a date or ``-latest`` suffix removed (``gpt-4o-2024-08-06``
+-> ``gpt-4o``), then a vendor-prefixed name without its vendor (``openai/gpt-4o`` -> ``gpt-4o``,
+``anthropic/claude-3.5-sonnet`` -> ``claude-3-5-sonnet``: OpenRouter's spelling), then by glob.
+Local models are free: Ollama models with a tag (``llama3.1:8b``) or without one
+(``llama3.1``; the library's bare names are listed), and whatever a policy prices at zero.
+A model found nowhere is ``None``: callers report it as unpriced, never as zero.
 
 Prices are USD per one million tokens, as ``Decimal``.
 """
@@ -15,13 +18,19 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
+
+from sluice_sidecar.economics.price_file import PriceFileWatch
+from sluice_sidecar.economics.vendors import without_vendor
 
 PRICES_AS_OF = "2025-11-01"
 MILLION = Decimal(1_000_000)
 MAX_MEMO = 4096
+FILE_CHECK_S = 10.0  # how often a price table file is checked for a change
 _SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-latest|@\d{8}|-preview(-\d{2}-\d{2})?)$")
 
 
@@ -30,7 +39,7 @@ class Price:
     input_per_1m: Decimal
     output_per_1m: Decimal
     cached_input_per_1m: Decimal
-    source: str  # "bundled", "policy" or "local"
+    source: str  # "bundled", "file", "policy" or "local"
 
     def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> Decimal:
         """Cost of a call; ``input_tokens`` includes the cached ones."""
@@ -51,6 +60,31 @@ def _price(values: tuple[Decimal, Decimal, Decimal], source: str) -> Price:
 def _p(inp: str, out: str, cached: str | None = None) -> tuple[Decimal, Decimal, Decimal]:
     return Decimal(inp), Decimal(out), Decimal(cached if cached is not None else inp)
 
+
+# Ollama library models an app names without a tag; hosted APIs spell theirs otherwise
+# (meta-llama/llama-3.1-8b-instruct, open-mistral-nemo), so these names mean a local model.
+OLLAMA_LIBRARY = (
+    "llama2",
+    "llama3",
+    "llama3.1",
+    "llama3.2",
+    "llama3.3",
+    "mistral",
+    "mixtral",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "phi4",
+    "qwen2",
+    "qwen2.5",
+    "qwen3",
+    "codellama",
+    "deepseek-r1",
+    "llava",
+    "nomic-embed-text",
+    "mxbai-embed-large",
+)
 
 # USD per 1M tokens: input, output, cached input. Public list prices as of PRICES_AS_OF.
 BUNDLED: dict[str, tuple[Decimal, Decimal, Decimal]] = {
@@ -84,6 +118,8 @@ BUNDLED: dict[str, tuple[Decimal, Decimal, Decimal]] = {
     "claude-3-5-sonnet": _p("3.00", "15.00", "0.30"),
     "claude-haiku-4-5": _p("1.00", "5.00", "0.10"),
     "claude-3-5-haiku": _p("0.80", "4.00", "0.08"),
+    "claude-3-opus": _p("15.00", "75.00", "1.50"),
+    "claude-3-sonnet": _p("3.00", "15.00", "0.30"),
     "claude-3-haiku": _p("0.25", "1.25", "0.03"),
     # Google
     "gemini-2.5-pro": _p("1.25", "10.00", "0.31"),
@@ -92,6 +128,13 @@ BUNDLED: dict[str, tuple[Decimal, Decimal, Decimal]] = {
     "gemini-2.0-flash": _p("0.10", "0.40", "0.025"),
     "gemini-1.5-pro": _p("1.25", "5.00"),
     "gemini-1.5-flash": _p("0.075", "0.30"),
+    "gemini-1.5-flash-8b": _p("0.0375", "0.15"),
+    "gemini-1.0-pro": _p("0.50", "1.50"),
+    "gemini-pro": _p("0.50", "1.50"),  # the 1.0 model's first name
+    # OpenRouter's older spelling of the 1.5 models (google/gemini-pro-1.5)
+    "gemini-pro-1.5": _p("1.25", "5.00"),
+    "gemini-flash-1.5": _p("0.075", "0.30"),
+    "gemini-flash-1.5-8b": _p("0.0375", "0.15"),
     # Mistral
     "mistral-large": _p("2.00", "6.00"),
     "mistral-medium": _p("0.40", "2.00"),
@@ -106,22 +149,31 @@ BUNDLED: dict[str, tuple[Decimal, Decimal, Decimal]] = {
     "grok-3-mini": _p("0.30", "0.50", "0.075"),
     "command-r-plus": _p("2.50", "10.00"),
     "command-r": _p("0.15", "0.60"),
-    # Local (Ollama names carry a tag: llama3.1:8b, qwen2.5:7b-instruct)
+    # Local: Ollama names with a tag (llama3.1:8b, qwen2.5:7b-instruct; also OpenRouter's
+    # ":free" variants), and the Ollama library's bare names, which default to ":latest".
     "*:*": _p("0", "0"),
+    **{name: _p("0", "0") for name in OLLAMA_LIBRARY},
 }
 
 
 class PriceTable:
-    """Prices of one configuration: ``overrides`` (policy) over the bundled table."""
+    """Prices of one configuration: ``overrides`` (policy) over a file over the bundled table."""
 
-    def __init__(self, overrides: Mapping[str, tuple[Decimal, Decimal, Decimal]]) -> None:
-        self._tables = (
-            (dict(overrides), "policy"),
-            (BUNDLED, "bundled"),
-        )
+    def __init__(
+        self,
+        overrides: Mapping[str, tuple[Decimal, Decimal, Decimal]],
+        file: PriceFileWatch | None = None,
+    ) -> None:
+        self._overrides = dict(overrides)
+        self._file = file
+        self._next_check = time.monotonic() + FILE_CHECK_S
         self._memo: dict[tuple[str | None, str], Price | None] = {}
 
     def lookup(self, provider: str | None, model: str) -> Price | None:
+        if self._file is not None and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + FILE_CHECK_S
+            if self._file.refresh():
+                self._memo.clear()
         key = (provider, model)
         if key in self._memo:
             return self._memo[key]
@@ -130,12 +182,33 @@ class PriceTable:
             self._memo[key] = found
         return found
 
+    def describe(self) -> dict[str, Any]:
+        """Where prices come from, for ``GET /admin/usage``."""
+        loaded = self._file.current if self._file is not None else None
+        return {
+            "bundledAsOf": PRICES_AS_OF,
+            "file": loaded.path if loaded else None,
+            "fileAsOf": loaded.as_of if loaded else None,
+            "fileModels": len(loaded.prices) if loaded else 0,
+            "policyModels": len(self._overrides),
+        }
+
+    def _tables(self) -> list[tuple[Mapping[str, tuple[Decimal, Decimal, Decimal]], str]]:
+        tables: list[tuple[Mapping[str, tuple[Decimal, Decimal, Decimal]], str]] = [
+            (self._overrides, "policy")
+        ]
+        if self._file is not None:
+            tables.append((self._file.current.prices, "file"))
+        tables.append((BUNDLED, "bundled"))
+        return tables
+
     def _resolve(self, provider: str | None, model: str) -> Price | None:
         bare = _SUFFIX.sub("", model)
-        for table, source in self._tables:
-            names = [model, bare]
-            if provider is not None:
-                names = [f"{provider}/{model}", f"{provider}/{bare}", *names]
+        names = [model, bare]
+        if provider is not None:
+            names = [f"{provider}/{model}", f"{provider}/{bare}", *names]
+        names += [n for name in without_vendor(bare) for n in (name, _SUFFIX.sub("", name))]
+        for table, source in self._tables():
             for name in names:
                 if name in table:
                     return _price(table[name], source)

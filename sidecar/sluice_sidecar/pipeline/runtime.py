@@ -19,10 +19,12 @@ from typing import Any
 from sluice_sidecar.contract.builtins import DEFAULT_OPERATION
 from sluice_sidecar.contract.model import OperationSpec, ProviderSpec, RetrySpec, SidecarConfig
 from sluice_sidecar.economics.budgets import BudgetRule, build_rules
+from sluice_sidecar.economics.price_file import PriceFileError, PriceFileWatch, prices_of
 from sluice_sidecar.economics.pricing import PriceTable
+from sluice_sidecar.economics.vendors import with_vendor
 from sluice_sidecar.errors import ApiFamily, MalformedRequest, NoProviderForModel
 
-DISPLAY_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
+DISPLAY_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "openrouter": "OpenRouter"}
 MAX_CANDIDATE_CACHE = 1024
 
 
@@ -51,7 +53,11 @@ class Provider:
         return self.model_pattern.match(model) is not None
 
     def upstream_model(self, model: str) -> str:
-        return self.model_map.get(model, model)
+        mapped = self.model_map.get(model)
+        if mapped is not None:
+            return mapped
+        # OpenRouter names models vendor/model: a bare gpt-4o is openai/gpt-4o there.
+        return with_vendor(model) if self.type == "openrouter" else model
 
     @property
     def max_tokens_field(self) -> str:
@@ -152,16 +158,11 @@ def build_runtime(
     fallback = None
     if config.defaults.unknown_operation == "allow":
         fallback = _build_operation("other", OperationSpec(), config)
-    prices = PriceTable(
-        {
-            name: (
-                p.input_per_1m,
-                p.output_per_1m,
-                p.input_per_1m if p.cached_input_per_1m is None else p.cached_input_per_1m,
-            )
-            for name, p in config.pricing.items()
-        }
-    )
+    try:
+        watch = PriceFileWatch(config.pricing_file) if config.pricing_file else None
+    except PriceFileError as error:
+        raise RuntimeBuildError(error.problems) from error
+    prices = PriceTable(prices_of(config.pricing), watch)
     return Runtime(
         config=config,
         version=config.content_hash(),
