@@ -25,7 +25,7 @@ from sluice_sidecar.api.admin_queries import (
     QueryRejected,
     parse_query,
 )
-from sluice_sidecar.api.proxy import STATE
+from sluice_sidecar.api.keys import STATE
 from sluice_sidecar.observability.prometheus import CONTENT_TYPE_LATEST
 from sluice_sidecar.service.state import ConfigRejected, SidecarState
 

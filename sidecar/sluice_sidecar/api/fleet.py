@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sluice_sidecar.api.proxy import STATE
+from sluice_sidecar.api.keys import STATE
 from sluice_sidecar.contract.model import config_problems
 from sluice_sidecar.contract.periods import period_of
 from sluice_sidecar.economics.budgets import MemoryBudgetStore

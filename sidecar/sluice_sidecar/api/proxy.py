@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from sluice_sidecar.api.boundary import check_headers, parse_body
+from sluice_sidecar.api.keys import OTEL, STATE
 from sluice_sidecar.errors import (
     ApiFamily,
     BodyTimedOut,
@@ -40,8 +41,6 @@ from sluice_sidecar.transports.base import UpstreamReply
 
 logger = logging.getLogger("sluice.proxy")
 
-STATE = web.AppKey("sluice_state", SidecarState)
-OTEL = web.AppKey("sluice_otel", otel.CallTelemetry)
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
 
 

@@ -1,1 +1,1 @@
-"""Pipeline stages: each a small module with one job, composed in ``sluice_sidecar.api.proxy``."""
+"""Pipeline stages, each a small module with one job, built in ``compose.build_pipeline``."""

@@ -1,5 +1,9 @@
 """The one place the request pipeline is put together, once, at start-up.
 
+``build_pipeline`` takes the long-lived objects the stages share (``Dependencies``, created by
+``sluice_sidecar.service.state``) and returns the composed chain. It is the only module that
+imports the stages; the stages import none of each other.
+
 Order, outermost first:
 
     metering  -> estimate; usage from the answer (streams too); price; record
@@ -20,10 +24,71 @@ deadline covers every retry and fallback.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from sluice_sidecar.contract.economics import CacheSpec
+from sluice_sidecar.economics.batch_stats import BatchStats
+from sluice_sidecar.economics.budgets import BudgetLedger
+from sluice_sidecar.economics.cache_store import CacheBackend, CacheStats
+from sluice_sidecar.economics.latency_model import LatencyHistory
+from sluice_sidecar.economics.ledger import UsageLedger
+from sluice_sidecar.economics.sessions import SessionBook
+from sluice_sidecar.observability.prometheus import Metrics
+from sluice_sidecar.pipeline.batching import BatchingStage
+from sluice_sidecar.pipeline.budget import BudgetStage
+from sluice_sidecar.pipeline.cache import CacheStage
 from sluice_sidecar.pipeline.call import Call, Next, Stage
-from sluice_sidecar.transports.base import UpstreamReply
+from sluice_sidecar.pipeline.circuit import CircuitStage
+from sluice_sidecar.pipeline.coalesce import CoalesceStage
+from sluice_sidecar.pipeline.fallback import FallbackStage
+from sluice_sidecar.pipeline.latency import LatencyStage
+from sluice_sidecar.pipeline.metering import MeteringStage
+from sluice_sidecar.pipeline.queue import PriorityQueueStage
+from sluice_sidecar.pipeline.retry import RetryStage
+from sluice_sidecar.pipeline.upstream import UpstreamStage
+from sluice_sidecar.resilience.breaker import BreakerRegistry
+from sluice_sidecar.transports.base import Transport, UpstreamReply
+
+
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    """The long-lived objects the stages share; they outlive every configuration swap."""
+
+    transport: Transport
+    metrics: Metrics
+    usage: UsageLedger
+    sessions: SessionBook
+    latency: LatencyHistory
+    cache_backend: Callable[[CacheSpec], CacheBackend]  # the back-end a configuration asks for
+    cache_stats: CacheStats
+    batch_stats: BatchStats
+    budgets: BudgetLedger
+    breakers: BreakerRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    run: Next  # the whole chain: a call in, its reply out
+    queue: PriorityQueueStage  # its depth and in-flight count are read by GET /admin/batching
+
+
+def build_pipeline(deps: Dependencies) -> Pipeline:
+    """The stages in the order of the table above, bound to the long-lived dependencies."""
+    queue = PriorityQueueStage(deps.batch_stats, deps.metrics)
+    stages: list[Stage] = [
+        MeteringStage(deps.metrics, [deps.usage.record, deps.sessions.record]),
+        LatencyStage(deps.latency, deps.metrics),
+        CacheStage(deps.cache_backend, deps.cache_stats, deps.metrics),
+        CoalesceStage(deps.batch_stats, deps.metrics),
+        BudgetStage(deps.budgets),
+        BatchingStage(deps.batch_stats, deps.metrics),
+        queue,
+        FallbackStage(deps.metrics),
+        RetryStage(deps.metrics, deps.breakers),
+        CircuitStage(deps.metrics, deps.breakers),
+    ]
+    return Pipeline(compose(stages, UpstreamStage(deps.transport)), queue)
 
 
 def compose(stages: Sequence[Stage], terminal: Next) -> Next:

@@ -1,6 +1,8 @@
 """The sidecar's long-lived objects and the atomic configuration swap.
 
-One ``SidecarState`` per process, created at start-up and shared by the data and admin apps.
+One ``SidecarState`` per process, created at start-up and shared by the data and admin apps. It
+holds the stores that outlive a configuration swap and hands them to
+``sluice_sidecar.pipeline.compose.build_pipeline``, which builds the pipeline once.
 ``apply`` validates a configuration completely (model, keys readable) before it swaps the
 ``runtime`` reference in one assignment; a request holds the runtime it started with, so
 in-flight calls finish under their configuration and are never dropped by a reload.
@@ -20,18 +22,9 @@ from pydantic import ValidationError
 
 from sluice_sidecar.contract.economics import CacheSpec
 from sluice_sidecar.contract.model import SidecarConfig, config_problems
-from sluice_sidecar.contract.periods import Period
 from sluice_sidecar.economics.batch_stats import BatchStats
 from sluice_sidecar.economics.budget_redis import RedisBudgetStore
-from sluice_sidecar.economics.budgets import (
-    BudgetLedger,
-    BudgetRule,
-    Counters,
-    MemoryBudgetStore,
-    Refusal,
-    level,
-    utilization,
-)
+from sluice_sidecar.economics.budgets import BudgetLedger, MemoryBudgetStore
 from sluice_sidecar.economics.cache_store import CacheBackend, CacheStats, MemoryCache, RedisCache
 from sluice_sidecar.economics.latency_model import LatencyHistory
 from sluice_sidecar.economics.ledger import UsageLedger
@@ -39,26 +32,15 @@ from sluice_sidecar.economics.sessions import SessionBook
 from sluice_sidecar.economics.state_file import StateFile
 from sluice_sidecar.economics.stats import CallStats
 from sluice_sidecar.observability.prometheus import Metrics
-from sluice_sidecar.pipeline.batching import BatchingStage
-from sluice_sidecar.pipeline.budget import BudgetStage
-from sluice_sidecar.pipeline.cache import CacheStage
 from sluice_sidecar.pipeline.call import Next
-from sluice_sidecar.pipeline.circuit import CircuitStage
-from sluice_sidecar.pipeline.coalesce import CoalesceStage
-from sluice_sidecar.pipeline.compose import compose
-from sluice_sidecar.pipeline.fallback import FallbackStage
-from sluice_sidecar.pipeline.latency import LatencyStage
-from sluice_sidecar.pipeline.metering import MeteringStage
-from sluice_sidecar.pipeline.queue import PriorityQueueStage
-from sluice_sidecar.pipeline.retry import RetryStage
+from sluice_sidecar.pipeline.compose import Dependencies, build_pipeline
 from sluice_sidecar.pipeline.runtime import Runtime, RuntimeBuildError, build_runtime
-from sluice_sidecar.pipeline.upstream import UpstreamStage
-from sluice_sidecar.resilience.breaker import BreakerRegistry, CircuitBreaker, State
+from sluice_sidecar.resilience.breaker import BreakerRegistry
+from sluice_sidecar.service.observers import BreakerObserver, BudgetObserver
 from sluice_sidecar.service.settings import SidecarSettings
 from sluice_sidecar.transports.base import Transport
 
 logger = logging.getLogger("sluice.config")
-LEVEL_ORDER = ("OK", "Warning", "Alert", "Exceeded")
 REDIS_TIMEOUT_S = 0.5
 
 
@@ -91,11 +73,13 @@ class SidecarState:
         self.usage = UsageLedger()
         self.sessions = SessionBook()
         self.latency = LatencyHistory()
+        self._budget_observer = BudgetObserver(self.metrics)
         self.budget_memory = MemoryBudgetStore()
         self.budgets = BudgetLedger(
-            self.budget_memory, on_refusal=self._budget_refused, observer=self._budget_settled
+            self.budget_memory,
+            on_refusal=self._budget_observer.refused,
+            observer=self._budget_observer.settled,
         )
-        self._budget_levels: dict[str, tuple[str, str]] = {}  # budget -> (period key, level)
         self._state_file: StateFile | None = None
         self.redis: Any = None  # redis.asyncio.Redis when settings.redis_url is set
         self.cache_stats = CacheStats()
@@ -106,29 +90,29 @@ class SidecarState:
         self.redis_cache: RedisCache | None = None
         self._warned_no_redis = False
         self.batch_stats = BatchStats()
-        self.queue = PriorityQueueStage(self.batch_stats, self.metrics)
         self.breakers = BreakerRegistry(
             SidecarConfig.model_fields["circuit_breaker"].get_default(call_default_factory=True),
             clock=clock,
-            on_state_change=self._breaker_changed,
+            on_state_change=BreakerObserver(self.metrics).changed,
         )
         self._version_waiters: list[asyncio.Future[str]] = []
         self.runtime: Runtime | None = None
-        self.pipeline: Next = compose(
-            [
-                MeteringStage(self.metrics, [self.usage.record, self.sessions.record]),
-                LatencyStage(self.latency, self.metrics),
-                CacheStage(self.cache_backend, self.cache_stats, self.metrics),
-                CoalesceStage(self.batch_stats, self.metrics),
-                BudgetStage(self.budgets),
-                BatchingStage(self.batch_stats, self.metrics),
-                self.queue,
-                FallbackStage(self.metrics),
-                RetryStage(self.metrics, self.breakers),
-                CircuitStage(self.metrics, self.breakers),
-            ],
-            UpstreamStage(transport),
+        pipeline = build_pipeline(
+            Dependencies(
+                transport=transport,
+                metrics=self.metrics,
+                usage=self.usage,
+                sessions=self.sessions,
+                latency=self.latency,
+                cache_backend=self.cache_backend,
+                cache_stats=self.cache_stats,
+                batch_stats=self.batch_stats,
+                budgets=self.budgets,
+                breakers=self.breakers,
+            )
         )
+        self.pipeline: Next = pipeline.run
+        self.queue = pipeline.queue
 
     async def start(self) -> None:
         """Load persisted state and start background writers (server start-up)."""
@@ -152,7 +136,7 @@ class SidecarState:
             self.redis,
             self.budget_memory,
             on_error=self.metrics.redis_errors.labels("budget").inc,
-            observer=self._budget_settled,
+            observer=self._budget_observer.settled,
         )
         self.redis_cache = RedisCache(
             self.redis, self.cache_stats, self.metrics.redis_errors.labels("cache").inc
@@ -223,36 +207,3 @@ class SidecarState:
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._version_waiters.append(waiter)
         return await waiter
-
-    def _budget_refused(self, rule: BudgetRule, refused: Refusal) -> None:
-        self.metrics.budget_refusals.labels(
-            rule.identity, refused.reason, rule.spec.enforcement
-        ).inc()
-
-    def _budget_settled(self, rule: BudgetRule, period: Period, counters: Counters) -> None:
-        share = utilization(rule, counters)
-        self.metrics.budget_spent.labels(rule.identity).set(
-            float(counters.spent + counters.external_cost)
-        )
-        self.metrics.budget_utilization.labels(rule.identity).set(share)
-        now = level(rule, share)
-        before = self._budget_levels.get(rule.identity)
-        if before is None or before[0] != period.key:
-            before = (period.key, "OK")
-        if now != before[1]:
-            self._budget_levels[rule.identity] = (period.key, now)
-            if LEVEL_ORDER.index(now) > LEVEL_ORDER.index(before[1]):
-                self.metrics.budget_thresholds.labels(rule.identity, now).inc()
-                logger.warning(
-                    "budget %s at %.0f%% of its limit (%s, %s enforcement)",
-                    rule.identity,
-                    share * 100,
-                    now,
-                    rule.spec.enforcement,
-                )
-
-    def _breaker_changed(self, breaker: CircuitBreaker, old: State, new: State) -> None:
-        labels = (breaker.key.provider, breaker.key.model)
-        self.metrics.breaker_state.labels(*labels).set(int(new))
-        if new is State.OPEN:
-            self.metrics.breaker_trips.labels(*labels).inc()

@@ -1,0 +1,66 @@
+"""What the long-lived stores report: budget refusals and thresholds, breaker state changes.
+
+The budget ledger, the Redis budget store and the breaker registry call these back (wired in
+``sluice_sidecar.service.state``); each turns an event into metrics and, when a budget climbs
+past a threshold, one warning line.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sluice_sidecar.contract.periods import Period
+from sluice_sidecar.economics.budgets import BudgetRule, Counters, Refusal, level, utilization
+from sluice_sidecar.observability.prometheus import Metrics
+from sluice_sidecar.resilience.breaker import CircuitBreaker, State
+
+logger = logging.getLogger("sluice.config")  # the name these warnings have always had
+LEVEL_ORDER = ("OK", "Warning", "Alert", "Exceeded")
+
+
+class BudgetObserver:
+    """Budget metrics, and a warning each time a budget's level rises within a period."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._levels: dict[str, tuple[str, str]] = {}  # budget -> (period key, level)
+
+    def refused(self, rule: BudgetRule, refused: Refusal) -> None:
+        self._metrics.budget_refusals.labels(
+            rule.identity, refused.reason, rule.spec.enforcement
+        ).inc()
+
+    def settled(self, rule: BudgetRule, period: Period, counters: Counters) -> None:
+        share = utilization(rule, counters)
+        self._metrics.budget_spent.labels(rule.identity).set(
+            float(counters.spent + counters.external_cost)
+        )
+        self._metrics.budget_utilization.labels(rule.identity).set(share)
+        now = level(rule, share)
+        before = self._levels.get(rule.identity)
+        if before is None or before[0] != period.key:
+            before = (period.key, "OK")
+        if now != before[1]:
+            self._levels[rule.identity] = (period.key, now)
+            if LEVEL_ORDER.index(now) > LEVEL_ORDER.index(before[1]):
+                self._metrics.budget_thresholds.labels(rule.identity, now).inc()
+                logger.warning(
+                    "budget %s at %.0f%% of its limit (%s, %s enforcement)",
+                    rule.identity,
+                    share * 100,
+                    now,
+                    rule.spec.enforcement,
+                )
+
+
+class BreakerObserver:
+    """Breaker state and trips as metrics, per provider and model."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def changed(self, breaker: CircuitBreaker, old: State, new: State) -> None:
+        labels = (breaker.key.provider, breaker.key.model)
+        self._metrics.breaker_state.labels(*labels).set(int(new))
+        if new is State.OPEN:
+            self._metrics.breaker_trips.labels(*labels).inc()
