@@ -8,7 +8,7 @@ import sys
 
 from pydantic import ValidationError
 
-from sluice_sidecar.api.server import serve
+from sluice_sidecar.api.server import loop_factory, serve
 from sluice_sidecar.contract.model import config_problems
 from sluice_sidecar.observability.logs import configure_logging
 from sluice_sidecar.service.settings import load_settings
@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
-        asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(serve(settings))
     except KeyboardInterrupt:
         pass
     except OSError as error:
