@@ -16,7 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from sluice_sidecar.contract.model import RetryStrategy
 from sluice_sidecar.observability.otel.config import OtelConfig, otel_settings_from_env
-from sluice_sidecar.transports.http import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT_S
+from sluice_sidecar.transports.http import (
+    DEFAULT_CONNECTION_LIMIT,
+    DEFAULT_MAX_ANSWER_BYTES,
+    DEFAULT_STREAM_IDLE_TIMEOUT_S,
+)
 
 ENV_PREFIX = "SLUICE_"
 PROVIDER_URL_PREFIX = "SLUICE_PROVIDER_BASE_URL_"
@@ -85,7 +89,12 @@ class SidecarSettings(BaseModel):
         description="Seconds an idle connection (no request yet, or between requests) stays open;"
         " 75 like nginx, longer than the 60 s idle timeout of common HTTP client pools.",
     )
-    upstream_connection_limit: int = Field(default=1000, ge=1)
+    upstream_connection_limit: int = Field(
+        default=DEFAULT_CONNECTION_LIMIT,
+        ge=1,
+        description="Upstream calls in flight at once (streams until they end); one more is"
+        " refused at once with 503, never queued.",
+    )
     max_answer_bytes: int = Field(
         default=DEFAULT_MAX_ANSWER_BYTES,
         ge=1024,

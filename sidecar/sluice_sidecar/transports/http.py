@@ -1,5 +1,10 @@
 """The real transport: one shared aiohttp ClientSession with a pooled keep-alive connector.
 
+Calls in flight (a stream until it is closed) are bounded by ``connection_limit``; one past it
+is refused at once (``BulkheadFull``, 503 with Retry-After in the caller's format), never queued
+behind the others: a queued stream would wait a whole stream for a connection. aiohttp's own
+pool limit is therefore off.
+
 This module is the only place that touches ``aiohttp.ClientSession`` and the only place aiohttp
 client errors become sidecar errors. The session outlives configuration swaps, so connections
 stay warm and in-flight calls are never cut by a reload.
@@ -22,6 +27,7 @@ import aiohttp
 import orjson
 
 from sluice_sidecar.errors import (
+    BulkheadFull,
     PermanentUpstreamError,
     TransientUpstreamError,
     classify_upstream_status,
@@ -59,6 +65,8 @@ DEFAULT_STREAM_IDLE_TIMEOUT_S = 300.0  # silence allowed between two chunks of a
 MAX_FIRST_EVENT_BYTES = 64 * 1024
 END_GRACE_S = 0.1  # after a stream's terminator, the wait for its HTTP answer to end
 EVENT_STREAM = "text/event-stream"
+DEFAULT_CONNECTION_LIMIT = 1000  # calls in flight at once, streams included
+LIMIT_RETRY_AFTER_S = 1.0
 
 
 def relayable_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:
@@ -69,7 +77,7 @@ class HttpTransport:
     def __init__(
         self,
         *,
-        connection_limit: int = 1000,
+        connection_limit: int = DEFAULT_CONNECTION_LIMIT,
         connect_timeout_s: float = 10.0,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
         stream_idle_timeout_s: float = DEFAULT_STREAM_IDLE_TIMEOUT_S,
@@ -79,11 +87,12 @@ class HttpTransport:
         self._max_answer_bytes = max_answer_bytes
         self._stream_idle_timeout_s = stream_idle_timeout_s
         self._session: aiohttp.ClientSession | None = None
+        self.in_flight = 0
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._connector_limit, ttl_dns_cache=300, keepalive_timeout=30
-        )
+        # limit=0: aiohttp's pool would queue a call past its limit silently; the bound is
+        # ours (``send``), and refuses instead.
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),
@@ -101,9 +110,33 @@ class HttpTransport:
 
     async def send(self, request: UpstreamRequest) -> UpstreamReply:
         assert self._session is not None, "HttpTransport.start() was not awaited"
+        if self.in_flight >= self._connector_limit:
+            raise BulkheadFull(
+                f"{self._connector_limit} upstream calls already in flight in this sidecar"
+                " (SLUICE_UPSTREAM_CONNECTION_LIMIT)",
+                retry_after=LIMIT_RETRY_AFTER_S,
+            )
+        self.in_flight += 1
+        try:
+            reply = await self._send(self._session, request)
+        except BaseException:
+            self.in_flight -= 1
+            raise
+        if reply.streaming:
+            reply.on_close.append(self._release)  # the slot is held until the stream ends
+        else:
+            self.in_flight -= 1
+        return reply
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+
+    async def _send(
+        self, session: aiohttp.ClientSession, request: UpstreamRequest
+    ) -> UpstreamReply:
         secrets = _secrets(request)
         try:
-            response = await self._session.request(
+            response = await session.request(
                 request.method,
                 request.url,
                 headers=request.headers,
