@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -120,5 +121,32 @@ async def test_streams_past_a_limit_are_served_or_refused_at_once(
         kind, stream = await asyncio.wait_for(open_openai(sidecar), OUTCOMES_WITHIN_S)
         assert kind == "served"
         await finish(stream)
+    finally:
+        await close_test_sidecar(sidecar)
+
+
+async def first_event(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientResponse:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    response = await http.post(url, json=body, headers={"Authorization": "Bearer sk-test"})
+    assert response.status == 200, await response.text()
+    assert (await response.content.readuntil(b"\n\n")).startswith(b"data: ")
+    return response
+
+
+async def test_the_defaults_serve_many_concurrent_streams_to_one_model(
+    upstream: HeldUpstream,
+) -> None:
+    """Streams hold their slot for their whole length: the defaults are sized for that."""
+    sidecar = await sidecar_before(upstream, {})
+    streams = 250  # past the 100 the bulkhead used to allow per provider and model
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            url = sidecar.openai_url + "/chat/completions"
+            openings = [first_event(http, url) for _ in range(streams)]
+            responses = await asyncio.wait_for(asyncio.gather(*openings), OUTCOMES_WITHIN_S)
+            assert upstream.open_streams == streams
+            upstream.release.set()
+            for response in responses:
+                assert (await response.read()).endswith(b"data: [DONE]\n\n")
     finally:
         await close_test_sidecar(sidecar)

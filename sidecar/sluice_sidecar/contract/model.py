@@ -189,8 +189,10 @@ class CircuitBreakerSpec(Spec):
     open_backoff_multiplier: float = Field(
         default=2.0, ge=1, le=10, description="Each consecutive trip multiplies the open time."
     )
+    # As many as the transport's connection limit (1000): a stream holds its slot for its
+    # whole length, and 100 refused most calls at 200 concurrent streams (docs/performance.md).
     max_concurrent: int | None = Field(
-        default=100, ge=1, description="Bulkhead: calls in flight per breaker; null: unlimited."
+        default=1000, ge=1, description="Bulkhead: calls in flight per breaker; null: unlimited."
     )
 
     @model_validator(mode="after")
