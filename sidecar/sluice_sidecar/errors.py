@@ -68,7 +68,7 @@ class MalformedRequest(RequestError):
 
 class LimitExceeded(MalformedRequest):
     """A request refused by one of the boundary's limits (400); ``limit`` labels
-    ``llm_requests_refused_total`` (docs/sidecar.md "Limits")."""
+    ``sluice_limits_hit_total`` (docs/sidecar.md "Limits")."""
 
     def __init__(self, message: str, *, limit: str) -> None:
         super().__init__(message, code=f"{limit}_exceeded")

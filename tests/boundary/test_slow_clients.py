@@ -76,7 +76,7 @@ async def test_partial_headers_are_cut_after_the_header_timeout(bounded) -> None
     data, elapsed = await _closed_within(reader, HEADER_S + SLACK_S)
     writer.close()
     assert data == b"" and elapsed >= HEADER_S * 0.9
-    assert await _metric(bounded, 'llm_requests_refused_total{limit="header_time"} 1.0')
+    assert await _metric(bounded, 'sluice_limits_hit_total{limit="header_time"} 1.0')
     assert await _metric(bounded, "llm_requests_in_flight 0.0")
 
 
@@ -114,7 +114,7 @@ async def test_unfinished_content_length_body_gets_408_in_the_callers_format(
         assert error["error"]["code"] == "body_time_exceeded"
     assert llm.requests == []
     assert await _metric(bounded, "llm_requests_in_flight 0.0")
-    assert await _metric(bounded, 'llm_requests_refused_total{limit="body_time"} 1.0')
+    assert await _metric(bounded, 'sluice_limits_hit_total{limit="body_time"} 1.0')
 
 
 async def test_unfinished_chunked_body_gets_408(bounded) -> None:
@@ -163,7 +163,7 @@ async def test_a_refused_admin_call_does_not_leave_a_header_deadline_running(bou
     await asyncio.sleep(HEADER_S * 2)  # past the header deadline, within the keep-alive one
     assert not reader.at_eof()
     writer.close()
-    assert not await _metric(bounded, 'llm_requests_refused_total{limit="header_time"} 1.0')
+    assert not await _metric(bounded, 'sluice_limits_hit_total{limit="header_time"} 1.0')
 
 
 ANSWER_TEXT_BYTES = 12 * 1024 * 1024  # more than loopback socket buffers absorb
@@ -206,7 +206,7 @@ async def test_a_caller_that_stops_reading_an_answer_is_cut_after_the_send_timeo
         )
         client.send(_request("/v1/chat/completions", BODY))
         registry = sidecar.state.metrics.registry
-        sample = ("llm_requests_refused_total", {"limit": "send_time"})
+        sample = ("sluice_limits_hit_total", {"limit": "send_time"})
         await wait_until(lambda: registry.get_sample_value(*sample) == 1)
         assert await _metric(sidecar, "llm_requests_in_flight 0.0")
         client.close()

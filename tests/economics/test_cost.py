@@ -40,10 +40,12 @@ async def test_chat_cost_is_priced_from_the_bundled_table(sidecar: SidecarHandle
     assert (row["provider"], row["model"], row["operation"]) == ("sim", "gpt-4o", "Completion")
     metrics = await sidecar.metrics_text()
     assert (
-        f'llm_tokens_total{{kind="output",model="gpt-4o",operation="Completion",provider="sim"}}'
+        f'llm_tokens_used_total{{kind="output",model="gpt-4o",operation="Completion",provider="sim"}}'
         f" {float(answer.usage.completion_tokens)}" in metrics
     )
-    assert 'llm_cost_usd_total{model="gpt-4o",operation="Completion",provider="sim"}' in metrics
+    assert (
+        'llm_token_costs_usd_total{model="gpt-4o",operation="Completion",provider="sim"}' in metrics
+    )
 
 
 async def test_stream_usage_is_requested_and_hidden_from_the_client(

@@ -170,7 +170,7 @@ async def test_overlong_sidecar_header_is_refused_with_400(sidecar, llm, header)
     assert header.lower() in message.lower() and len(message) < 500  # the value is not echoed
     assert llm.requests == []
     metrics = await sidecar.metrics_text()
-    assert 'llm_requests_refused_total{limit="header_length"} 1.0' in metrics
+    assert 'sluice_limits_hit_total{limit="header_length"} 1.0' in metrics
 
 
 async def _raw_post(port: int, path: str, body: bytes, extra_headers: bytes) -> bytes:
@@ -247,7 +247,7 @@ async def test_a_request_aiohttp_cannot_parse_gets_a_json_400_and_is_counted(sid
     assert error["code"] == "malformed_http" and "Invalid header value char" in error["message"]
     assert "a\x01b" not in error["message"]  # the offending line is not echoed
     metrics = await sidecar.metrics_text()
-    assert 'llm_requests_refused_total{limit="http_parse"} 1.0' in metrics
+    assert 'sluice_limits_hit_total{limit="http_parse"} 1.0' in metrics
 
 
 @pytest.mark.parametrize("header", [b"Authorization: Bearer caf\xe9", b"x-api-key: sk-\xff"])

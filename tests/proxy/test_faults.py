@@ -37,8 +37,9 @@ async def test_rate_limit_retry_honours_retry_after(
         "sim Scripting retry 1/3 due to rate limit exceeded. Waiting 300ms before retry"
         in caplog.text
     )
-    assert 'llm_retries_total{provider="sim",reason="rate limit exceeded"} 1.0' in (
-        await sidecar.metrics_text()
+    assert (
+        'llm_retries_total{provider="sim",reason="rate limit exceeded",strategy="exponential"} 1.0'
+        in (await sidecar.metrics_text())
     )
 
 

@@ -4,7 +4,7 @@
 stage, so every later module can rely on a body that is a JSON object of bounded nesting with a
 bounded, printable model name, and on ``X-LLM-*`` values that are short, printable text.
 The fuzz target (``bench/fuzz_request.py``) drives ``parse_body`` directly. Each refusal is a
-``LimitExceeded`` naming the limit, counted in ``llm_requests_refused_total{limit}``; the
+``LimitExceeded`` naming the limit, counted in ``sluice_limits_hit_total{limit}``; the
 limits and their reasons are listed in docs/sidecar.md ("Limits").
 """
 

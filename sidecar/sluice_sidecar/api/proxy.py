@@ -98,7 +98,7 @@ async def _proxy(request: web.Request, api: ApiFamily, kind: RouteKind) -> web.S
             call = await _read_call(request, api, kind, runtime, started, state)
         except SluiceError as error:
             status = error.status
-            metrics.errors.labels(error.code).inc()
+            metrics.error(error)
             if (limit := _limit_of(error)) is not None:
                 metrics.refused.labels(limit).inc()
             return _error_response(error, api)
@@ -120,9 +120,7 @@ async def _proxy(request: web.Request, api: ApiFamily, kind: RouteKind) -> web.S
         elapsed = loop.time() - started
         provider = call.provider.name if call and call.provider else "none"
         model = metrics.model_label(call.model_name) if call else "-"
-        labels = (provider, model, operation_name, str(status))
-        metrics.requests.labels(*labels).inc()
-        metrics.duration.labels(*labels).observe(elapsed)
+        metrics.answered(provider, model, operation_name, status, elapsed)
         if call is not None:
             state.stats.record(
                 provider, operation_name, ok=status < 400, retries=call.retries, latency_s=elapsed
@@ -190,6 +188,11 @@ async def _run(
                 handle.answer(*_model_and_output(reply.json))
                 return _reply_response(reply, call), reply.status
             stream = await _start_stream(request, reply, call)
+            state.metrics.first_token.labels(
+                call.provider.name if call.provider else "none",
+                state.metrics.model_label(call.model_name),
+                operation.name,
+            ).observe(loop.time() - started)
             await _relay(stream, reply, handle)
             return stream, reply.status
     except TimeoutError:
@@ -212,7 +215,8 @@ async def _run(
         warning.cancel()
         if reply is not None:
             reply.close()
-    state.metrics.errors.labels(error.code).inc()
+    provider = call.provider.name if call.provider else "none"
+    state.metrics.error(error, provider, state.metrics.model_label(call.model_name))
     handle.failed(error.code)
     if isinstance(error, BudgetExceeded):
         details = error.details or {}
@@ -303,7 +307,7 @@ def protocol_error_response(status: int, reason: str) -> web.Response:
 
 
 def _limit_of(error: SluiceError) -> str | None:
-    """The boundary limit a refusal comes from, for ``llm_requests_refused_total``."""
+    """The boundary limit a refusal comes from, for ``sluice_limits_hit_total``."""
     if isinstance(error, LimitExceeded):
         return error.limit
     return "body_size" if isinstance(error, BodyTooLarge) else None

@@ -1,8 +1,15 @@
 """Prometheus metrics of the sidecar; the only module that imports prometheus_client.
 
-Metric names follow the reference design (``llm_*``). Each application gets its own registry,
-so tests can run several sidecars in one process. Label values that come from callers (model
-names) are bounded: past ``MAX_MODELS`` distinct models, new ones are counted as "other".
+Names follow the reference design where it follows Prometheus conventions: ``llm_*`` for the
+LLM traffic, ``sluice_*`` for the sidecar's own machinery (configuration, limits, Redis, state
+file). Rates and shares (error rate, cache hit rate, budget utilization, ...) are recording
+rules over these series (helm/sluice/files/prometheus/rules.yaml); docs/sidecar.md "Metrics"
+maps every reference name to its series or rule. Each application gets its own registry, so
+tests can run several sidecars in one process.
+
+Labels are bounded: model names past ``MAX_MODELS`` distinct ones are counted as "other",
+histograms carry a status class (2xx, 4xx, 5xx), never a code, and no label holds a session,
+a prompt or another caller-chosen value beyond model and operation.
 """
 
 from __future__ import annotations
@@ -17,11 +24,36 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from sluice_sidecar.errors import (
+    BudgetExceeded,
+    DeadlineExceeded,
+    PermanentUpstreamError,
+    QueueFull,
+    Refused,
+    RequestError,
+    SluiceError,
+    TransientUpstreamError,
+)
+
 # The *_created series double the exposition for no use on dashboards.
 disable_created_metrics()
 
 MAX_MODELS = 200
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+# A first token comes sooner than a whole answer: finer at the low end.
+FIRST_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+# The error tree's branches (errors.py), the `class` label of llm_errors_by_type_total.
+ERROR_CLASSES: tuple[tuple[type[SluiceError], str], ...] = (
+    (RequestError, "request"),
+    (Refused, "refused"),
+    (QueueFull, "queue"),
+    (BudgetExceeded, "budget"),
+    (DeadlineExceeded, "deadline"),
+    (TransientUpstreamError, "transient"),
+    (PermanentUpstreamError, "permanent"),
+)
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -38,9 +70,17 @@ class Metrics:
         )
         self.duration = Histogram(
             "llm_request_duration_seconds",
-            "Time from request received to answer finished (streams included), in seconds.",
-            ["provider", "model", "operation", "status"],
+            "Time from request received to answer finished (streams included), in seconds, by"
+            " status class (2xx, 4xx, 5xx).",
+            ["provider", "model", "operation", "status_class"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.first_token = Histogram(
+            "llm_time_to_first_token_seconds",
+            "Streams: time from request received to the first chunk relayed, in seconds.",
+            ["provider", "model", "operation"],
+            buckets=FIRST_TOKEN_BUCKETS,
             registry=r,
         )
         self.in_flight = Gauge(
@@ -53,12 +93,16 @@ class Metrics:
             registry=r,
         )
         self.retries = Counter(
-            "llm_retries", "Retries, by provider and reason.", ["provider", "reason"], registry=r
+            "llm_retries",
+            "Retries, by provider, reason and the policy's retry strategy.",
+            ["provider", "reason", "strategy"],
+            registry=r,
         )
         self.errors = Counter(
             "llm_errors_by_type",
-            "Errors answered to callers or absorbed by retries, by error type.",
-            ["type"],
+            "Errors answered to callers or absorbed by retries, by error type, class (request,"
+            " refused, queue, budget, deadline, transient, permanent, internal) and model.",
+            ["type", "class", "provider", "model"],
             registry=r,
         )
         self.breaker_state = Gauge(
@@ -95,13 +139,13 @@ class Metrics:
             "sluice_config_reloads", "Configuration loads, by result.", ["result"], registry=r
         )
         self.tokens = Counter(
-            "llm_tokens",
+            "llm_tokens_used",
             "Tokens reported by providers, by kind (input, output, cached_input).",
             ["provider", "model", "operation", "kind"],
             registry=r,
         )
         self.cost = Counter(
-            "llm_cost_usd",
+            "llm_token_costs_usd",
             "Cost of answered calls in US dollars, from the price table.",
             ["provider", "model", "operation"],
             registry=r,
@@ -141,10 +185,28 @@ class Metrics:
             ["budget"],
             registry=r,
         )
-        self.budget_utilization = Gauge(
-            "llm_budget_utilization",
-            "Share of the budget's limit used in the current period (cost or tokens, the larger).",
+        self.budget_limit = Gauge(
+            "llm_budget_limit_usd",
+            "The budget's cost limit per period, in US dollars (absent: no cost limit).",
             ["budget"],
+            registry=r,
+        )
+        self.budget_tokens = Gauge(
+            "llm_budget_spent_tokens",
+            "Input+output tokens in the budget's current period (this sidecar's view).",
+            ["budget"],
+            registry=r,
+        )
+        self.budget_token_limit = Gauge(
+            "llm_budget_limit_tokens",
+            "The budget's token limit per period (absent: no token limit).",
+            ["budget"],
+            registry=r,
+        )
+        self.budget_threshold = Gauge(
+            "llm_budget_threshold_ratio",
+            "The budget's warning and alert thresholds, as shares of its limit.",
+            ["budget", "level"],
             registry=r,
         )
         self.budget_refusals = Counter(
@@ -204,6 +266,12 @@ class Metrics:
         self.batches = Counter(
             "llm_batches", "Upstream embeddings calls made for merged calls.", registry=r
         )
+        self.batch_size = Histogram(
+            "llm_batch_size",
+            "Caller calls merged into one upstream embeddings call.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
         self.latency_anomalies = Counter(
             "llm_latency_anomalies",
             "Calls slower than the predicted range's top times latency.anomalyFactor.",
@@ -218,7 +286,7 @@ class Metrics:
         )
         # Boundary limits (docs/sidecar.md "Limits"): requests and connections refused by one.
         self.refused = Counter(
-            "llm_requests_refused",
+            "sluice_limits_hit",
             "Requests refused or connections closed by a boundary limit, by limit"
             " (body_size, body_time, header_time, send_time, http_parse, json_depth,"
             " name_length, name_chars, header_length, header_chars).",
@@ -235,9 +303,52 @@ class Metrics:
             return model
         return "other"
 
+    def answered(
+        self, provider: str, model: str, operation: str, status: int, seconds: float
+    ) -> None:
+        """A call is over: counted by its status code, timed by its status class."""
+        self.requests.labels(provider, model, operation, str(status)).inc()
+        self.duration.labels(provider, model, operation, f"{status // 100}xx").observe(seconds)
+
+    def error(
+        self, error: SluiceError, provider: str = "none", model: str = "-", *, retried: bool = False
+    ) -> None:
+        """An error answered to a caller, or (``retried``) one a retry absorbed, typed then by
+        the upstream's reason ("rate_limit_exceeded") rather than its code."""
+        reason = getattr(error, "reason", None) if retried else None
+        kind = reason.replace(" ", "_") if reason else error.code
+        self.errors.labels(kind, error_class(error), provider, model).inc()
+
+    def budget(
+        self,
+        budget: str,
+        *,
+        spent_usd: float,
+        limit_usd: float | None,
+        tokens: int,
+        token_limit: int | None,
+        thresholds: dict[str, float],
+    ) -> None:
+        """A budget's spend and limits after a settlement; rules compute its utilization."""
+        self.budget_spent.labels(budget).set(spent_usd)
+        self.budget_tokens.labels(budget).set(tokens)
+        if limit_usd is not None:
+            self.budget_limit.labels(budget).set(limit_usd)
+        if token_limit is not None:
+            self.budget_token_limit.labels(budget).set(token_limit)
+        for level, share in thresholds.items():
+            self.budget_threshold.labels(budget, level).set(share)
+
     def set_config_version(self, version: str) -> None:
         self.config_info.clear()
         self.config_info.labels(version).set(1)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def error_class(error: SluiceError) -> str:
+    for kind, name in ERROR_CLASSES:
+        if isinstance(error, kind):
+            return name
+    return "internal"

@@ -127,6 +127,7 @@ class BatchingStage:
         self._stats.requests_batched += len(batch.calls)
         self._stats.inputs_batched += batch.size
         self._metrics.batches.inc()
+        self._metrics.batch_size.observe(len(batch.calls))
         self._metrics.batched.labels("embeddings").inc(len(batch.calls))
         reply = await next_stage(merged)
         try:

@@ -56,8 +56,9 @@ class RetryStage:
                         delay_ms,
                     )
                     raise
-                self._metrics.retries.labels(provider.name, error.reason).inc()
-                self._metrics.errors.labels(error.reason.replace(" ", "_")).inc()
+                self._metrics.retries.labels(provider.name, error.reason, spec.strategy).inc()
+                model = self._metrics.model_label(call.model_name)
+                self._metrics.error(error, provider.name, model, retried=True)
                 logger.warning(
                     "%s %s retry %d/%d due to %s. Waiting %.0fms before retry",
                     provider.display_name,

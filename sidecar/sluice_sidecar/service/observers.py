@@ -32,10 +32,15 @@ class BudgetObserver:
 
     def settled(self, rule: BudgetRule, period: Period, counters: Counters) -> None:
         share = utilization(rule, counters)
-        self._metrics.budget_spent.labels(rule.identity).set(
-            float(counters.spent + counters.external_cost)
+        thresholds = rule.spec.thresholds
+        self._metrics.budget(
+            rule.identity,
+            spent_usd=float(counters.spent + counters.external_cost),
+            limit_usd=None if rule.cost_limit is None else float(rule.cost_limit),
+            tokens=counters.tokens + counters.external_tokens,
+            token_limit=rule.token_limit,
+            thresholds={"warning": thresholds.warning, "alert": thresholds.alert},
         )
-        self._metrics.budget_utilization.labels(rule.identity).set(share)
         now = level(rule, share)
         before = self._levels.get(rule.identity)
         if before is None or before[0] != period.key:
