@@ -3,10 +3,12 @@
 ``plan_collection`` folds what each ready sidecar reported (``GET /admin/usage``) into every
 budget that selects its workload (``spend.BudgetSpend``), and says what to push back to each
 sidecar: the spend of the *other* replicas (``PUT /admin/budgets/external``).
-``plan_final_report`` folds a stopping sidecar's last report. ``budget_update`` turns a
-budget's folded spend into its status (``status.BudgetStatus``) and the Events a state change
-posts. Utilization and level are the sidecar's own functions on the sidecar's own rule, so the
-status says exactly what the sidecars enforce. ``aggregator.BudgetAggregator`` reads and applies.
+``plan_final_report`` folds a stopping sidecar's last report. ``budget_feedback`` says whether
+a budget is valid (its conditions, and an ``InvalidBudget`` Event when it turns invalid).
+``budget_update`` turns a budget's folded spend into its status (``status.BudgetStatus``) and
+the Events a state change posts. Utilization and level are the sidecar's own functions on the
+sidecar's own rule, so the status says exactly what the sidecars enforce.
+``aggregator.BudgetAggregator`` reads and applies.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from pydantic import ValidationError
+
+from sluice_operator import conditions
 from sluice_operator.kube import Body
 from sluice_operator.reading import Workloads
 from sluice_operator.resources import Budget
@@ -24,8 +29,15 @@ from sluice_operator.selection import policies_for
 from sluice_operator.spend import BudgetSpend, Spend
 from sluice_operator.status import BudgetStatus, Event
 from sluice_operator.workloads import alive
+from sluice_sidecar.contract import LlmBudget, config_problems
 from sluice_sidecar.contract.periods import Period, period_of
-from sluice_sidecar.economics.budgets import BudgetRule, Counters, level, utilization
+from sluice_sidecar.economics.budgets import (
+    BudgetRule,
+    Counters,
+    build_rules,
+    level,
+    utilization,
+)
 
 MICRO = Decimal("0.000001")
 UsageRows = dict[str, dict[str, Any]]  # pod UID -> budget identity -> the sidecar's usage row
@@ -167,6 +179,57 @@ def plan_final_report(
             spend.retire(uid, Spend.from_json(row))
             updates.append(budget_update(budget, rule, spend, period))
     return updates
+
+
+@dataclass(frozen=True)
+class BudgetFeedback:
+    body: Body
+    patch: Body | None  # the merge patch of status (conditions); None when unchanged
+    events: list[Event]
+
+
+def budget_problems(body: Body) -> list[str]:
+    """Why a budget cannot be enforced: its spec, or the rule the sidecars would build."""
+    try:
+        model = LlmBudget.model_validate(body)
+        build_rules([model.compiled()])
+    except ValidationError as error:
+        return config_problems(error)
+    return []
+
+
+def budget_feedback(body: Body, now: str) -> BudgetFeedback:
+    """The ``Valid`` and ``Ready`` conditions of one budget, as LlmPolicy reports them.
+
+    An invalid budget is never enforced (the sidecars keep the valid ones), and it turning
+    invalid posts one ``Warning InvalidBudget`` Event."""
+    problems = budget_problems(body)
+    generation = body["metadata"].get("generation")
+    valid = not problems
+    message = "; ".join(problems) if problems else "the budget is valid"
+    new = [
+        conditions.condition(
+            "Valid", valid, "Validated" if valid else "Invalid", message, generation
+        ),
+        conditions.condition(
+            "Ready",
+            valid,
+            "Enforced" if valid else "NotEnforced",
+            "enforced by the sidecars of the workloads it selects" if valid else message,
+            generation,
+        ),
+    ]
+    old = (body.get("status") or {}).get("conditions")
+    was_valid = next((c.get("status") for c in old or [] if c.get("type") == "Valid"), None)
+    events = []
+    if not valid and was_valid != "False":
+        events.append(Event(body, "Warning", "InvalidBudget", message))
+    if conditions.same_conditions(old, new):
+        return BudgetFeedback(body, None, events)
+    merged = conditions.merge_conditions(old, new, now)
+    # observedGeneration too: the collector never writes an invalid budget's status.
+    patch: Body = {"observedGeneration": generation, "conditions": [c.patch() for c in merged]}
+    return BudgetFeedback(body, patch, events)
 
 
 def _merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -5,23 +5,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sluice_operator.status import Condition
+from sluice_operator.status import Condition, ConditionDraft
+
+MAX_MESSAGE = 32768  # metav1.Condition's bound on message
 
 
 def condition(
     kind: str, ok: bool | None, reason: str, message: str, generation: int | None
-) -> Condition:
-    return Condition(
+) -> ConditionDraft:
+    return ConditionDraft(
         type=kind,
         status="Unknown" if ok is None else ("True" if ok else "False"),
         reason=reason,
-        message=message,
+        message=message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…",
         observed_generation=generation,
     )
 
 
 def merge_conditions(
-    old: list[Mapping[str, Any]] | None, new: list[Condition], now: str
+    old: list[Mapping[str, Any]] | None, new: list[ConditionDraft], now: str
 ) -> list[Condition]:
     """New conditions replacing old ones of the same type; the transition time moves only when
     the status changes (so watchers see when something really happened)."""
@@ -31,11 +33,11 @@ def merge_conditions(
         before = previous.get(item.type)
         changed = before is None or before.get("status") != item.status
         stamp = now if before is None or changed else before.get("lastTransitionTime", now)
-        merged.append(item.model_copy(update={"last_transition_time": stamp}))
+        merged.append(Condition(**item.model_dump(), last_transition_time=stamp))
     return merged
 
 
-def same_conditions(old: list[Mapping[str, Any]] | None, new: list[Condition]) -> bool:
+def same_conditions(old: list[Mapping[str, Any]] | None, new: list[ConditionDraft]) -> bool:
     """Equal but for the transition times: nothing to write."""
     written = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in old or []]
     wanted = [{k: v for k, v in c.patch().items() if k != "lastTransitionTime"} for c in new]

@@ -283,6 +283,15 @@ def custom_resource_definition(
     }
 
 
+# `kubectl get -o wide` only (priority 1): why the resource is or is not Ready.
+MESSAGE_COLUMN: dict[str, Any] = {
+    "name": "Message",
+    "type": "string",
+    "priority": 1,
+    "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+}
+
+
 def policy_crd() -> dict[str, Any]:
     return custom_resource_definition(
         kind="LlmPolicy",
@@ -304,6 +313,7 @@ def policy_crd() -> dict[str, Any]:
                 "description": "sidecars synced / desired",
             },
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            MESSAGE_COLUMN,
         ],
     )
 
@@ -332,6 +342,7 @@ def budget_crd() -> dict[str, Any]:
             {"name": "Utilization", "type": "string", "jsonPath": ".status.utilization"},
             {"name": "State", "type": "string", "jsonPath": ".status.state"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            MESSAGE_COLUMN,
         ],
     )
 

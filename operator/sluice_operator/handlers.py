@@ -8,11 +8,13 @@ reconcile of its namespace, which recomputes the desired state from the cluster.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from sluice_operator.aggregator import BudgetAggregator
+from sluice_operator.budget_plan import budget_feedback
 from sluice_operator.injection import INJECTED_LABEL
 from sluice_operator.kube import Body, Kube
 from sluice_operator.metrics import OperatorMetrics, ReconcileKind, start_metrics_server
@@ -118,7 +120,18 @@ async def resource_event(
     if event["type"] == "MODIFIED" and meta.get("generation") == status.get("observedGeneration"):
         return  # our own status write
     kind: ReconcileKind = "LlmBudget" if body.get("kind") == "LlmBudget" else "LlmPolicy"
+    if kind == "LlmBudget" and event["type"] != "DELETED":
+        await _report_budget(memo, namespace, dict(body))
     await _reconcile(memo, namespace, kind, f"{kind} {meta.get('name')} {event['type']}")
+
+
+async def _report_budget(memo: Any, namespace: str, body: Body) -> None:
+    """A budget's Valid/Ready conditions, and the Event of one turning invalid."""
+    feedback = budget_feedback(body, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    for event in feedback.events:
+        _post_event(event.body, event.type, event.reason, event.message)
+    if feedback.patch is not None:
+        await memo.kube.patch_budget_status(namespace, body["metadata"]["name"], feedback.patch)
 
 
 @kopf.timer("sluice.dev", "v1alpha1", "llmbudgets", interval=USAGE_INTERVAL_S, idle=None)

@@ -38,16 +38,30 @@ class StatusModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
-class Condition(StatusModel):
-    """One condition in the Kubernetes convention."""
+# metav1.Condition's validation, so a condition the operator writes is one kubectl, kstatus
+# and every controller library read: the same required fields, patterns and bounds.
+CONDITION_TYPE = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
-    type: str
+
+class ConditionDraft(StatusModel):
+    """A condition as a planner decides it, before ``conditions.merge_conditions`` dates it."""
+
+    type: str = Field(max_length=316, pattern=CONDITION_TYPE)
     status: ConditionStatus
-    reason: str | None = None
-    message: str | None = None
-    observed_generation: int | None = Field(default=None, alias="observedGeneration")
-    last_transition_time: str | None = Field(
-        default=None, alias="lastTransitionTime", json_schema_extra={"format": "date-time"}
+    reason: str = Field(min_length=1, max_length=1024, pattern=CONDITION_REASON)
+    message: str = Field(max_length=32768)
+    observed_generation: int | None = Field(default=None, alias="observedGeneration", ge=0)
+
+
+class Condition(ConditionDraft):
+    """One condition in the shape of metav1.Condition, with its required fields and bounds."""
+
+    last_transition_time: str = Field(
+        alias="lastTransitionTime", json_schema_extra={"format": "date-time"}
     )
 
 

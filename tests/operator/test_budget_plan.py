@@ -6,10 +6,15 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sluice_operator.budget_plan import CollectionPlan, plan_collection, plan_final_report
+from sluice_operator.budget_plan import (
+    CollectionPlan,
+    budget_feedback,
+    plan_collection,
+    plan_final_report,
+)
 from sluice_operator.reading import group_workloads
 from sluice_operator.resources import valid_budgets
-from sluice_operator.status import BUDGET_STATES
+from sluice_operator.status import BUDGET_STATES, Condition
 from tests.operator.fake_kube import budget, deployment, pod
 
 NOW = dt.datetime(2026, 12, 15, 12, tzinfo=dt.UTC)
@@ -152,3 +157,41 @@ def test_a_final_report_is_folded_into_the_current_period_only() -> None:
     stale = {"podUID": "uid-a", "budgets": [row("2.5", 3, "2026-11-01T00:00:00+00:00")]}
     assert plan_final_report(valid_budgets([monthly(status)]), stale, NOW) == []
     assert plan_final_report(valid_budgets([monthly(status)]), {"budgets": []}, NOW) == []
+
+
+def test_an_invalid_budget_gets_false_conditions_and_one_warning_event() -> None:
+    broken = budget("broken", {"period": "hourly"})
+    first = budget_feedback(broken, "T1")
+    assert first.patch is not None
+    valid, ready = first.patch["conditions"]
+    assert (valid["type"], valid["status"], valid["reason"]) == ("Valid", "False", "Invalid")
+    assert "period" in valid["message"]
+    assert (ready["status"], ready["reason"], ready["message"]) == (
+        "False",
+        "NotEnforced",
+        valid["message"],
+    )
+    assert valid["lastTransitionTime"] == "T1" and valid["observedGeneration"] == 1
+    assert [(e.type, e.reason) for e in first.events] == [("Warning", "InvalidBudget")]
+    # Reported once: the same problems again write nothing and post no Event.
+    again = budget_feedback(budget("broken", {"period": "hourly"}, status=first.patch), "T2")
+    assert again.patch is None and again.events == []
+
+
+def test_a_budget_the_sidecars_refuse_is_invalid_and_a_fixed_one_valid() -> None:
+    unnamed = budget("Not.A.Name", {"limits": {"costUSD": 1}})
+    refused = budget_feedback(unnamed, "T1")
+    assert refused.patch is not None
+    assert refused.patch["conditions"][0]["status"] == "False"
+    fixed = budget_feedback(monthly(refused.patch), "T2")
+    assert fixed.patch is not None and fixed.events == []
+    valid, ready = fixed.patch["conditions"]
+    assert (valid["status"], valid["reason"], valid["lastTransitionTime"]) == (
+        "True",
+        "Validated",
+        "T2",
+    )
+    assert (ready["status"], ready["reason"]) == ("True", "Enforced")
+    # The written conditions are what the CRD's metav1.Condition schema accepts.
+    for condition in fixed.patch["conditions"]:
+        Condition.model_validate(condition)

@@ -59,7 +59,12 @@ def test_generated_status_schemas_keep_every_published_field() -> None:
     for schema in (policy, budget):
         condition = schema["conditions"]["items"]
         assert set(condition["properties"]) >= PUBLISHED_CONDITION
-        assert condition["required"] == ["type", "status"]
+        # metav1.Condition: every field but observedGeneration required, with its bounds.
+        assert set(condition["required"]) == PUBLISHED_CONDITION - {"observedGeneration"}
+        props = condition["properties"]
+        assert props["reason"]["minLength"] == 1 and props["message"]["maxLength"] == 32768
+        assert props["type"]["maxLength"] == 316 and props["observedGeneration"]["minimum"] == 0
+        assert props["lastTransitionTime"]["format"] == "date-time"
         assert schema["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
     assert budget["ledger"]["x-kubernetes-preserve-unknown-fields"] is True
     assert budget["state"]["enum"] == list(BUDGET_STATES)
