@@ -65,7 +65,10 @@ async def test_a_call_its_caller_abandons_is_charged_its_reservation(
         await llm.disconnected.wait()
     assert await settled_spend(sidecar) == RESERVATION
     totals = await usage_totals(sidecar)
-    assert totals["estimatedUsageCalls"] == 1 and Decimal(totals["costUSD"]) == RESERVATION
+    # Kept apart from answered spend: what the provider may bill for a call it never answered.
+    assert totals["requests"] == 0 and totals["costUSD"] == "0"
+    assert totals["unanswered"]["cancelledCalls"] == 1
+    assert Decimal(totals["unanswered"]["possibleCostUSD"]) == RESERVATION
     metrics = await sidecar.metrics_text()
     assert 'llm_usage_estimated_total{model="m",provider="sim",reason="cancelled"} 1.0' in metrics
 

@@ -66,6 +66,7 @@ def _answers() -> dict[str, Schema]:
         unpricedCalls=COUNT,
         cacheHits=COUNT,
         savedUSD=USD,
+        unanswered=obj(calls=COUNT, cancelledCalls=COUNT, attempts=COUNT, possibleCostUSD=USD),
     )
     series = {"allOf": [obj(provider=STR, model=STR, operation=STR), ref("Totals")]}
     call = obj(

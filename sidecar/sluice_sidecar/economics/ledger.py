@@ -4,6 +4,11 @@ One ``UsageLedger`` per process (``SidecarState``), surviving configuration swap
 grow, per (provider, model, operation), and carry the process's ``boot_id`` so a collector
 (the operator, per pod UID) can tell a restart from a reset. Bounded: ``MAX_KEYS`` series, then
 new ones are folded into ``other``. Money is ``Decimal``.
+
+Answered calls and what was never answered are kept apart: ``unanswered`` counts calls that
+failed after reaching a provider, calls cancelled after they were sent (charged their
+reservation), and attempts the provider may bill although it never answered them (each at its
+worst case, in the series of the provider it was sent to; see ``unanswered``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,31 @@ class CallRecord:
     # left or the deadline passed after the call was sent), "cut" (a stream ended before its
     # final usage); None: reported by the provider (or unknown, usage None).
     estimated: str | None = None
+    answered: bool = True  # False: failed or cancelled after it was sent (status says which)
+    # Attempts sent and never answered: (provider, possible cost; None: unpriced) each.
+    lost: tuple[tuple[str, Decimal | None], ...] = ()
+
+
+@dataclass(slots=True)
+class Unanswered:
+    """What providers may bill for calls and attempts they never answered."""
+
+    calls: int = 0  # failed after reaching a provider
+    cancelled: int = 0  # cancelled after they were sent: charged their reservation
+    attempts: int = 0  # sent and never answered, whether a retry then succeeded or not
+    possible_cost: Decimal = field(default_factory=Decimal)
+
+    def add_attempt(self, cost: Decimal | None) -> None:
+        self.attempts += 1
+        self.possible_cost += cost or 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "cancelledCalls": self.cancelled,
+            "attempts": self.attempts,
+            "possibleCostUSD": str(self.possible_cost),
+        }
 
 
 @dataclass(slots=True)
@@ -57,8 +87,20 @@ class Totals:
     unpriced: int = 0
     cache_hits: int = 0
     saved: Decimal = field(default_factory=Decimal)
+    unanswered: Unanswered = field(default_factory=Unanswered)
 
-    def add(self, record: CallRecord) -> None:
+    def add(self, record: CallRecord, *, lost: bool = True) -> None:
+        """Count ``record``; ``lost``: its lost attempts too (else the caller places them)."""
+        if lost:
+            for _, cost in record.lost:
+                self.unanswered.add_attempt(cost)
+        if not record.answered:
+            if record.estimated == "cancelled":
+                self.unanswered.cancelled += 1
+                self.unanswered.possible_cost += record.cost or 0
+            else:
+                self.unanswered.calls += 1
+            return
         self.requests += 1
         if record.cache == "hit":
             self.cache_hits += 1
@@ -89,6 +131,7 @@ class Totals:
             "unpricedCalls": self.unpriced,
             "cacheHits": self.cache_hits,
             "savedUSD": str(self.saved),
+            "unanswered": self.unanswered.as_json(),
         }
 
 
@@ -100,14 +143,19 @@ class UsageLedger:
         self.total = Totals()
 
     def record(self, record: CallRecord) -> None:
-        key = (record.provider, record.model, record.operation)
+        self._series_of(record.provider, record).add(record, lost=False)
+        for provider, cost in record.lost:  # in the series of the provider that lost it
+            self._series_of(provider, record).unanswered.add_attempt(cost)
+        self.total.add(record)
+
+    def _series_of(self, provider: str, record: CallRecord) -> Totals:
+        key = (provider, record.model, record.operation)
         series = self._series.get(key)
         if series is None:
             if len(self._series) >= MAX_KEYS - 1:
                 key = OTHER
             series = self._series.setdefault(key, Totals())
-        series.add(record)
-        self.total.add(record)
+        return series
 
     def snapshot(self) -> dict[str, Any]:
         rows = [

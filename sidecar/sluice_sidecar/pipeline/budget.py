@@ -8,9 +8,11 @@ is settled when the reply is closed, after the metering stage priced it: with th
 or the estimate when the provider reported no usage (a stream cut before its final usage is
 priced by the metering stage at its reported input and the output bound). A call cancelled
 (caller gone, deadline passed) after it was sent upstream settles at the full reservation: the
-provider may bill it and its usage will never be known. A call that failed otherwise, or never
-left the sidecar, settles at zero; spend for a provider outside a budget's provider scope
-settles at zero. The answer carries
+provider may bill it and its usage will never be known. Attempts sent and never answered
+(``call.lost_attempts``: a dropped connection, an invalid answer) add their worst case at their
+provider's price, whether a retry then succeeded or the call failed. A call that failed with
+answers only (429, 5xx), or never left the sidecar, settles at zero; spend for a provider
+outside a budget's provider scope settles at zero. The answer carries
 ``x-sluice-budget-remaining``: the smallest cost remaining after this call's reservation.
 """
 
@@ -20,6 +22,7 @@ import asyncio
 from decimal import Decimal
 
 from sluice_sidecar.economics.budgets import BudgetLedger, BudgetRule, Reservation
+from sluice_sidecar.economics.unanswered import lost_spend
 from sluice_sidecar.economics.usage import output_bound
 from sluice_sidecar.errors import NoProviderForModel
 from sluice_sidecar.pipeline.call import Call, Next
@@ -56,7 +59,7 @@ class BudgetStage:
                 self._ledger.settle(held, ZERO, 0)
             raise
         except BaseException:
-            self._ledger.settle(held, ZERO, 0)
+            self._charge(call, held, ZERO, 0)  # only what lost attempts may cost
             raise
         reply.on_close.append(lambda: self._settle(call, held))
         return reply
@@ -72,11 +75,38 @@ class BudgetStage:
         self._charge(call, held, cost, tokens)
 
     def _charge(self, call: Call, held: list[Reservation], cost: Decimal, tokens: int) -> None:
+        """Settle ``held`` at the answering provider's ``cost`` and ``tokens`` plus what each
+        lost attempt may cost, each counted in the budgets whose scope holds its provider."""
         provider = call.provider.name if call.provider else None
-        in_scope = [r for r in held if r.rule.provider in (None, provider)]
-        out_of_scope = [r for r in held if r.rule.provider not in (None, provider)]
-        self._ledger.settle(in_scope, cost, tokens)
-        self._ledger.settle(out_of_scope, ZERO, 0)
+        lost = _lost_by_provider(call)
+        for reservation in held:
+            scope = reservation.rule.provider
+            extra_cost, extra_tokens = ZERO, 0
+            for name, (lost_cost, lost_tokens) in lost.items():
+                if scope in (None, name):
+                    extra_cost += lost_cost
+                    extra_tokens += lost_tokens
+            if scope in (None, provider):
+                self._ledger.settle([reservation], cost + extra_cost, tokens + extra_tokens)
+            else:
+                self._ledger.settle([reservation], extra_cost, extra_tokens)
+
+
+def _lost_by_provider(call: Call) -> dict[str, tuple[Decimal, int]]:
+    """What the call's lost attempts may cost, per provider: (USD, tokens)."""
+    if not call.lost_attempts or call.estimate is None:
+        return {}
+    found: dict[str, tuple[Decimal, int]] = {}
+    for attempt in call.lost_attempts:
+        spend = lost_spend(
+            call.runtime.prices,
+            [attempt],
+            call.estimate.prompt_tokens,
+            call.estimate.max_output_tokens,
+        )
+        cost, tokens = found.get(attempt.provider, (ZERO, 0))
+        found[attempt.provider] = (cost + spend.cost, tokens + spend.tokens)
+    return found
 
 
 def _applicable(call: Call) -> tuple[BudgetRule, ...]:

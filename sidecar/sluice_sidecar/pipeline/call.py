@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
+from sluice_sidecar.economics.unanswered import LostAttempt
 from sluice_sidecar.economics.usage import Usage
 from sluice_sidecar.errors import ApiFamily
 from sluice_sidecar.pipeline.runtime import Operation, Provider, Runtime
@@ -59,6 +60,9 @@ class Call:
     estimate: Estimate | None = None
     usage: Usage | None = None  # what the provider reported; None: unknown (yet)
     cost: Decimal | None = None  # None: unknown usage or unpriced model
+    # Attempts that reached a provider and got no answer (it may bill them): appended by the
+    # upstream stage, priced by metering (recorded apart) and budget (charged) stages.
+    lost_attempts: list[LostAttempt] = field(default_factory=list)
     cache_status: CacheStatus = "off"
     cache_key: str | None = None  # set by the cache stage for cacheable calls
     response_headers: dict[str, str] = field(default_factory=dict)  # x-sluice-* to the client

@@ -15,7 +15,10 @@ estimate: the estimated prompt and the output bound, as status 499. A stream tha
 its final usage (cut by either side; an Anthropic stream whose ``message_delta`` never came) is
 charged the input it reported and the output bound. Both are marked ``estimated`` in the usage
 ledger and counted in ``llm_usage_estimated_total``; their cost goes into ``llm_cost_usd``,
-their tokens (which nobody reported) not into ``llm_tokens``.
+their tokens (which nobody reported) not into ``llm_tokens``. Cancelled calls, calls that failed
+after reaching a provider, and attempts sent and never answered (``call.lost_attempts``, each
+at its worst case: the estimate at that provider's price) are recorded apart from answered
+spend, as ``unanswered`` in the usage ledger (``economics.unanswered``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from decimal import Decimal
 import orjson
 
 from sluice_sidecar.economics.ledger import CallRecord
+from sluice_sidecar.economics.unanswered import lost_spend
 from sluice_sidecar.economics.usage import (
     SseUsageReader,
     Usage,
@@ -36,7 +40,7 @@ from sluice_sidecar.economics.usage import (
     output_bound,
     usage_from_json,
 )
-from sluice_sidecar.errors import NoProviderForModel
+from sluice_sidecar.errors import NoProviderForModel, SluiceError
 from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call, Estimate, Next
 from sluice_sidecar.transports.base import UpstreamReply
@@ -63,7 +67,12 @@ class MeteringStage:
             reply = await next_stage(call)
         except asyncio.CancelledError:
             if call.attempts:  # sent upstream: the provider may bill what it did
-                meter.finish(meter.charged(None), estimated="cancelled")
+                meter.finish(meter.charged(None), estimated="cancelled", status=CLIENT_CLOSED)
+            raise
+        except Exception as error:
+            if call.lost_attempts:  # failed, but a provider may bill what it was sent
+                status = error.status if isinstance(error, SluiceError) else 500
+                meter.finish(None, status=status)
             raise
         if reply.streaming:
             assert reply.chunks is not None
@@ -91,13 +100,16 @@ class MeteringStage:
         cost: Decimal | None,
         priced: bool,
         estimated: str | None = None,
+        status: int = 200,
     ) -> None:
         provider = call.provider.name if call.provider else "none"
         model = self._metrics.model_label(call.model_name)
         operation = call.operation.name
         hit = call.cache_status == "hit"
+        answered = status == 200
         if usage is None:
-            self._metrics.usage_unknown.labels(provider, model).inc()
+            if answered:  # a failed call has no usage to miss
+                self._metrics.usage_unknown.labels(provider, model).inc()
         elif estimated is not None:  # tokens nobody reported: only the spend is counted
             self._metrics.usage_estimated.labels(provider, model, estimated).inc()
             if cost is not None:
@@ -134,10 +146,12 @@ class MeteringStage:
             saved=cost if hit else None,
             latency_ms=round((asyncio.get_running_loop().time() - started) * 1000, 2),
             retries=call.retries,
-            status=CLIENT_CLOSED if estimated == "cancelled" else 200,
+            status=status,
             fingerprint=_fingerprint(call) if call.session is not None else None,
             kind=call.kind,
             estimated=estimated,
+            answered=answered,
+            lost=_lost(call),
         )
         for recorder in self._recorders:
             recorder(record)
@@ -153,7 +167,7 @@ class _Meter:
         self.call = call
         self.done = False
 
-    def finish(self, usage: Usage | None, estimated: str | None = None) -> None:
+    def finish(self, usage: Usage | None, estimated: str | None = None, status: int = 200) -> None:
         if self.done:
             return
         self.done = True
@@ -171,7 +185,7 @@ class _Meter:
                 )
         call.usage = usage
         call.cost = cost
-        self.stage.record(call, usage, cost, priced, estimated)
+        self.stage.record(call, usage, cost, priced, estimated, status)
 
     def finish_stream(self, reader: SseUsageReader, *, ended: bool) -> None:
         """A stream is over: ``ended`` when its last byte arrived, else closed before it."""
@@ -235,6 +249,20 @@ async def _metered(
     if rest:
         yield rest
     meter.finish_stream(reader, ended=True)
+
+
+def _lost(call: Call) -> tuple[tuple[str, Decimal | None], ...]:
+    """Each lost attempt's provider and possible cost."""
+    if not call.lost_attempts or call.estimate is None:
+        return ()
+    estimate = call.estimate
+    spend = lost_spend(
+        call.runtime.prices,
+        call.lost_attempts,
+        estimate.prompt_tokens,
+        estimate.max_output_tokens,
+    )
+    return tuple((a.provider, c) for a, c in zip(call.lost_attempts, spend.costs, strict=True))
 
 
 def _fingerprint(call: Call) -> str | None:

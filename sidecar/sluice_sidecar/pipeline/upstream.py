@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import orjson
 
+from sluice_sidecar.economics.unanswered import LostAttempt, may_be_billed
+from sluice_sidecar.errors import UpstreamError
 from sluice_sidecar.observability import otel
 from sluice_sidecar.pipeline.call import Call, Next
 from sluice_sidecar.pipeline.runtime import Provider, apply_preset
@@ -99,4 +101,9 @@ class UpstreamStage:
         # One span per attempt; the provider gets its context as traceparent.
         model = provider.upstream_model(call.model) if call.model else None
         attempt = otel.current_call().attempt(provider, model, call.attempts)
-        return await attempt.send(self._transport.send, request)
+        try:
+            return await attempt.send(self._transport.send, request)
+        except UpstreamError as error:
+            if may_be_billed(error):  # sent, and no answer came back: it may still be billed
+                call.lost_attempts.append(LostAttempt(provider.name, model, error.reason))
+            raise
