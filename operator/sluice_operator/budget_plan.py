@@ -30,14 +30,14 @@ from sluice_operator.spend import BudgetSpend, Spend
 from sluice_operator.status import BudgetStatus, Event
 from sluice_operator.workloads import alive
 from sluice_sidecar.contract import LlmBudget, config_problems
-from sluice_sidecar.contract.periods import Period, period_of
-from sluice_sidecar.economics.budgets import (
+from sluice_sidecar.contract.budget_maths import (
     BudgetRule,
     Counters,
     build_rules,
     level,
     utilization,
 )
+from sluice_sidecar.contract.periods import Period, period_of
 
 MICRO = Decimal("0.000001")
 UsageRows = dict[str, dict[str, Any]]  # pod UID -> budget identity -> the sidecar's usage row
@@ -98,7 +98,7 @@ def budget_update(
         tokens=total.tokens,
         limit_usd=str(limit) if limit is not None else None,
         utilization=f"{share:.0%}",
-        state=state,  # type: ignore[arg-type]  # level() returns one of BudgetState
+        state=state,
         period_start=spend.period_start,
         resets_at=period.resets_at.isoformat() if period.resets_at else None,
         ledger=spend.as_status(),

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from sluice_operator.kube import Body
 from sluice_sidecar.contract import LlmBudget, LlmPolicy, config_problems
-from sluice_sidecar.economics.budgets import BudgetRule, build_rules
+from sluice_sidecar.contract.budget_maths import BudgetRule, build_rules
 
 logger = logging.getLogger("sluice.operator.resources")
 

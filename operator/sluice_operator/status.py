@@ -9,15 +9,16 @@ server keeps whatever an older operator wrote); the operator always writes all o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sluice_sidecar.contract.budget_maths import BUDGET_LEVELS, BudgetLevel
+
 ConditionStatus = Literal["True", "False", "Unknown"]
-# The budget's level as the sidecar names it (sluice_sidecar.economics.budgets.level): the only
-# states.
-BudgetState = Literal["OK", "Warning", "Alert", "Exceeded"]
-BUDGET_STATES: tuple[str, ...] = get_args(BudgetState)
+# The budget's level as the sidecar computes it (contract.budget_maths.level): the only states.
+BudgetState = BudgetLevel
+BUDGET_STATES: tuple[str, ...] = BUDGET_LEVELS
 
 
 @dataclass(frozen=True)

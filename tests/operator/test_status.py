@@ -11,7 +11,7 @@ import pytest
 from sluice_operator import conditions, crds
 from sluice_operator.status import BUDGET_STATES, BudgetStatus, PolicyStatus
 from sluice_sidecar.contract import CompiledBudget
-from sluice_sidecar.economics.budgets import Counters, build_rules, level, utilization
+from sluice_sidecar.contract.budget_maths import Counters, build_rules, level, utilization
 
 # What status fields the CRDs have published: renaming or removing one breaks readers
 # (printer columns, dashboards, kubectl users); adding is fine.

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sluice_sidecar.contract.budget_maths import build_rules
 from sluice_sidecar.contract.economics import CompiledBudget
-from sluice_sidecar.economics.budgets import BudgetLedger, MemoryBudgetStore, build_rules
+from sluice_sidecar.economics.budgets import BudgetLedger, MemoryBudgetStore
 from sluice_sidecar.economics.state_file import StateFile
 from sluice_sidecar.errors import BudgetExceeded
 from sluice_sidecar.observability.prometheus import Metrics

@@ -28,14 +28,9 @@ from decimal import ROUND_CEILING, Decimal
 import redis.asyncio
 from redis.exceptions import RedisError
 
+from sluice_sidecar.contract.budget_maths import BudgetRule, Counters
 from sluice_sidecar.contract.periods import Period
-from sluice_sidecar.economics.budgets import (
-    BudgetRule,
-    Counters,
-    MemoryBudgetStore,
-    Refusal,
-    Reservation,
-)
+from sluice_sidecar.economics.budgets import MemoryBudgetStore, Refusal, Reservation
 from sluice_sidecar.observability.throttled_log import ThrottledLog
 
 logger = logging.getLogger("sluice.budget")

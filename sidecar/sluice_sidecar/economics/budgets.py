@@ -1,7 +1,7 @@
 """Budget enforcement core: rules per configuration, the ledger of spend, the memory store.
 
-``build_rules`` turns the configuration's ``budgets`` into ``BudgetRule`` objects once per
-configuration (``runtime.build_runtime``). ``BudgetLedger`` (one per process, in
+``contract.budget_maths.build_rules`` turns the configuration's ``budgets`` into ``BudgetRule``
+objects once per configuration (``runtime.build_runtime``). ``BudgetLedger`` (one per process, in
 ``SidecarState``, surviving configuration swaps) admits a call by *reserving* its estimated cost
 and tokens in every budget that applies, and settles the reservation with the actual cost when
 the answer is complete, so concurrent calls cannot all pass one check and overspend together.
@@ -17,16 +17,14 @@ goes into ``external`` counters, which every check includes. Money is ``Decimal`
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 import logging
-import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Protocol
 
-from sluice_sidecar.contract.economics import CompiledBudget
+from sluice_sidecar.contract.budget_maths import BudgetRule, Counters, level, utilization
 from sluice_sidecar.contract.periods import Period, period_of
 from sluice_sidecar.economics.usage import OutputBound
 from sluice_sidecar.errors import BudgetExceeded
@@ -37,63 +35,6 @@ MAX_SESSIONS_PER_PERIOD = 10_000  # per budget and period; least recently used d
 MAX_PERIODS = 4096  # budget x period counters kept in memory; oldest dropped beyond
 ZERO = Decimal(0)
 MICRO = Decimal("0.000001")
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetRule:
-    spec: CompiledBudget
-    identity: str
-    provider: str | None
-    model_pattern: re.Pattern[str] | None
-    cost_limit: Decimal | None
-    token_limit: int | None
-    per_request: Decimal | None
-    per_session: Decimal | None
-    hard: bool
-
-    def applies(self, providers: Iterable[str], model: str) -> bool:
-        if self.model_pattern is not None and not self.model_pattern.match(model):
-            return False
-        return self.provider is None or self.provider in providers
-
-
-def build_rules(budgets: Sequence[CompiledBudget]) -> tuple[BudgetRule, ...]:
-    rules = []
-    for spec in budgets:
-        model = spec.scope.model
-        rules.append(
-            BudgetRule(
-                spec=spec,
-                identity=spec.identity,
-                provider=spec.scope.provider,
-                model_pattern=re.compile(fnmatch.translate(model)) if model else None,
-                cost_limit=spec.limits.cost_usd,
-                token_limit=spec.limits.tokens,
-                per_request=spec.limits.per_request_cost_usd,
-                per_session=spec.limits.per_session_cost_usd,
-                hard=spec.enforcement == "hard",
-            )
-        )
-    return tuple(rules)
-
-
-@dataclass(slots=True)
-class Counters:
-    spent: Decimal = ZERO
-    tokens: int = 0
-    reserved_cost: Decimal = ZERO
-    reserved_tokens: int = 0
-    external_cost: Decimal = ZERO  # spent elsewhere (other replicas), as last reported
-    external_tokens: int = 0
-    sessions: OrderedDict[str, list[Decimal]] = field(default_factory=OrderedDict)  # [spent, res.]
-
-    @property
-    def used_cost(self) -> Decimal:
-        return self.spent + self.external_cost + self.reserved_cost
-
-    @property
-    def used_tokens(self) -> int:
-        return self.tokens + self.external_tokens + self.reserved_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,26 +264,6 @@ class BudgetLedger:
             )
             if self._on_refusal is not None:
                 self._on_refusal(rule, Refusal("cost", rule.cost_limit or ZERO, ZERO))
-
-
-def utilization(rule: BudgetRule, c: Counters) -> float:
-    shares = []
-    if rule.cost_limit:
-        shares.append(float((c.spent + c.external_cost) / rule.cost_limit))
-    if rule.token_limit:
-        shares.append((c.tokens + c.external_tokens) / rule.token_limit)
-    return max(shares, default=0.0)
-
-
-def level(rule: BudgetRule, share: float) -> str:
-    thresholds = rule.spec.thresholds
-    if share >= 1:
-        return "Exceeded"
-    if share >= thresholds.alert:
-        return "Alert"
-    if share >= thresholds.warning:
-        return "Warning"
-    return "OK"
 
 
 def status_row(rule: BudgetRule, period: Period, c: Counters) -> dict[str, Any]:

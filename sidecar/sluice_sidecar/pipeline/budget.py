@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-from sluice_sidecar.economics.budgets import BudgetLedger, BudgetRule, Reservation
+from sluice_sidecar.contract.budget_maths import BudgetRule
+from sluice_sidecar.economics.budgets import BudgetLedger, Reservation
 from sluice_sidecar.economics.unanswered import lost_spend
 from sluice_sidecar.economics.usage import output_bound
 from sluice_sidecar.errors import NoProviderForModel

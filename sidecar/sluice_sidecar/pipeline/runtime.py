@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sluice_sidecar.contract.budget_maths import BudgetRule, build_rules
 from sluice_sidecar.contract.builtins import DEFAULT_OPERATION
 from sluice_sidecar.contract.model import OperationSpec, ProviderSpec, RetrySpec, SidecarConfig
-from sluice_sidecar.economics.budgets import BudgetRule, build_rules
 from sluice_sidecar.economics.price_file import PriceFileError, PriceFileWatch, prices_of
 from sluice_sidecar.economics.pricing import PriceTable
 from sluice_sidecar.economics.vendors import with_vendor

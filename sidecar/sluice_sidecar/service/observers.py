@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import logging
 
+from sluice_sidecar.contract.budget_maths import (
+    BUDGET_LEVELS,
+    BudgetLevel,
+    BudgetRule,
+    Counters,
+    level,
+    utilization,
+)
 from sluice_sidecar.contract.periods import Period
-from sluice_sidecar.economics.budgets import BudgetRule, Counters, Refusal, level, utilization
+from sluice_sidecar.economics.budgets import Refusal
 from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.resilience.breaker import CircuitBreaker, State
 
 logger = logging.getLogger("sluice.config")  # the name these warnings have always had
-LEVEL_ORDER = ("OK", "Warning", "Alert", "Exceeded")
 
 
 class BudgetObserver:
@@ -23,7 +30,7 @@ class BudgetObserver:
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._levels: dict[str, tuple[str, str]] = {}  # budget -> (period key, level)
+        self._levels: dict[str, tuple[str, BudgetLevel]] = {}  # budget -> (period key, level)
 
     def refused(self, rule: BudgetRule, refused: Refusal) -> None:
         self._metrics.budget_refusals.labels(
@@ -42,12 +49,12 @@ class BudgetObserver:
             thresholds={"warning": thresholds.warning, "alert": thresholds.alert},
         )
         now = level(rule, share)
-        before = self._levels.get(rule.identity)
-        if before is None or before[0] != period.key:
-            before = (period.key, "OK")
-        if now != before[1]:
+        key, before = self._levels.get(rule.identity, (period.key, "OK"))
+        if key != period.key:
+            before = "OK"  # a new period starts from zero
+        if now != before:
             self._levels[rule.identity] = (period.key, now)
-            if LEVEL_ORDER.index(now) > LEVEL_ORDER.index(before[1]):
+            if BUDGET_LEVELS.index(now) > BUDGET_LEVELS.index(before):
                 self._metrics.budget_thresholds.labels(rule.identity, now).inc()
                 logger.warning(
                     "budget %s at %.0f%% of its limit (%s, %s enforcement)",
