@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sluice_sidecar.api.server import load_policy_dir
-from sluice_sidecar.service.state import ConfigRejected
+from sluice_sidecar.contract.model import ConfigRejected
 from tests.support.sidecar import (
     SidecarHandle,
     close_test_sidecar,

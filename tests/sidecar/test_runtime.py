@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from sluice_sidecar.contract import LlmPolicy, compile_policies
+from sluice_sidecar.contract.model import ConfigRejected
 from sluice_sidecar.errors import MalformedRequest, NoProviderForModel
 from sluice_sidecar.pipeline.runtime import (
     MAX_KEY_FILE_BYTES,
-    RuntimeBuildError,
     apply_preset,
     build_runtime,
 )
@@ -51,7 +51,7 @@ def test_keys_from_secret_file_and_env(tmp_path: Path) -> None:
 
 
 def test_unreadable_keys_are_problems(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeBuildError) as caught:
+    with pytest.raises(ConfigRejected) as caught:
         runtime_for(
             tmp_path,
             providers=[
@@ -77,7 +77,7 @@ def test_key_files_outside_the_secrets_dir_are_refused(tmp_path: Path, how: str)
         "secret-ref": {"apiKeySecretRef": {"name": "s", "key": "../../admin-token"}},
     }[how]
     (secrets / "s").mkdir()
-    with pytest.raises(RuntimeBuildError) as caught:
+    with pytest.raises(ConfigRejected) as caught:
         runtime_for(secrets, providers=[{"name": "a", "type": "openai", **source}])
     assert "outside the secrets directory" in caught.value.problems[0]
     assert "the-admin-token" not in str(caught.value.problems)
@@ -100,7 +100,7 @@ def test_key_files_inside_the_secrets_dir_are_read(tmp_path: Path) -> None:
 
 def test_a_key_with_a_line_break_inside_is_refused(tmp_path: Path) -> None:
     (tmp_path / "key").write_text("sk-a\nX-Injected: 1\n")
-    with pytest.raises(RuntimeBuildError) as caught:
+    with pytest.raises(ConfigRejected) as caught:
         runtime_for(tmp_path, providers=[{"name": "a", "type": "openai", "apiKeyFile": "key"}])
     assert "control characters" in caught.value.problems[0]
 
@@ -108,14 +108,14 @@ def test_a_key_with_a_line_break_inside_is_refused(tmp_path: Path) -> None:
 def test_a_key_file_that_is_a_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
     # Reading a FIFO waits for a writer for ever: the configuration swap must not hang on it.
     os.mkfifo(tmp_path / "key")
-    with pytest.raises(RuntimeBuildError) as caught:
+    with pytest.raises(ConfigRejected) as caught:
         runtime_for(tmp_path, providers=[{"name": "a", "type": "openai", "apiKeyFile": "key"}])
     assert "not a regular file" in caught.value.problems[0]
 
 
 def test_a_key_file_far_larger_than_a_key_is_refused(tmp_path: Path) -> None:
     (tmp_path / "key").write_bytes(b"k" * (MAX_KEY_FILE_BYTES + 1))
-    with pytest.raises(RuntimeBuildError) as caught:
+    with pytest.raises(ConfigRejected) as caught:
         runtime_for(tmp_path, providers=[{"name": "a", "type": "openai", "apiKeyFile": "key"}])
     assert f"larger than {MAX_KEY_FILE_BYTES} bytes" in caught.value.problems[0]
 

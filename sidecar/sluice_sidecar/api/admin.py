@@ -26,8 +26,9 @@ from sluice_sidecar.api.admin_queries import (
     parse_query,
 )
 from sluice_sidecar.api.keys import STATE
+from sluice_sidecar.contract.model import ConfigRejected
 from sluice_sidecar.observability.prometheus import CONTENT_TYPE_LATEST
-from sluice_sidecar.service.state import ConfigRejected, SidecarState
+from sluice_sidecar.service.state import SidecarState
 
 ADMIN_BODY_LIMIT = 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -28,6 +28,7 @@ from sluice_sidecar.api import fleet
 from sluice_sidecar.api.admin import build_admin_app
 from sluice_sidecar.api.listeners import BoundedSite, track_requests
 from sluice_sidecar.api.proxy import build_data_app, protocol_error_response
+from sluice_sidecar.contract.model import ConfigRejected
 from sluice_sidecar.observability import otel
 from sluice_sidecar.service.settings import SidecarSettings
 from sluice_sidecar.service.standalone import (
@@ -36,7 +37,7 @@ from sluice_sidecar.service.standalone import (
     load_policy_dir,
     watch_policy_dir,
 )
-from sluice_sidecar.service.state import ConfigRejected, SidecarState
+from sluice_sidecar.service.state import SidecarState
 from sluice_sidecar.transports.http import HttpTransport
 
 logger = logging.getLogger("sluice.server")

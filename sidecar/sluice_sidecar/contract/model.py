@@ -358,3 +358,11 @@ def config_problems(error: ValidationError) -> list[str]:
         location = ".".join(str(part) for part in item["loc"]) or "(root)"
         problems.append(f"{location}: {item['msg']}")
     return problems
+
+
+class ConfigRejected(ValueError):
+    """A configuration refused whole, with every problem found; the running one stays."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems

@@ -18,7 +18,13 @@ from typing import Any
 
 from sluice_sidecar.contract.budget_maths import BudgetRule, build_rules
 from sluice_sidecar.contract.builtins import DEFAULT_OPERATION
-from sluice_sidecar.contract.model import OperationSpec, ProviderSpec, RetrySpec, SidecarConfig
+from sluice_sidecar.contract.model import (
+    ConfigRejected,
+    OperationSpec,
+    ProviderSpec,
+    RetrySpec,
+    SidecarConfig,
+)
 from sluice_sidecar.economics.price_file import PriceFileError, PriceFileWatch, prices_of
 from sluice_sidecar.economics.pricing import PriceTable
 from sluice_sidecar.economics.vendors import with_vendor
@@ -26,12 +32,6 @@ from sluice_sidecar.errors import ApiFamily, MalformedRequest, NoProviderForMode
 
 DISPLAY_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "openrouter": "OpenRouter"}
 MAX_CANDIDATE_CACHE = 1024
-
-
-class RuntimeBuildError(ValueError):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +146,10 @@ def build_runtime(
     for spec in config.providers:
         try:
             providers.append(_build_provider(spec, secrets_dir, environ))
-        except RuntimeBuildError as error:
+        except ConfigRejected as error:
             problems.extend(error.problems)
     if problems:
-        raise RuntimeBuildError(problems)
+        raise ConfigRejected(problems)
     operations = {
         name: _build_operation(name, spec, config) for name, spec in config.operations.items()
     }
@@ -161,7 +161,7 @@ def build_runtime(
     try:
         watch = PriceFileWatch(config.pricing_file) if config.pricing_file else None
     except PriceFileError as error:
-        raise RuntimeBuildError(error.problems) from error
+        raise ConfigRejected(error.problems) from error
     prices = PriceTable(prices_of(config.pricing), watch)
     return Runtime(
         config=config,
@@ -184,7 +184,7 @@ def _read_key(spec: ProviderSpec, secrets_dir: Path, environ: Mapping[str, str])
     if spec.api_key_env is not None:
         key = environ.get(spec.api_key_env)
         if not key:
-            raise RuntimeBuildError(
+            raise ConfigRejected(
                 [f"provider {spec.name}: environment variable {spec.api_key_env} is not set"]
             )
         return _checked_key(key.strip(), spec.name, f"variable {spec.api_key_env}")
@@ -201,31 +201,31 @@ def _read_key(spec: ProviderSpec, secrets_dir: Path, environ: Mapping[str, str])
         resolved = path.resolve(strict=True)
         if not resolved.is_relative_to(secrets_dir.resolve()):
             # Any other file (the admin token, a service account token) would go upstream.
-            raise RuntimeBuildError(
+            raise ConfigRejected(
                 [f"provider {spec.name}: {where} is outside the secrets directory {secrets_dir}"]
             )
         if not resolved.is_file():
             # A FIFO or a device would block the swap (and the event loop) waiting for data.
-            raise RuntimeBuildError([f"provider {spec.name}: {where} is not a regular file"])
+            raise ConfigRejected([f"provider {spec.name}: {where} is not a regular file"])
         with resolved.open("rb") as handle:
             raw = handle.read(MAX_KEY_FILE_BYTES + 1)
         if len(raw) > MAX_KEY_FILE_BYTES:
-            raise RuntimeBuildError(
+            raise ConfigRejected(
                 [f"provider {spec.name}: {where} is larger than {MAX_KEY_FILE_BYTES} bytes"]
             )
         key = raw.decode("utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or "not UTF-8 text"
-        raise RuntimeBuildError([f"provider {spec.name}: cannot read {where}: {reason}"]) from error
+        raise ConfigRejected([f"provider {spec.name}: cannot read {where}: {reason}"]) from error
     return _checked_key(key, spec.name, where)
 
 
 def _checked_key(key: str, provider: str, where: str) -> str:
     if not key:
-        raise RuntimeBuildError([f"provider {provider}: {where} is empty"])
+        raise ConfigRejected([f"provider {provider}: {where} is empty"])
     if not key.isprintable():
         # A line break would split the auth header: aiohttp refuses to send it at every call.
-        raise RuntimeBuildError([f"provider {provider}: {where} has control characters"])
+        raise ConfigRejected([f"provider {provider}: {where} has control characters"])
     return key
 
 

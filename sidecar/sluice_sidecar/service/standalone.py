@@ -16,9 +16,9 @@ import watchfiles
 from sluice_sidecar.contract.compiler import CompileError, compile_policies
 from sluice_sidecar.contract.economics import WorkloadRef
 from sluice_sidecar.contract.loader import PolicyLoadError, read_resource_dir
-from sluice_sidecar.contract.model import LlmBudget, LlmPolicy, SidecarConfig
+from sluice_sidecar.contract.model import ConfigRejected, LlmBudget, LlmPolicy, SidecarConfig
 from sluice_sidecar.service.settings import ConfigOverrides
-from sluice_sidecar.service.state import ApplyResult, ConfigRejected, SidecarState
+from sluice_sidecar.service.state import ApplyResult, SidecarState
 
 logger = logging.getLogger("sluice.standalone")
 RESCAN_INTERVAL_S = 1.0

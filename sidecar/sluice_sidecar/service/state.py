@@ -21,7 +21,7 @@ import redis.asyncio
 from pydantic import ValidationError
 
 from sluice_sidecar.contract.economics import CacheSpec
-from sluice_sidecar.contract.model import SidecarConfig, config_problems
+from sluice_sidecar.contract.model import ConfigRejected, SidecarConfig, config_problems
 from sluice_sidecar.economics.batch_stats import BatchStats
 from sluice_sidecar.economics.budget_redis import RedisBudgetStore
 from sluice_sidecar.economics.budgets import BudgetLedger, MemoryBudgetStore
@@ -34,7 +34,7 @@ from sluice_sidecar.economics.stats import CallStats
 from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Next
 from sluice_sidecar.pipeline.compose import Dependencies, build_pipeline
-from sluice_sidecar.pipeline.runtime import Runtime, RuntimeBuildError, build_runtime
+from sluice_sidecar.pipeline.runtime import Runtime, build_runtime
 from sluice_sidecar.resilience.breaker import BreakerRegistry
 from sluice_sidecar.service.observers import BreakerObserver, BudgetObserver
 from sluice_sidecar.service.settings import SidecarSettings
@@ -42,12 +42,6 @@ from sluice_sidecar.transports.base import Transport
 
 logger = logging.getLogger("sluice.config")
 REDIS_TIMEOUT_S = 0.5
-
-
-class ConfigRejected(ValueError):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +171,9 @@ class SidecarState:
     def apply(self, config: SidecarConfig, *, source: str) -> ApplyResult:
         try:
             runtime = build_runtime(config, secrets_dir=self.settings.secrets_dir)
-        except RuntimeBuildError as error:
+        except ConfigRejected:
             self.metrics.config_reloads.labels("rejected").inc()
-            raise ConfigRejected(error.problems) from error
+            raise
         previous = self.version
         if previous == runtime.version:
             self.metrics.config_reloads.labels("unchanged").inc()
