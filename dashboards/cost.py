@@ -1,0 +1,98 @@
+"""Cost & budgets: spend rate and where it goes, budget utilization against its thresholds."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard
+
+from dashboards.common import RANGE, RATE, T, W, base, graph, sidecar_variables, single
+
+COST = f"rate(llm_token_costs_usd_total{{{T}}}{RATE})"
+# Budgets are per namespace: every replica reports the whole budget, hence max, not sum.
+NS = 'namespace=~"$namespace"'
+
+
+def build() -> dashboard.Dashboard:
+    board = sidecar_variables(
+        base("sluice-cost", "Sluice / Cost & budgets", "Spend, budgets and cache savings.")
+    )
+    for panel in (
+        single(
+            "Spend in the time range",
+            "currencyUSD",
+            f"sum(increase(llm_token_costs_usd_total{{{T}}}{RANGE}))",
+        ),
+        single(
+            "Saved by the cache in the time range",
+            "currencyUSD",
+            f"sum(increase(llm_cache_saved_usd_total{{{W}}}{RANGE}))",
+        ),
+        single(
+            "Highest budget utilization",
+            "percentunit",
+            f"max(llm:budget_utilization:ratio{{{NS}}})",
+        ),
+        single(
+            "Budget refusals per second",
+            "reqps",
+            f"sum(rate(llm_budget_refusals_total{{{W}}}{RATE}))",
+        ),
+        graph(
+            "Spend rate by provider and model",
+            "currencyUSD",
+            (f"sum by (provider, model) ({COST}) * 3600", "{{provider}} {{model}} per hour"),
+        ),
+        graph(
+            "Spend rate by workload",
+            "currencyUSD",
+            (
+                f"sum by (namespace, workload) ({COST}) * 3600",
+                "{{namespace}}/{{workload}} per hour",
+            ),
+        ),
+        graph(
+            "Budget utilization against its thresholds",
+            "percentunit",
+            (f"max by (budget) (llm:budget_utilization:ratio{{{NS}}})", "{{budget}}"),
+            (
+                f'max by (budget) (llm_budget_threshold_ratio{{{NS}, level="warning"}})',
+                "{{budget}} warning",
+            ),
+            (
+                f'max by (budget) (llm_budget_threshold_ratio{{{NS}, level="alert"}})',
+                "{{budget}} alert",
+            ),
+            description="Recording rule llm:budget_utilization:ratio (cost or tokens, the larger).",
+        ),
+        graph(
+            "Budget spend and limit",
+            "currencyUSD",
+            (f"max by (budget) (llm_budget_spent_usd{{{NS}}})", "{{budget}} spent"),
+            (f"max by (budget) (llm_budget_limit_usd{{{NS}}})", "{{budget}} limit"),
+        ),
+        graph(
+            "Calls over a budget",
+            "reqps",
+            (
+                f"sum by (budget, reason, enforcement) "
+                f"(rate(llm_budget_refusals_total{{{W}}}{RATE}))",
+                "{{budget}} {{reason}} ({{enforcement}})",
+            ),
+            description="hard: refused with 429; soft: let through and counted.",
+        ),
+        graph(
+            "Cache savings rate",
+            "currencyUSD",
+            (f"sum(rate(llm_cache_saved_usd_total{{{W}}}{RATE})) * 3600", "saved per hour"),
+        ),
+        graph(
+            "Tokens per second by model",
+            "short",
+            (
+                f"sum by (model, kind) (rate(llm_tokens_used_total{{{T}}}{RATE}))",
+                "{{model}} {{kind}}",
+            ),
+            span=24,
+        ),
+    ):
+        board.with_panel(panel)
+    return board
