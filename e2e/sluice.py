@@ -52,6 +52,19 @@ def webhook_configuration(port: int) -> dict[str, Any]:
             }
         ],
     }
+    pod_network = {
+        "name": "pod-network",
+        "expression": "!has(object.spec.hostNetwork) || !object.spec.hostNetwork",
+    }
+    opted_out_or_label = {
+        "matchExpressions": [
+            {"key": "sluice.dev/inject", "operator": "NotIn", "values": ["false", "true"]}
+        ]
+    }
+    annotated = (
+        "has(object.metadata.annotations) && 'sluice.dev/inject' in object.metadata.annotations"
+        " && object.metadata.annotations['sluice.dev/inject'] == 'true'"
+    )
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
@@ -61,20 +74,25 @@ def webhook_configuration(port: int) -> dict[str, Any]:
                 **hook,
                 "name": "pods.inject.sluice.dev",
                 "objectSelector": {"matchLabels": {"sluice.dev/inject": "true"}},
+                "matchConditions": [pod_network],
             },
             {
                 **hook,
                 "name": "pods.namespace.inject.sluice.dev",
                 "namespaceSelector": {"matchLabels": {"sluice.dev/inject": "enabled"}},
-                "objectSelector": {
+                "objectSelector": opted_out_or_label,
+                "matchConditions": [pod_network],
+            },
+            {
+                **hook,
+                "name": "pods.annotation.inject.sluice.dev",
+                "namespaceSelector": {
                     "matchExpressions": [
-                        {
-                            "key": "sluice.dev/inject",
-                            "operator": "NotIn",
-                            "values": ["false", "true"],
-                        }
+                        {"key": "sluice.dev/inject", "operator": "NotIn", "values": ["enabled"]}
                     ]
                 },
+                "objectSelector": opted_out_or_label,
+                "matchConditions": [pod_network, {"name": "annotated", "expression": annotated}],
             },
         ],
     }

@@ -58,6 +58,20 @@ def is_injected(pod: Pod) -> bool:
     return any(c.get("name") == SIDECAR_NAME for c in containers)
 
 
+def skip_reason(pod: Pod) -> str | None:
+    """Why the webhook leaves a Pod it was sent as it is; None: inject it."""
+    metadata, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    if is_injected(pod):
+        return "it already has the sidecar"
+    if spec.get("hostNetwork"):
+        # Its ports would be the node's: every such pod on a node would collide on them.
+        return "hostNetwork pods are never injected"
+    gestures = (metadata.get("labels") or {}, metadata.get("annotations") or {})
+    if any(found.get(INJECT_ANNOTATION) == "false" for found in gestures):
+        return f"it opted out ({INJECT_ANNOTATION}=false)"
+    return None
+
+
 def sidecar_container(settings: OperatorSettings, workload: str, native: bool) -> dict[str, Any]:
     http_get = {"port": settings.admin_port, "scheme": "HTTP"}
     container: dict[str, Any] = {

@@ -57,7 +57,7 @@ class ConfigMapPlan:
     data: dict[str, str]
     labels: dict[str, str]
     annotations: dict[str, str]
-    owner_references: list[Body]  # its Deployment: deleting that deletes the ConfigMap
+    owner_references: list[Body]  # its workload: deleting that deletes the ConfigMap
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,9 @@ def plan_namespace(
             report_of[policy.model.identity] = report
     plans = []
     problems = []
-    for workload in state.workloads.deployments:
+    # Every injected pod gets a configuration, whatever made it: a sidecar without one is
+    # never Ready.
+    for workload in state.workloads.every():
         matched = [(m, report_of[m.identity]) for m in policies_for(workload.labels, valid)]
         plan = _plan_workload(state, workload, matched, (known or {}).get(workload.name, {}))
         if isinstance(plan, str):
@@ -163,10 +165,14 @@ def _plan_workload(
             data={"config.json": json.dumps(document, indent=1, sort_keys=True)},
             labels={WORKLOAD_LABEL: workload.name, "app.kubernetes.io/managed-by": "sluice"},
             annotations={VERSION_ANNOTATION: version},
-            owner_references=[workload.owner_reference()],
+            owner_references=workload.owner_references(),
         ),
         key_secrets=wanted_keys,
-        rollout=key_secrets_patch(wanted_keys) if current_keys != wanted_keys else None,
+        # Only a Deployment's pod template is the operator's to roll; other pods mount the
+        # Secrets the webhook found when they were created.
+        rollout=key_secrets_patch(wanted_keys)
+        if workload.is_deployment and current_keys != wanted_keys
+        else None,
         live=live,
         running={uid: v for uid, v in running.items() if v},
         stale=stale,

@@ -42,8 +42,7 @@ def group_workloads(
         name = pod_workload(pod) or ""
         owner = opted.get(name)
         if owner is None:
-            labels = pod["metadata"].get("labels") or {}
-            owner = others.setdefault(name, Workload(name, {}, labels, {}))
+            owner = others.setdefault(name, Workload.from_pod(name, pod))
         owner.pods.append(pod)
     return Workloads(list(opted.values()), list(others.values()))
 

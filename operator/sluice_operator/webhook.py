@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from sluice_operator import certificates
-from sluice_operator.injection import inject, is_injected, workload_of
+from sluice_operator.injection import inject, skip_reason, workload_of
 from sluice_operator.kube import Kube
 from sluice_operator.metrics import OperatorMetrics
 from sluice_operator.resources import key_secrets, read_policies
@@ -81,7 +81,9 @@ async def mutate_pod(
     dryrun: bool,
 ) -> dict[str, Any] | None:
     """The injected Pod, or None when nothing is to be done."""
-    if is_injected(body):
+    skipped = skip_reason(body)
+    if skipped is not None:
+        logger.info("not injecting a pod of %s/%s: %s", namespace, workload_of(body), skipped)
         return None
     labels = (body.get("metadata") or {}).get("labels") or {}
     keys = await provider_key_secrets(kube, namespace, labels)

@@ -7,10 +7,10 @@ Pure functions over the dictionaries the API server sends.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sluice_operator.injection import INJECT_ANNOTATION, WORKLOAD_LABEL
+from sluice_operator.injection import INJECT_ANNOTATION, SIDECAR_NAME, WORKLOAD_LABEL
 from sluice_operator.kube import Body
 
 VERSION_ANNOTATION = "sluice.dev/config-version"  # on a pod: the configuration it runs
@@ -19,15 +19,30 @@ MANAGED_ANNOTATION = "sluice.dev/inject-managed"  # the operator copied the opt-
 NAMESPACE_INJECT_LABEL = "sluice.dev/inject"  # value "enabled" opts a whole namespace in
 
 
+def opted_in_by(gestures: Iterable[str | None], namespace_labels: Mapping[str, str]) -> bool:
+    """The ``sluice.dev/inject`` values found (annotations, labels): any "false" opts out,
+    then any "true" or the namespace label ``sluice.dev/inject=enabled`` opts in."""
+    found = set(gestures)
+    if "false" in found:
+        return False
+    return "true" in found or namespace_labels.get(NAMESPACE_INJECT_LABEL) == "enabled"
+
+
 def pod_ready(pod: Body) -> bool:
-    """Running with an IP, Ready, and not being deleted: a sidecar that can be pushed to."""
+    """A sidecar that can be pushed to: an IP, not being deleted, and the Pod Ready or its
+    sidecar container started (a sidecar without a configuration is never Ready, so waiting
+    for Ready before the first push would leave it unready for good)."""
     status = pod.get("status") or {}
     if not status.get("podIP") or (pod.get("metadata") or {}).get("deletionTimestamp"):
         return False
-    return any(
+    ready = any(
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in status.get("conditions") or []
     )
+    containers = (status.get("initContainerStatuses") or []) + (
+        status.get("containerStatuses") or []
+    )
+    return ready or any(c.get("name") == SIDECAR_NAME and c.get("started") for c in containers)
 
 
 def alive(body: Body) -> bool:
@@ -41,7 +56,8 @@ def pod_workload(pod: Body) -> str | None:
 
 @dataclass(frozen=True)
 class Workload:
-    """A Deployment as the operator sees it: its name, annotations and pod template metadata."""
+    """An opted-in workload as the operator sees it: a Deployment, or the injected pods of
+    anything else (a StatefulSet, a Job, bare Pods) grouped by their workload label."""
 
     name: str
     annotations: Mapping[str, str]
@@ -61,17 +77,43 @@ class Workload:
             uid=body["metadata"]["uid"],
         )
 
-    def owner_reference(self) -> Body:
-        """Makes the Deployment own what the operator makes for it (its ConfigMap), so the
-        garbage collector deletes that with it. Not blocking the Deployment's deletion: that
+    @classmethod
+    def from_pod(cls, name: str, pod: Body) -> Workload:
+        """The workload of pods that are not an opted-in Deployment's, from its first pod."""
+        return cls(name, {}, pod["metadata"].get("labels") or {}, {})
+
+    @property
+    def is_deployment(self) -> bool:
+        return bool(self.uid)
+
+    def owner_references(self) -> list[Body]:
+        """Makes the workload own what the operator makes for it (its ConfigMap), so the
+        garbage collector deletes that with it. Not blocking the owner's deletion: that
         would need ``update`` on ``deployments/finalizers`` where the API server enforces
-        owner-reference permissions, and its Pods mount the ConfigMap as optional anyway."""
+        owner-reference permissions, and its Pods mount the ConfigMap as optional anyway.
+        Pods grouped by their label are owned by their controllers (a StatefulSet, a Job),
+        bare pods by themselves: the ConfigMap goes once the last of them does."""
+        if self.is_deployment:
+            return [self._reference("apps/v1", "Deployment", self.name, self.uid, True)]
+        owners: dict[str, Body] = {}
+        for pod in self.pods:
+            metadata = pod["metadata"]
+            refs = [r for r in metadata.get("ownerReferences") or [] if r.get("controller")]
+            for ref in refs or [{"apiVersion": "v1", "kind": "Pod", **metadata}]:
+                owners.setdefault(
+                    ref["uid"],
+                    self._reference(ref["apiVersion"], ref["kind"], ref["name"], ref["uid"], False),
+                )
+        return list(owners.values())
+
+    @staticmethod
+    def _reference(api_version: str, kind: str, name: str, uid: str, controller: bool) -> Body:
         return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
+            "apiVersion": api_version,
+            "kind": kind,
+            "name": name,
+            "uid": uid,
+            "controller": controller,
             "blockOwnerDeletion": False,
         }
 
@@ -85,16 +127,14 @@ class Workload:
         return self.template_annotations.get(INJECT_ANNOTATION) == "true"
 
     def opted_in(self, namespace_labels: Mapping[str, str]) -> bool:
-        if "false" in (
+        """Any gesture: the Deployment's annotation, its pod template's annotation or label,
+        or the namespace label."""
+        gestures = (
             self.annotations.get(INJECT_ANNOTATION),
             self.template_annotations.get(INJECT_ANNOTATION),
-        ):
-            return False
-        return (
-            self.wants_injection
-            or self.template_injected
-            or namespace_labels.get(NAMESPACE_INJECT_LABEL) == "enabled"
+            self.labels.get(INJECT_ANNOTATION),
         )
+        return opted_in_by(gestures, namespace_labels)
 
 
 @dataclass(frozen=True)

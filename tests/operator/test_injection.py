@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluice_operator.injection import inject, is_injected, workload_of
+from sluice_operator.injection import inject, is_injected, skip_reason, workload_of
 from sluice_operator.settings import OperatorSettings
 
 SETTINGS = OperatorSettings(sidecar_image="sidecar:test")
@@ -70,3 +70,12 @@ def test_workload_name_from_the_replicaset() -> None:
     assert workload_of(pod()) == "studio"
     bare = {"metadata": {"name": "job-x", "labels": {}}}
     assert workload_of(bare) == "job-x"
+
+
+def test_host_network_and_opted_out_pods_are_skipped() -> None:
+    assert skip_reason(pod()) is None
+    host = pod()
+    host["spec"]["hostNetwork"] = True
+    assert "hostNetwork" in (skip_reason(host) or "")
+    assert "opted out" in (skip_reason(pod(**{"sluice.dev/inject": "false"})) or "")
+    assert "already" in (skip_reason(inject(pod(), SETTINGS, server_minor=35)) or "")

@@ -237,3 +237,21 @@ async def test_each_configmap_is_owned_by_its_deployment() -> None:
         ]
         for name in ("studio", "batch")
     }
+
+
+async def test_pods_of_any_workload_get_a_configuration_without_a_rollout() -> None:
+    """A StatefulSet's, a Job's or a bare Pod's injected pods: a sidecar never configured
+    would never be Ready."""
+    member = pod("db-0", "db")
+    member["metadata"]["labels"]["app"] = "db"
+    kube = FakeKube(
+        policies_=[
+            policy("db", {"selector": {"matchLabels": {"app": "db"}}, "providers": [OPENAI]})
+        ],
+        pods_=[member],
+    )
+    (workload,) = (await plan_of(kube)).workloads
+    assert workload.config_map.name == "sluice-config-db"
+    assert [p["metadata"]["name"] for p in workload.stale] == ["db-0"]
+    assert workload.rollout is None  # no pod template of ours to patch
+    assert [r.body["metadata"]["name"] for r in workload.policies] == ["db"]

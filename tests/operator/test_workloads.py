@@ -16,8 +16,10 @@ from sluice_operator.workloads import (
 from tests.operator.fake_kube import FakeKube, deployment, pod, policy
 
 
-def workload(annotations: dict[str, str], template: dict[str, str]) -> Workload:
-    return Workload("studio", annotations, {"app": "studio"}, template)
+def workload(
+    annotations: dict[str, str], template: dict[str, str], labels: dict[str, str] | None = None
+) -> Workload:
+    return Workload("studio", annotations, {"app": "studio", **(labels or {})}, template)
 
 
 @pytest.mark.parametrize(
@@ -37,6 +39,19 @@ def test_opted_in(
     assert workload(annotations, template).opted_in(namespace) is opted
 
 
+@pytest.mark.parametrize(
+    ("label", "namespace", "opted"),
+    [
+        ("true", {}, True),
+        ("false", {"sluice.dev/inject": "enabled"}, False),
+    ],
+)
+def test_a_pod_template_label_opts_in_and_out(
+    label: str, namespace: dict[str, str], opted: bool
+) -> None:
+    assert workload({}, {}, {"sluice.dev/inject": label}).opted_in(namespace) is opted
+
+
 def test_the_gesture_is_copied_into_the_template_and_removed_with_it() -> None:
     change = opt_in_change(workload({"sluice.dev/inject": "true"}, {}))
     assert change is not None
@@ -51,6 +66,28 @@ def test_the_gesture_is_copied_into_the_template_and_removed_with_it() -> None:
     }
     # A template label the user set themselves is theirs: not managed, not removed.
     assert opt_in_change(workload({}, copied)) is None
+
+
+def test_a_started_sidecar_is_pushed_to_before_its_pod_is_ready() -> None:
+    waiting = pod("a", "studio", ready=False)
+    waiting["status"]["initContainerStatuses"] = [{"name": "sluice-proxy", "started": True}]
+    assert pod_ready(waiting)
+    waiting["status"]["initContainerStatuses"] = [{"name": "sluice-proxy", "started": False}]
+    assert not pod_ready(waiting)
+
+
+def test_pods_of_other_workloads_are_owned_by_their_controller_or_themselves() -> None:
+    member = pod("db-0", "db")
+    controller = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "u-db"}
+    member["metadata"]["ownerReferences"] = [{**controller, "controller": True}]
+    bare = pod("tool", "tool")
+    grouped = group_workloads([], [member, pod("db-1", "db"), bare], {})
+    owners = {w.name: w.owner_references() for w in grouped.others}
+    assert owners["db"][0] == {**controller, "controller": False, "blockOwnerDeletion": False}
+    assert owners["db"][1]["kind"] == "Pod"  # a member without a controller owns it too
+    assert [(o["kind"], o["name"], o["uid"]) for o in owners["tool"]] == [
+        ("Pod", "tool", "uid-tool")
+    ]
 
 
 def test_pod_ready_needs_an_ip_the_ready_condition_and_no_deletion() -> None:
