@@ -17,6 +17,7 @@ from e2e.harness.controlplane import ControlPlane
 from e2e.harness.processes import wait_until
 from e2e.sluice import SluiceDeployment, sidecar_admin, sidecar_launch
 from e2e.workloads import admin_token, deployment, running_sidecars
+from sluice_sidecar.contract.pod import DATA_PORT
 
 pytestmark = pytest.mark.e2e
 LIMIT = Decimal("0.01")
@@ -63,7 +64,9 @@ def manifests(upstream: str) -> str:
 
 
 def call(slot, token: str | None = None) -> openai.types.chat.ChatCompletion:
-    client = openai.OpenAI(base_url=f"http://{slot.ip}:15000/v1", api_key="sk-app", max_retries=0)
+    client = openai.OpenAI(
+        base_url=f"http://{slot.ip}:{DATA_PORT}/v1", api_key="sk-app", max_retries=0
+    )
     with client:
         return client.chat.completions.create(
             model="sim-model",

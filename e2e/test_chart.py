@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from e2e.harness.controlplane import ControlPlane
+from sluice_sidecar.contract.pod import ADMIN_PORT, DATA_PORT
 
 pytestmark = pytest.mark.e2e
 CHART = Path(__file__).resolve().parents[1] / "helm" / "sluice"
@@ -110,4 +111,6 @@ def test_images_default_to_the_chart_app_version(helm: Path) -> None:
     assert (
         env["SLUICE_OPERATOR_SIDECAR_IMAGE"] == f"ghcr.io/sluice-dev/sluice-sidecar:{app_version}"
     )
-    assert env["SLUICE_OPERATOR_DATA_PORT"] == "15000"
+    # The chart's ports are the contract's (sluice_sidecar.contract.pod): defined once.
+    assert env["SLUICE_OPERATOR_DATA_PORT"] == str(DATA_PORT)
+    assert env["SLUICE_OPERATOR_ADMIN_PORT"] == str(ADMIN_PORT)

@@ -27,6 +27,7 @@ from e2e.workloads import (
     running_sidecars,
     versions,
 )
+from sluice_sidecar.contract.pod import DATA_PORT
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +66,8 @@ def test_annotated_deployment_gets_injected_pods(
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
     app = pod["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in app["env"]}
-    assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:15000/v1"
-    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:15000"
+    assert env["OPENAI_BASE_URL"] == f"http://127.0.0.1:{DATA_PORT}/v1"
+    assert env["ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{DATA_PORT}"
     volumes = {v["name"] for v in pod["spec"]["volumes"]}
     assert {"sluice-config", "sluice-admin-token", "sluice-provider-keys"} <= volumes
     # The operator copied the annotation into the template: one rollout with the sidecar.

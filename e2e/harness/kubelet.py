@@ -59,7 +59,7 @@ class IpAllocator:
     """Hands out distinct loopback addresses 127.B.0.2, 127.B.0.3, ... for a session.
 
     ``B`` (the block) is picked at random from 1-99 unless given: Pods bind fixed ports
-    (a sidecar's 15000/15090) on their address, so two test runs on one machine must not hand
+    (a sidecar's 17100/17190) on their address, so two test runs on one machine must not hand
     out the same ones. 127.0.x.x stays for the control plane and ``controlplane.SERVICE_CIDR``.
     """
 

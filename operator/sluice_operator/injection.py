@@ -12,16 +12,14 @@ import json
 from typing import Any
 
 from sluice_operator.settings import OperatorSettings, report_url
+from sluice_sidecar.contract import pod as contract
+from sluice_sidecar.contract.pod import PodEnv
 
 SIDECAR_NAME = "sluice-proxy"
 INJECT_ANNOTATION = "sluice.dev/inject"
 INJECTED_LABEL = "sluice.dev/injected"
 WORKLOAD_LABEL = "sluice.dev/workload"
 ENV_OPT_OUT_ANNOTATION = "sluice.dev/inject-base-urls"
-CONFIG_DIR = "/etc/sluice/config"
-TOKEN_DIR = "/var/run/secrets/sluice/admin"
-SECRETS_DIR = "/var/run/secrets/sluice/providers"
-STATE_DIR = "/var/lib/sluice"
 NATIVE_SIDECAR_MINOR = 29  # restartPolicy: Always init containers are on by default from 1.29
 
 Pod = dict[str, Any]
@@ -78,18 +76,18 @@ def sidecar_container(settings: OperatorSettings, workload: str, native: bool) -
         "name": SIDECAR_NAME,
         "image": settings.sidecar_image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["--config-file", f"{CONFIG_DIR}/config.json", "--admin-host", "0.0.0.0"],
+        "args": ["--config-file", contract.CONFIG_FILE, "--admin-host", "0.0.0.0"],
         "env": [
-            {"name": "SLUICE_ADMIN_TOKEN_FILE", "value": f"{TOKEN_DIR}/token"},
-            {"name": "SLUICE_SECRETS_DIR", "value": SECRETS_DIR},
-            {"name": "SLUICE_DATA_PORT", "value": str(settings.data_port)},
-            {"name": "SLUICE_ADMIN_PORT", "value": str(settings.admin_port)},
-            {"name": "SLUICE_WORKLOAD", "value": workload},
-            {"name": "SLUICE_USAGE_REPORT_URL", "value": report_url(settings)},
-            {"name": "SLUICE_STATE_DIR", "value": STATE_DIR},
-            {"name": "SLUICE_POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+            {"name": PodEnv.ADMIN_TOKEN_FILE, "value": contract.TOKEN_FILE},
+            {"name": PodEnv.SECRETS_DIR, "value": contract.SECRETS_DIR},
+            {"name": PodEnv.DATA_PORT, "value": str(settings.data_port)},
+            {"name": PodEnv.ADMIN_PORT, "value": str(settings.admin_port)},
+            {"name": PodEnv.WORKLOAD, "value": workload},
+            {"name": PodEnv.USAGE_REPORT_URL, "value": report_url(settings)},
+            {"name": PodEnv.STATE_DIR, "value": contract.STATE_DIR},
+            {"name": PodEnv.POD_UID, "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
             {
-                "name": "SLUICE_NAMESPACE",
+                "name": PodEnv.NAMESPACE,
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
         ],
@@ -115,15 +113,25 @@ def sidecar_container(settings: OperatorSettings, workload: str, native: bool) -
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumeMounts": [
-            {"name": "sluice-config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "sluice-admin-token", "mountPath": TOKEN_DIR, "readOnly": True},
-            {"name": "sluice-provider-keys", "mountPath": SECRETS_DIR, "readOnly": True},
-            {"name": "sluice-state", "mountPath": STATE_DIR},
+            {"name": "sluice-config", "mountPath": contract.CONFIG_DIR, "readOnly": True},
+            {"name": "sluice-admin-token", "mountPath": contract.TOKEN_DIR, "readOnly": True},
+            {"name": "sluice-provider-keys", "mountPath": contract.SECRETS_DIR, "readOnly": True},
+            {"name": "sluice-state", "mountPath": contract.STATE_DIR},
         ],
     }
     if native:
         container["restartPolicy"] = "Always"
     return container
+
+
+def after_native_sidecars(init: list[dict[str, Any]], sidecar: dict[str, Any]) -> list[Any]:
+    """The init containers with ours right after the last native sidecar already there (a
+    mesh proxy such as istio-proxy): native sidecars start in order and stop in reverse, so
+    ours starts once the mesh runs and stops before it, and its final usage report still has
+    the mesh's network path. Plain init containers after that point run with ours up."""
+    native = [i for i, c in enumerate(init) if c.get("restartPolicy") == "Always"]
+    at = native[-1] + 1 if native else 0
+    return [*init[:at], sidecar, *init[at:]]
 
 
 def base_url_env(settings: OperatorSettings) -> list[dict[str, str]]:
@@ -157,7 +165,7 @@ def inject(
                 e for e in base_url_env(settings) if e["name"] not in present
             ]
     if native:
-        spec["initContainers"] = [container, *(spec.get("initContainers") or [])]
+        spec["initContainers"] = after_native_sidecars(spec.get("initContainers") or [], container)
     else:
         spec["containers"] = [*(spec.get("containers") or []), container]
 

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sluice_sidecar.contract import pod
+
 ENV_PREFIX = "SLUICE_OPERATOR_"
 
 
@@ -24,8 +26,10 @@ class OperatorSettings(BaseModel):
     sidecar_image_pull_secrets: str = Field(
         default="", description="Comma-separated Secrets added to injected Pods' imagePullSecrets."
     )
-    admin_port: int = Field(default=15090, description="Sidecar admin port the operator pushes to.")
-    data_port: int = Field(default=15000, description="Sidecar LLM API port apps call.")
+    admin_port: int = Field(
+        default=pod.ADMIN_PORT, description="Sidecar admin port the operator pushes to."
+    )
+    data_port: int = Field(default=pod.DATA_PORT, description="Sidecar LLM API port apps call.")
     admin_token_secret: str = Field(
         default="sluice-sidecar-admin", description="Per-namespace Secret with the admin token."
     )

@@ -18,6 +18,7 @@ from sluice_operator import certificates
 from sluice_operator.injection import inject, skip_reason, workload_of
 from sluice_operator.kube import Kube
 from sluice_operator.metrics import OperatorMetrics
+from sluice_operator.pod_overrides import InjectionRefused, effective_settings
 from sluice_operator.resources import key_secrets, read_policies
 from sluice_operator.selection import policies_for
 from sluice_operator.settings import OperatorSettings
@@ -85,6 +86,11 @@ async def mutate_pod(
     if skipped is not None:
         logger.info("not injecting a pod of %s/%s: %s", namespace, workload_of(body), skipped)
         return None
+    try:
+        settings = effective_settings(body, settings)
+    except InjectionRefused as error:
+        logger.warning("refusing a pod of %s/%s: %s", namespace, workload_of(body), error)
+        raise kopf.AdmissionError(f"sluice: {error}", code=400) from None
     labels = (body.get("metadata") or {}).get("labels") or {}
     keys = await provider_key_secrets(kube, namespace, labels)
     if not dryrun:

@@ -45,7 +45,7 @@ def test_base_urls_added_unless_set_or_opted_out() -> None:
     app = inject(pod(), SETTINGS, server_minor=35)["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in app["env"]}
     assert env["OPENAI_BASE_URL"] == "x"  # the app's own value wins
-    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:15000"
+    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:17100"
     opted_out = inject(pod(**{"sluice.dev/inject-base-urls": "false"}), SETTINGS, server_minor=35)
     assert [e["name"] for e in opted_out["spec"]["containers"][0]["env"]] == ["OPENAI_BASE_URL"]
 
@@ -79,3 +79,19 @@ def test_host_network_and_opted_out_pods_are_skipped() -> None:
     assert "hostNetwork" in (skip_reason(host) or "")
     assert "opted out" in (skip_reason(pod(**{"sluice.dev/inject": "false"})) or "")
     assert "already" in (skip_reason(inject(pod(), SETTINGS, server_minor=35)) or "")
+
+
+def test_the_sidecar_goes_after_a_mesh_proxy_and_before_later_init_containers() -> None:
+    mesh = pod()
+    mesh["spec"]["initContainers"] = [
+        {"name": "istio-init", "image": "proxy"},
+        {"name": "istio-proxy", "image": "proxy", "restartPolicy": "Always"},
+        {"name": "migrate", "image": "app"},
+    ]
+    injected = inject(mesh, SETTINGS, server_minor=35)
+    assert [c["name"] for c in injected["spec"]["initContainers"]] == [
+        "istio-init",
+        "istio-proxy",
+        "sluice-proxy",
+        "migrate",
+    ]

@@ -5,13 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from sluice_sidecar.__main__ import main
+from sluice_sidecar.contract import pod
 from sluice_sidecar.service.settings import load_settings
 from sluice_sidecar.transports.http import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_STREAM_IDLE_TIMEOUT_S
 
 
 def test_defaults() -> None:
     settings = load_settings([], {})
-    assert (settings.data_port, settings.admin_port) == (15000, 15090)
+    assert (
+        (settings.data_port, settings.admin_port)
+        == (pod.DATA_PORT, pod.ADMIN_PORT)
+        == (17100, 17190)
+    )
     assert settings.admin_token is None and settings.max_body_bytes == 10 * 1024 * 1024
     assert settings.overrides.empty
 

@@ -413,7 +413,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "Sluice sidecar admin API",
             "version": "1",
-            "description": "The admin port (15090). /healthz, /readyz and /metrics are open; "
+            "description": "The admin port (17190). /healthz, /readyz and /metrics are open; "
             "everything under /admin/ needs `Authorization: Bearer <admin token>`.",
         },
         "security": [{"adminToken": []}],

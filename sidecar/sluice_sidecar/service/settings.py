@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from sluice_sidecar.contract import pod
 from sluice_sidecar.contract.model import RetryStrategy
 from sluice_sidecar.observability.otel.config import OtelConfig, otel_settings_from_env
 from sluice_sidecar.transports.http import (
@@ -47,9 +48,9 @@ class SidecarSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     data_host: str = Field(default="127.0.0.1", description="Address of the LLM API port.")
-    data_port: int = Field(default=15000, ge=0, le=65535)
+    data_port: int = Field(default=pod.DATA_PORT, ge=0, le=65535)
     admin_host: str = Field(default="127.0.0.1", description="Address of the admin port.")
-    admin_port: int = Field(default=15090, ge=0, le=65535)
+    admin_port: int = Field(default=pod.ADMIN_PORT, ge=0, le=65535)
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of /admin/*; None: the admin API is refused."
     )
@@ -59,7 +60,7 @@ class SidecarSettings(BaseModel):
     )
     watch: bool = Field(default=True, description="Reload policy_dir when its files change.")
     secrets_dir: Path = Field(
-        default=Path("/var/run/secrets/sluice/providers"),
+        default=Path(pod.SECRETS_DIR),
         description="Where apiKeySecretRef keys are mounted: <dir>/<secret>/<key>.",
     )
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
@@ -176,12 +177,12 @@ def load_settings(
     values: dict[str, object] = {}
     env_names = {
         "data_host": "HOST",
-        "data_port": "DATA_PORT",
+        "data_port": pod.PodEnv.DATA_PORT.removeprefix(ENV_PREFIX),
         "admin_host": "ADMIN_HOST",
-        "admin_port": "ADMIN_PORT",
+        "admin_port": pod.PodEnv.ADMIN_PORT.removeprefix(ENV_PREFIX),
         "policy_dir": "POLICY_DIR",
         "config_file": "CONFIG_FILE",
-        "secrets_dir": "SECRETS_DIR",
+        "secrets_dir": pod.PodEnv.SECRETS_DIR.removeprefix(ENV_PREFIX),
         "max_body_bytes": "MAX_BODY_BYTES",
         "header_timeout_s": "HEADER_TIMEOUT_SECONDS",
         "body_timeout_s": "BODY_TIMEOUT_SECONDS",
@@ -195,11 +196,11 @@ def load_settings(
         "access_log": "ACCESS_LOG",
         "event_loop": "EVENT_LOOP",
         "watch": "WATCH",
-        "state_dir": "STATE_DIR",
+        "state_dir": pod.PodEnv.STATE_DIR.removeprefix(ENV_PREFIX),
         "redis_url": "REDIS_URL",
-        "usage_report_url": "USAGE_REPORT_URL",
-        "pod_uid": "POD_UID",
-        "namespace": "NAMESPACE",
+        "usage_report_url": pod.PodEnv.USAGE_REPORT_URL.removeprefix(ENV_PREFIX),
+        "pod_uid": pod.PodEnv.POD_UID.removeprefix(ENV_PREFIX),
+        "namespace": pod.PodEnv.NAMESPACE.removeprefix(ENV_PREFIX),
     }
     for field, suffix in env_names.items():
         if (value := environ.get(ENV_PREFIX + suffix)) not in (None, ""):
@@ -215,7 +216,9 @@ def load_settings(
 
 def _admin_token(token_file: Path | None, environ: Mapping[str, str]) -> str | None:
     token_file = token_file or (
-        Path(environ["SLUICE_ADMIN_TOKEN_FILE"]) if environ.get("SLUICE_ADMIN_TOKEN_FILE") else None
+        Path(environ[pod.PodEnv.ADMIN_TOKEN_FILE])
+        if environ.get(pod.PodEnv.ADMIN_TOKEN_FILE)
+        else None
     )
     if token_file is not None:
         return token_file.read_text().strip() or None
