@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from sluice_operator.budget_plan import BudgetUpdate, UsageRows, plan_collection, plan_final_report
 from sluice_operator.kube import Body, Kube
@@ -26,6 +27,8 @@ from sluice_operator.reading import read_workloads
 from sluice_operator.resources import valid_budgets
 from sluice_operator.settings import OperatorSettings
 from sluice_operator.workloads import pod_ready
+from sluice_sidecar.contract.model import config_problems
+from sluice_sidecar.contract.usage import ExternalUsage, FinalUsage, UsageReport
 
 logger = logging.getLogger("sluice.operator.budgets")
 EventPoster = Callable[[Body, str, str, str], None]  # body, type, reason, message
@@ -73,24 +76,22 @@ class BudgetAggregator:
                             self._target(push.pod),
                             "/admin/budgets/external",
                             token,
-                            orjson.dumps({"budgets": push.rows}),
+                            orjson.dumps(ExternalUsage(budgets=push.rows).as_json()),
                         )
                         for push in plan.pushes
                     )
                 )
 
-    async def report_final(self, namespace: str, document: dict[str, Any]) -> int:
+    async def report_final(self, namespace: str, report: FinalUsage) -> int:
         """Fold a stopping sidecar's last usage; returns how many budgets it touched."""
-        if not document.get("podUID"):
+        if not report.pod_uid:
             return 0
         async with self._locks[namespace]:
             budgets = valid_budgets(await self.kube.budgets(namespace))
-            updates = plan_final_report(budgets, document, self.clock())
+            updates = plan_final_report(budgets, report, self.clock())
             for update in updates:
                 await self._apply(update)
-        logger.info(
-            "final usage of pod %s folded into %d budget(s)", document["podUID"], len(updates)
-        )
+        logger.info("final usage of pod %s folded into %d budget(s)", report.pod_uid, len(updates))
         return len(updates)
 
     def _target(self, pod: Body) -> PushTarget:
@@ -104,11 +105,12 @@ class BudgetAggregator:
         answers = await asyncio.gather(
             *(self.pusher.collect_usage(self._target(p), token) for p in ready)
         )
-        return {
-            pod["metadata"]["uid"]: {row["budget"]: row for row in answer.get("budgets") or []}
-            for pod, answer in zip(ready, answers, strict=True)
-            if isinstance(answer, dict)
-        }
+        rows: UsageRows = {}
+        for pod, answer in zip(ready, answers, strict=True):
+            report = _usage_report(pod, answer)
+            if report is not None:
+                rows[pod["metadata"]["uid"]] = {row.budget: row for row in report.budgets}
+        return rows
 
     async def _apply(self, update: BudgetUpdate) -> None:
         for event in update.events:
@@ -116,3 +118,15 @@ class BudgetAggregator:
         if update.patch is not None:
             meta = update.budget.body["metadata"]
             await self.kube.patch_budget_status(meta["namespace"], meta["name"], update.patch)
+
+
+def _usage_report(pod: Body, answer: Any) -> UsageReport | None:
+    """A sidecar's answer as a report; one that does not validate is left out of this round."""
+    if not isinstance(answer, dict):
+        return None  # unreachable or refused: already counted by the pusher
+    try:
+        return UsageReport.model_validate(answer)
+    except ValidationError as error:
+        name = pod["metadata"].get("name")
+        logger.warning("usage of pod %s ignored: %s", name, "; ".join(config_problems(error)))
+        return None

@@ -14,7 +14,6 @@ sidecar's own rule, so the status says exactly what the sidecars enforce.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -38,9 +37,10 @@ from sluice_sidecar.contract.budget_maths import (
     utilization,
 )
 from sluice_sidecar.contract.periods import Period, period_of
+from sluice_sidecar.contract.usage import FinalUsage, SpendRow
 
 MICRO = Decimal("0.000001")
-UsageRows = dict[str, dict[str, Any]]  # pod UID -> budget identity -> the sidecar's usage row
+UsageRows = dict[str, dict[str, SpendRow]]  # pod UID -> budget identity -> the sidecar's row
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class ExternalPush:
     """What one sidecar is told the other replicas spent, per budget."""
 
     pod: Body
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[SpendRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ def fold_observed(
     live = {p["metadata"]["uid"] for p in pods if alive(p)}
     for uid, rows in usage.items():
         row = rows.get(budget.identity)
-        if uid in live and row is not None and row.get("periodStart") == spend.period_start:
-            spend.observe(uid, Spend.from_json(row))
+        if uid in live and row is not None and row.period_start == spend.period_start:
+            spend.observe(uid, Spend.of(row))
     for uid in list(spend.pods):
         if uid not in live:
             spend.retire(uid)  # gone without a final report: keep what was last seen
@@ -152,21 +152,26 @@ def plan_collection(
         for pod in pods:
             uid = pod["metadata"]["uid"]
             if uid in usage:
-                row = {"budget": budget.identity, "periodStart": spend.period_start}
+                others = spend.others(uid)
                 pushes.setdefault(uid, ExternalPush(pod)).rows.append(
-                    {**row, **spend.others(uid).as_json()}
+                    SpendRow(
+                        budget=budget.identity,
+                        period_start=spend.period_start,
+                        spent_usd=others.cost,
+                        tokens=others.tokens,
+                    )
                 )
     return CollectionPlan(updates, list(pushes.values()))
 
 
 def plan_final_report(
-    budgets: list[Budget], document: Mapping[str, Any], now: dt.datetime
+    budgets: list[Budget], report: FinalUsage, now: dt.datetime
 ) -> list[BudgetUpdate]:
     """A stopping sidecar's last usage, folded into the budgets of its current period."""
-    uid = document.get("podUID")
+    uid = report.pod_uid
     if not uid:
         return []
-    rows = {row.get("budget"): row for row in document.get("budgets") or []}
+    rows = {row.budget: row for row in report.budgets}
     updates = []
     for budget in budgets:
         row = rows.get(budget.identity)
@@ -175,8 +180,8 @@ def plan_final_report(
             continue
         period = _period(budget, now)
         spend = BudgetSpend.from_status(budget.status, period.start.isoformat())
-        if row.get("periodStart") == spend.period_start:
-            spend.retire(uid, Spend.from_json(row))
+        if row.period_start == spend.period_start:
+            spend.retire(uid, Spend.of(row))
             updates.append(budget_update(budget, rule, spend, period))
     return updates
 

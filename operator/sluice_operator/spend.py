@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from sluice_sidecar.contract.usage import SpendRow
+
 MAX_RETIRED_PODS = 256
 ZERO = Decimal(0)
 
@@ -30,7 +32,13 @@ class Spend:
         return {"spentUSD": str(self.cost), "tokens": self.tokens}
 
     @classmethod
+    def of(cls, row: SpendRow) -> Spend:
+        """What a sidecar reported for one budget (``GET /admin/usage``, ``POST /usage``)."""
+        return cls(row.spent_usd, row.tokens)
+
+    @classmethod
     def from_json(cls, row: dict[str, Any] | None) -> Spend:
+        """A value of the status ledger (written by ``as_json``)."""
         row = row or {}
         return cls(Decimal(str(row.get("spentUSD", "0"))), int(row.get("tokens", 0)))
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hmac
 import logging
 
-import orjson
 from aiohttp import web
+from pydantic import ValidationError
 
 from sluice_operator.aggregator import BudgetAggregator
 from sluice_operator.kube import Kube
 from sluice_operator.settings import OperatorSettings
+from sluice_sidecar.contract.model import config_problems
+from sluice_sidecar.contract.usage import FinalUsage
 
 logger = logging.getLogger("sluice.operator.usage")
 MAX_REPORT_BYTES = 1024 * 1024
@@ -25,15 +27,23 @@ def build_usage_app(
 ) -> web.Application:
     async def receive(request: web.Request) -> web.Response:
         try:
-            document = orjson.loads(await request.read())
-            namespace = document["namespace"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return web.json_response({"error": "body must be a usage report"}, status=400)
+            report = FinalUsage.model_validate_json(await request.read())
+        except ValidationError as error:
+            problems = config_problems(error)
+            return web.json_response(
+                {"error": "body must be a usage report", "problems": problems}, status=400
+            )
+        namespace = report.namespace
+        if namespace is None:
+            return web.json_response(
+                {"error": "body must be a usage report", "problems": ["namespace: missing"]},
+                status=400,
+            )
         token = await kube.read_admin_token(namespace, settings.admin_token_secret)
         offered = request.headers.get("authorization", "")
         if token is None or not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
             return web.json_response({"error": "wrong token for this namespace"}, status=401)
-        touched = await aggregator.report_final(namespace, document)
+        touched = await aggregator.report_final(namespace, report)
         return web.json_response({"budgets": touched})
 
     app = web.Application(client_max_size=MAX_REPORT_BYTES)

@@ -15,6 +15,7 @@ from sluice_operator.budget_plan import (
 from sluice_operator.reading import group_workloads
 from sluice_operator.resources import valid_budgets
 from sluice_operator.status import BUDGET_STATES, Condition
+from sluice_sidecar.contract.usage import FinalUsage, SpendRow
 from tests.operator.fake_kube import budget, deployment, pod
 
 NOW = dt.datetime(2026, 12, 15, 12, tzinfo=dt.UTC)
@@ -23,18 +24,19 @@ STUDIO = {"matchLabels": {"app": "studio"}}
 IDENTITY = "team-a/monthly"
 
 
-def row(spent: str, tokens: int = 0, period: str = PERIOD) -> dict[str, Any]:
-    return {"budget": IDENTITY, "periodStart": period, "spentUSD": spent, "tokens": tokens}
+def row(spent: str, tokens: int = 0, period: str = PERIOD, budget: str = IDENTITY) -> SpendRow:
+    wire = {"budget": budget, "periodStart": period, "spentUSD": spent, "tokens": tokens}
+    return SpendRow.model_validate(wire)
 
 
 def collect(
     budgets: list[dict[str, Any]],
-    usage: dict[str, dict[str, Any]],
+    usage: dict[str, list[SpendRow]],
     pods: list[dict[str, Any]],
     now: dt.datetime = NOW,
 ) -> CollectionPlan:
     workloads = group_workloads([deployment("studio", {"app": "studio"})], pods, {})
-    rows = {uid: {r["budget"]: r for r in rs} for uid, rs in usage.items()}
+    rows = {uid: {r.budget: r for r in rs} for uid, rs in usage.items()}
     return plan_collection(valid_budgets(budgets), workloads, rows, now)
 
 
@@ -54,7 +56,7 @@ def test_two_replicas_are_summed_and_each_told_what_the_other_spent() -> None:
     assert (update.patch["utilization"], update.patch["state"]) == ("45%", "OK")
     assert update.patch["limitUSD"] == "10"
     assert update.patch["resetsAt"] == "2027-01-01T00:00:00+00:00"
-    told = {push.pod["metadata"]["name"]: push.rows for push in plan.pushes}
+    told = {push.pod["metadata"]["name"]: [r.as_json() for r in push.rows] for push in plan.pushes}
     assert told == {
         "a": [{"budget": IDENTITY, "periodStart": PERIOD, "spentUSD": "1.5", "tokens": 15}],
         "b": [{"budget": IDENTITY, "periodStart": PERIOD, "spentUSD": "3.0", "tokens": 30}],
@@ -130,7 +132,7 @@ def test_rows_of_other_budgets_and_unselected_workloads_do_not_count() -> None:
     other["metadata"]["labels"]["app"] = "batch"
     plan = collect(
         [monthly()],
-        {"uid-a": [{**row("1"), "budget": "team-a/else"}], "uid-x": [row("7")]},
+        {"uid-a": [row("1", budget="team-a/else")], "uid-x": [row("7")]},
         [pod("a", "studio"), other],
     )
     assert plan.updates[0].status.spent_usd == "0.000000"
@@ -150,13 +152,13 @@ def test_invalid_budgets_are_skipped() -> None:
 def test_a_final_report_is_folded_into_the_current_period_only() -> None:
     first = collect([monthly()], {"uid-a": [row("2", 2)]}, [pod("a", "studio")])
     status = first.updates[0].status.patch()
-    document = {"podUID": "uid-a", "budgets": [row("2.5", 3), {**row("1"), "budget": "x/y"}]}
+    document = FinalUsage(pod_uid="uid-a", budgets=[row("2.5", 3), row("1", budget="x/y")])
     (update,) = plan_final_report(valid_budgets([monthly(status)]), document, NOW)
     assert update.status.spent_usd == "2.500000"
     assert Decimal(update.status.ledger["retired"]["spentUSD"]) == Decimal("2.5")  # type: ignore[index]
-    stale = {"podUID": "uid-a", "budgets": [row("2.5", 3, "2026-11-01T00:00:00+00:00")]}
+    stale = FinalUsage(pod_uid="uid-a", budgets=[row("2.5", 3, "2026-11-01T00:00:00+00:00")])
     assert plan_final_report(valid_budgets([monthly(status)]), stale, NOW) == []
-    assert plan_final_report(valid_budgets([monthly(status)]), {"budgets": []}, NOW) == []
+    assert plan_final_report(valid_budgets([monthly(status)]), FinalUsage(), NOW) == []
 
 
 def test_an_invalid_budget_gets_false_conditions_and_one_warning_event() -> None:

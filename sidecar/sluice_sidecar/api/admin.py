@@ -177,7 +177,7 @@ async def get_usage(request: web.Request) -> web.Response:
     state = request.app[STATE]
     workload = state.runtime.config.workload.identity if state.runtime else None
     rules = state.runtime.budget_rules if state.runtime else ()
-    budgets = await state.budgets.status(rules)
+    budgets = [row.as_json() for row in await state.budgets.status(rules)]
     prices = state.runtime.prices.describe() if state.runtime else None
     report = {"workload": workload, **state.usage.snapshot(), "budgets": budgets}
     return _json({**report, "prices": prices})
@@ -186,7 +186,7 @@ async def get_usage(request: web.Request) -> web.Response:
 async def get_budgets(request: web.Request) -> web.Response:
     state = request.app[STATE]
     rules = state.runtime.budget_rules if state.runtime else ()
-    return _json({"budgets": await state.budgets.status(rules)})
+    return _json({"budgets": [row.as_json() for row in await state.budgets.status(rules)]})
 
 
 async def get_cache(request: web.Request) -> web.Response:

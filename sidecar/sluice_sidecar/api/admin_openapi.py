@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 document of the admin port, served at ``GET /admin/openapi.json``.
 
 Request bodies and query parameters come from the pydantic models that validate them
-(``SidecarConfig``, ``fleet.ExternalUsage``, ``admin_queries``), so they cannot drift from the
-checks; answers, which are plain dictionaries built by the handlers, are described here.
+(``SidecarConfig``, ``contract.usage.ExternalUsage``, ``admin_queries``), so they cannot drift
+from the checks; answers, which are plain dictionaries built by the handlers, are described here.
 ``tests/admin/test_openapi.py`` keeps the document true: every route of the admin app is in it,
 every path in it exists, and real answers validate against it.
 """
@@ -16,9 +16,9 @@ from pydantic import TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from sluice_sidecar.api.admin_queries import CircuitResetQuery, EstimateQuery, Query
-from sluice_sidecar.api.fleet import ExternalUsage
 from sluice_sidecar.contract import BudgetLimits, SidecarConfig
 from sluice_sidecar.contract.economics import BudgetPeriod, Enforcement
+from sluice_sidecar.contract.usage import ExternalUsage
 
 Schema = dict[str, Any]
 REF = "#/components/schemas/{model}"

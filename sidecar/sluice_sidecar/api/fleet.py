@@ -6,63 +6,33 @@ so a hard limit holds across replicas between collections. On shutdown a sidecar
 final usage to the operator (``SLUICE_USAGE_REPORT_URL``), so a deleted pod's spend is not lost.
 With Redis the counters are shared directly and external reports are ignored.
 
-A report is validated whole (``ExternalUsage``): a spend that is negative, not finite or
-absurdly large would corrupt every later budget decision, so the body is refused with 400.
+A report is validated whole (``contract.usage.ExternalUsage``): a spend that is negative, not
+finite or absurdly large would corrupt every later budget decision, so the body is refused with
+400. The final report is a ``contract.usage.FinalUsage``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from decimal import Decimal
-from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from sluice_sidecar.api.keys import STATE
 from sluice_sidecar.contract.model import config_problems
 from sluice_sidecar.contract.periods import period_of
+from sluice_sidecar.contract.usage import ExternalUsage, FinalUsage, SpendRow
 from sluice_sidecar.economics.budgets import MemoryBudgetStore
 from sluice_sidecar.service.state import SidecarState
 
 logger = logging.getLogger("sluice.fleet")
 REPORT_TIMEOUT_S = 3.0
-# A trillion dollars: more than any budget, small enough for exact Decimal sums and JSON.
-MAX_EXTERNAL_USD = Decimal(10) ** 12
-MAX_EXTERNAL_TOKENS = 2**53  # exact in every JSON reader
-MAX_EXTERNAL_DIGITS = 40  # the operator's sums have at most 28 (Decimal's default precision)
 
 
-class ExternalSpend(BaseModel):
-    """What the other replicas spent on one budget in one period (a row the operator pushes)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    budget: str = Field(max_length=512, description="Budget identity, namespace/name.")
-    period_start: str = Field(
-        alias="periodStart", max_length=64, description="Start of the period, ISO 8601."
-    )
-    spent_usd: Decimal = Field(
-        alias="spentUSD",
-        ge=0,
-        le=MAX_EXTERNAL_USD,
-        allow_inf_nan=False,
-        max_digits=MAX_EXTERNAL_DIGITS,
-        description="USD.",
-    )
-    tokens: int = Field(default=0, ge=0, le=MAX_EXTERNAL_TOKENS)
-
-
-class ExternalUsage(BaseModel):
-    """The body of ``PUT /admin/budgets/external``."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    budgets: list[ExternalSpend] = Field(max_length=10_000)
-
-
-def apply_external(state: SidecarState, rows: list[ExternalSpend]) -> int:
+def apply_external(state: SidecarState, rows: list[SpendRow]) -> int:
     """Note other replicas' spend per budget; returns how many rows applied."""
     store, runtime = state.budgets.store, state.runtime
     if not isinstance(store, MemoryBudgetStore) or runtime is None:
@@ -95,15 +65,15 @@ def add_routes(admin_app: web.Application) -> None:
     admin_app.router.add_put("/admin/budgets/external", put_external)
 
 
-async def usage_document(state: SidecarState) -> dict[str, Any]:
+async def usage_document(state: SidecarState) -> FinalUsage:
     runtime = state.runtime
     rules = runtime.budget_rules if runtime else ()
-    return {
-        "podUID": state.settings.pod_uid,
-        "namespace": state.settings.namespace,
-        "workload": runtime.config.workload.identity if runtime else None,
-        "budgets": await state.budgets.status(rules),
-    }
+    return FinalUsage(
+        pod_uid=state.settings.pod_uid,
+        namespace=state.settings.namespace,
+        workload=runtime.config.workload.identity if runtime else None,
+        budgets=await state.budgets.status(rules),
+    )
 
 
 async def report_final_usage(state: SidecarState) -> bool:
@@ -111,7 +81,7 @@ async def report_final_usage(state: SidecarState) -> bool:
     settings = state.settings
     if not settings.usage_report_url or settings.admin_token is None:
         return False
-    body = orjson.dumps(await usage_document(state))
+    body = orjson.dumps((await usage_document(state)).as_json())
     headers = {
         "Authorization": f"Bearer {settings.admin_token.get_secret_value()}",
         "Content-Type": "application/json",

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from sluice_sidecar.contract.budget_maths import BudgetRule, Counters, level, utilization
 from sluice_sidecar.contract.periods import Period, period_of
+from sluice_sidecar.contract.usage import BudgetUsage
 from sluice_sidecar.economics.usage import OutputBound
 from sluice_sidecar.errors import BudgetExceeded
 from sluice_sidecar.observability.throttled_log import ThrottledLog
@@ -241,7 +242,7 @@ class BudgetLedger:
             if self._observer is not None and counters is not None:
                 self._observer(reservation.rule, reservation.period, counters)
 
-    async def status(self, rules: Sequence[BudgetRule]) -> list[dict[str, Any]]:
+    async def status(self, rules: Sequence[BudgetRule]) -> list[BudgetUsage]:
         now = self.now()
         rows = []
         for rule in rules:
@@ -266,22 +267,22 @@ class BudgetLedger:
                 self._on_refusal(rule, Refusal("cost", rule.cost_limit or ZERO, ZERO))
 
 
-def status_row(rule: BudgetRule, period: Period, c: Counters) -> dict[str, Any]:
+def status_row(rule: BudgetRule, period: Period, c: Counters) -> BudgetUsage:
     share = utilization(rule, c)
-    return {
-        "budget": rule.identity,
-        "period": rule.spec.period,
-        "periodStart": period.start.isoformat(),
-        "resetsAt": period.resets_at.isoformat() if period.resets_at else None,
-        "enforcement": rule.spec.enforcement,
-        "limits": rule.spec.limits.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "spentUSD": str(c.spent),
-        "tokens": c.tokens,
-        "reservedUSD": str(c.reserved_cost),
-        "externalUSD": str(c.external_cost),
-        "utilization": round(share, 4),
-        "state": level(rule, share),
-    }
+    return BudgetUsage(
+        budget=rule.identity,
+        period=rule.spec.period,
+        period_start=period.start.isoformat(),
+        resets_at=period.resets_at.isoformat() if period.resets_at else None,
+        enforcement=rule.spec.enforcement,
+        limits=rule.spec.limits,
+        spent_usd=c.spent,
+        tokens=c.tokens,
+        reserved_usd=c.reserved_cost,
+        external_usd=c.external_cost,
+        utilization=round(share, 4),
+        state=level(rule, share),
+    )
 
 
 @dataclass(frozen=True, slots=True)
