@@ -1,7 +1,7 @@
 """One proxied call as it travels through the pipeline, and the stage signature.
 
 A stage is an async callable ``(call, next_stage) -> UpstreamReply``; stages are built once at
-start-up and composed in ``sluice_sidecar.pipeline.compose``. Everything request-specific lives
+start-up by ``sluice_sidecar.pipeline.compose.build_pipeline``. Everything request-specific lives
 on the ``Call``; everything configuration-specific on ``call.runtime``.
 """
 
@@ -38,34 +38,55 @@ class Estimate:
 
 @dataclass(slots=True)
 class Call:
+    """One call; the fields after ``deadline`` are how stages hand results to each other.
+
+    Each such field names the stage that writes it and the stages that read it, so a stage's
+    dependency on another is visible here and nowhere else (stages never import each other).
+    """
+
+    # The request, set by the data port (api.proxy) before the pipeline runs; read-only after.
     api: ApiFamily
     kind: RouteKind
     path: str
     query: str
     operation: Operation
-    session: str | None
-    model: str | None
+    session: str | None  # X-LLM-Session
+    model: str | None  # None: a model listing
     stream: bool
-    body: dict[str, Any] | None
+    body: dict[str, Any] | None  # the parsed JSON body; None: no body (GET)
     raw_body: bytes | None
     client_headers: dict[str, str]
-    runtime: Runtime
+    runtime: Runtime  # the configuration this call started under (a swap never changes it)
     deadline: float  # event-loop time by which the whole call must be answered
+    # Written by fallback (the candidate being tried), batching (the merged call's); read by
+    # retry, circuit, upstream, latency, budget and metering (its price and record).
     provider: Provider | None = None
+    # Written by circuit (+1 per attempt admitted) and retry (+1 per retry), batching (copied
+    # from the merged call); read by metering, the data port and the telemetry.
     attempts: int = 0
     retries: int = 0
+    # Written and read by upstream alone: the body prepared per provider, kept across retries.
     prepared_bodies: dict[str, bytes | None] = field(default_factory=dict)
-    started_wall: float = field(default_factory=time.time)
-    # Economics, filled by the stages (metering, cache, budget, ...):
+    started_wall: float = field(default_factory=time.time)  # wall clock, for the call record
+    # Written by metering before the call (tokens and cost at worst); read by latency (prompt
+    # tokens) and budget (what to reserve). None only before metering has run.
     estimate: Estimate | None = None
+    # Written by metering from the answer; read by budget (to settle), cache (what a hit saved)
+    # and the data port.
     usage: Usage | None = None  # what the provider reported; None: unknown (yet)
     cost: Decimal | None = None  # None: unknown usage or unpriced model
     # Attempts that reached a provider and got no answer (it may bill them): appended by the
     # upstream stage, priced by metering (recorded apart) and budget (charged) stages.
     lost_attempts: list[LostAttempt] = field(default_factory=list)
+    # Written by cache (hit, miss, bypass) and coalesce (hit, for a shared answer); read by
+    # latency (a hit is not a provider's latency), metering (saved cost) and the data port.
     cache_status: CacheStatus = "off"
-    cache_key: str | None = None  # set by the cache stage for cacheable calls
-    response_headers: dict[str, str] = field(default_factory=dict)  # x-sluice-* to the client
+    # Written by cache for cacheable calls only; read by coalesce (which calls are identical).
+    # None: not cacheable, so never coalesced.
+    cache_key: str | None = None
+    # x-sluice-* headers for the client: added by latency, cache, coalesce and budget; sent by
+    # the data port.
+    response_headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def model_name(self) -> str:
