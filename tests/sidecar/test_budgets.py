@@ -92,16 +92,22 @@ async def test_external_spend_counts() -> None:
         await book.admit(rules(costUSD=10), Decimal(2), 0, None)
 
 
+def test_a_state_file_written_before_session_tokens_still_loads() -> None:
+    store = MemoryBudgetStore()
+    store.load({"ns/b|d:2026-11-22": {"spent": "3", "tokens": 9, "sessions": {"job": "0.5"}}})
+    assert store.get("ns/b", "d:2026-11-22").sessions["job"] == [Decimal("0.5"), 0, 0, 0]
+
+
 def test_state_file_form_round_trips() -> None:
     store = MemoryBudgetStore()
     c = store.get("ns/b", "d:2026-11-22")
     c.spent, c.tokens = Decimal("1.25"), 7
-    c.sessions["job"] = [Decimal("0.5"), Decimal(0)]
+    c.sessions["job"] = [Decimal("0.5"), Decimal(0), Decimal(40), Decimal(0)]
     again = MemoryBudgetStore()
     again.load(store.dump())
     restored = again.get("ns/b", "d:2026-11-22")
     assert (restored.spent, restored.tokens) == (Decimal("1.25"), 7)
-    assert restored.sessions["job"][0] == Decimal("0.5")
+    assert restored.sessions["job"] == [Decimal("0.5"), 0, 40, 0]
 
 
 BAD_SESSION = "job-\udcff"  # what a non-UTF-8 header byte decodes to: a lone surrogate
@@ -128,7 +134,7 @@ async def test_state_writer_survives_a_session_id_it_cannot_encode(tmp_path, cap
         await wait_until(lambda: saved()["spent"] == "9")
     finally:
         await state.close()
-    assert saved()["sessions"] == {"job-ok": "2"}
+    assert saved()["sessions"] == {"job-ok": ["2", 3]}
     assert errors.labels("encode")._value.get() >= 2
     logged = [r for r in caplog.records if "session id(s) left out" in r.getMessage()]
     assert len(logged) == 1, "logged once, not at every write"

@@ -31,6 +31,8 @@ class BudgetRule:
     token_limit: int | None
     per_request: Decimal | None
     per_session: Decimal | None
+    per_request_tokens: int | None
+    per_session_tokens: int | None
     hard: bool
 
     def applies(self, providers: Iterable[str], model: str) -> bool:
@@ -53,6 +55,8 @@ def build_rules(budgets: Sequence[CompiledBudget]) -> tuple[BudgetRule, ...]:
                 token_limit=spec.limits.tokens,
                 per_request=spec.limits.per_request_cost_usd,
                 per_session=spec.limits.per_session_cost_usd,
+                per_request_tokens=spec.limits.per_request_tokens,
+                per_session_tokens=spec.limits.per_session_tokens,
                 hard=spec.enforcement == "hard",
             )
         )
@@ -67,7 +71,8 @@ class Counters:
     reserved_tokens: int = 0
     external_cost: Decimal = ZERO  # spent elsewhere (other replicas), as last reported
     external_tokens: int = 0
-    sessions: OrderedDict[str, list[Decimal]] = field(default_factory=OrderedDict)  # [spent, res.]
+    # Per session: [spent, reserved, tokens, reserved tokens] (tokens held as Decimal too).
+    sessions: OrderedDict[str, list[Decimal]] = field(default_factory=OrderedDict)
 
     @property
     def used_cost(self) -> Decimal:

@@ -126,6 +126,12 @@ class BudgetLimits(Spec):
     per_session_cost_usd: Money | None = Field(
         default=None, alias="perSessionCostUSD", description="Per X-LLM-Session, per period."
     )
+    per_request_tokens: int | None = Field(
+        default=None, ge=1, description="Input+output tokens one call may use (its estimate)."
+    )
+    per_session_tokens: int | None = Field(
+        default=None, ge=1, description="Input+output tokens per X-LLM-Session, per period."
+    )
 
 
 class BudgetThresholds(Spec):

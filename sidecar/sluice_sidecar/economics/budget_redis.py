@@ -3,7 +3,8 @@
 Each (budget, period) is one hash ``sluice:budget:{budget}:{period}`` with integer fields
 ``spent`` and ``rcost`` (reserved) in nano-dollars (exact for amounts below about $9 million per
 period, the precision of Lua numbers), ``tokens``, ``rtok``, and ``ext``/``exttok`` (spend
-reported from elsewhere). Sessions have their own hash. ``RESERVE`` runs the same admission rule
+reported from elsewhere). Sessions have their own hash (``spent``, ``rcost``, ``tokens``,
+``rtok``). ``RESERVE`` runs the same admission rule
 as ``budgets.refusal`` inside one Lua script, so the check and the reservation are atomic
 across replicas: N replicas admitting at once cannot overspend beyond what their reservations
 allow (one reservation per replica in flight when actual costs exceed estimates). ``SETTLE``
@@ -55,24 +56,32 @@ local cost, tok = tonumber(ARGV[1]), tonumber(ARGV[2])
 local climit, tlimit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local slimit, preq = tonumber(ARGV[5]), tonumber(ARGV[6])
 local hard, ttl, session = ARGV[7] == '1', tonumber(ARGV[8]), ARGV[9] == '1'
-local sused = 0
+local preqtok, stoklimit = tonumber(ARGV[10]), tonumber(ARGV[11])
+local sused, stok = 0, 0
 if session then
-  local s = redis.call('HMGET', KEYS[2], 'spent', 'rcost')
+  local s = redis.call('HMGET', KEYS[2], 'spent', 'rcost', 'tokens', 'rtok')
   sused = tonumber(s[1] or '0') + tonumber(s[2] or '0')
+  stok = tonumber(s[3] or '0') + tonumber(s[4] or '0')
 end
 local reason, limit, seen = '', 0, 0
 if preq >= 0 and cost > preq then reason, limit, seen = 'perRequest', preq, cost
+elseif preqtok >= 0 and tok > preqtok then reason, limit, seen = 'perRequestTokens', preqtok, tok
 elseif climit >= 0 and (used >= climit or used + cost > climit) then
   reason, limit, seen = 'cost', climit, used
 elseif tlimit >= 0 and (utok >= tlimit or utok + tok > tlimit) then
   reason, limit, seen = 'tokens', tlimit, utok
 elseif session and slimit >= 0 and (sused >= slimit or sused + cost > slimit) then
   reason, limit, seen = 'perSession', slimit, sused
+elseif session and stoklimit >= 0 and (stok >= stoklimit or stok + tok > stoklimit) then
+  reason, limit, seen = 'perSessionTokens', stoklimit, stok
 end
 if reason ~= '' and hard then return {0, reason, tostring(limit), tostring(seen)} end
 redis.call('HINCRBY', KEYS[1], 'rcost', cost)
 redis.call('HINCRBY', KEYS[1], 'rtok', tok)
-if session then redis.call('HINCRBY', KEYS[2], 'rcost', cost) end
+if session then
+  redis.call('HINCRBY', KEYS[2], 'rcost', cost)
+  redis.call('HINCRBY', KEYS[2], 'rtok', tok)
+end
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   if session then redis.call('EXPIRE', KEYS[2], ttl) end
@@ -88,9 +97,13 @@ redis.call('HINCRBY', KEYS[1], 'tokens', tonumber(ARGV[4]))
 if ARGV[5] == '1' then
   redis.call('HINCRBY', KEYS[2], 'rcost', -tonumber(ARGV[1]))
   redis.call('HINCRBY', KEYS[2], 'spent', tonumber(ARGV[3]))
+  redis.call('HINCRBY', KEYS[2], 'rtok', -tonumber(ARGV[2]))
+  redis.call('HINCRBY', KEYS[2], 'tokens', tonumber(ARGV[4]))
 end
 return redis.call('HMGET', KEYS[1], 'spent', 'tokens', 'rcost', 'rtok', 'ext', 'exttok')
 """
+# Refusal kinds whose limit and figure are token counts (the others are nano-dollars).
+TOKEN_REASONS = frozenset({"tokens", "perRequestTokens", "perSessionTokens"})
 
 
 def to_nano(amount: Decimal) -> int:
@@ -130,12 +143,14 @@ class RedisBudgetStore:
             to_nano(cost),
             tokens,
             _limit(rule.cost_limit),
-            rule.token_limit if rule.token_limit is not None else -1,
+            _count(rule.token_limit),
             _limit(rule.per_session),
             _limit(rule.per_request),
             "1" if rule.hard else "0",
             _ttl(period),
             "1" if session is not None else "0",
+            _count(rule.per_request_tokens),
+            _count(rule.per_session_tokens),
         ]
         try:
             ok, reason, limit, seen = await self._reserve(keys=keys, args=args)
@@ -147,7 +162,7 @@ class RedisBudgetStore:
             return result
         if not int(ok):
             reason = reason.decode() if isinstance(reason, bytes) else reason
-            tokens_kind = reason == "tokens"
+            tokens_kind = reason in TOKEN_REASONS
             return Refusal(
                 reason,
                 int(limit) if tokens_kind else from_nano(limit),
@@ -275,6 +290,10 @@ def _keys(rule: BudgetRule, period: Period, session: str | None) -> list[str]:
 
 def _limit(amount: Decimal | None) -> int:
     return -1 if amount is None else to_nano(amount)
+
+
+def _count(limit: int | None) -> int:
+    return -1 if limit is None else limit
 
 
 def _ttl(period: Period) -> int:

@@ -36,11 +36,13 @@ MAX_SESSIONS_PER_PERIOD = 10_000  # per budget and period; least recently used d
 MAX_PERIODS = 4096  # budget x period counters kept in memory; oldest dropped beyond
 ZERO = Decimal(0)
 MICRO = Decimal("0.000001")
+PER_REQUEST = frozenset({"perRequest", "perRequestTokens"})  # limits of one call, not a period
+TOKEN_KINDS = frozenset({"tokens", "perRequestTokens", "perSessionTokens"})
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    reason: str  # cost, tokens, perRequest, perSession
+    reason: str  # cost, tokens, perRequest, perSession, perRequestTokens, perSessionTokens
     limit: Decimal | int
     spent: Decimal | int
 
@@ -63,10 +65,15 @@ def refusal(
     session_used: Decimal,
     cost: Decimal,
     tokens: int,
+    session_tokens: int = 0,
 ) -> Refusal | None:
-    """The one admission rule (the Redis Lua script implements the same)."""
+    """The one admission rule (the Redis Lua script implements the same).
+
+    ``session_used``/``session_tokens``: what the call's session spent and holds reserved."""
     if rule.per_request is not None and cost > rule.per_request:
         return Refusal("perRequest", rule.per_request, cost)
+    if rule.per_request_tokens is not None and tokens > rule.per_request_tokens:
+        return Refusal("perRequestTokens", rule.per_request_tokens, tokens)
     limit = rule.cost_limit
     if limit is not None and (used_cost >= limit or used_cost + cost > limit):
         return Refusal("cost", limit, used_cost)
@@ -77,6 +84,11 @@ def refusal(
     cap = rule.per_session
     if cap is not None and (session_used >= cap or session_used + cost > cap):
         return Refusal("perSession", cap, session_used)
+    token_cap = rule.per_session_tokens
+    if token_cap is not None and (
+        session_tokens >= token_cap or session_tokens + tokens > token_cap
+    ):
+        return Refusal("perSessionTokens", token_cap, session_tokens)
     return None
 
 
@@ -119,13 +131,17 @@ class MemoryBudgetStore:
         c = self.get(rule.identity, period.key)
         entry = _session_entry(c, session) if session is not None else None
         session_used = entry[0] + entry[1] if entry is not None else ZERO
-        refused = refusal(rule, c.used_cost, c.used_tokens, session_used, cost, tokens)
+        session_tokens = int(entry[2] + entry[3]) if entry is not None else 0
+        refused = refusal(
+            rule, c.used_cost, c.used_tokens, session_used, cost, tokens, session_tokens
+        )
         if refused is not None and rule.hard:
             return refused
         c.reserved_cost += cost
         c.reserved_tokens += tokens
         if entry is not None:
             entry[1] += cost
+            entry[3] += tokens
         remaining = None if rule.cost_limit is None else rule.cost_limit - c.used_cost
         return Reservation(rule, period, cost, tokens, session, remaining)
 
@@ -144,6 +160,8 @@ class MemoryBudgetStore:
             entry = _session_entry(c, reservation.session)
             entry[1] -= reservation.cost
             entry[0] += cost
+            entry[3] -= reservation.tokens
+            entry[2] += tokens
         self.dirty = True
         return c
 
@@ -162,7 +180,9 @@ class MemoryBudgetStore:
             f"{identity}|{key}": {
                 "spent": str(c.spent),
                 "tokens": c.tokens,
-                "sessions": {s: str(v[0]) for s, v in c.sessions.items() if v[0]},
+                "sessions": {
+                    s: [str(v[0]), int(v[2])] for s, v in c.sessions.items() if v[0] or v[2]
+                },
             }
             for (identity, key), c in self.periods.items()
         }
@@ -174,13 +194,15 @@ class MemoryBudgetStore:
             c.spent = Decimal(row.get("spent", "0"))
             c.tokens = int(row.get("tokens", 0))
             for session, spent in (row.get("sessions") or {}).items():
-                c.sessions[session] = [Decimal(spent), ZERO]
+                # [spent, tokens]; a file written before session tokens holds spent only
+                cost, tokens = spent if isinstance(spent, list) else (spent, 0)
+                c.sessions[session] = [Decimal(cost), ZERO, Decimal(int(tokens)), ZERO]
 
 
 def _session_entry(c: Counters, session: str) -> list[Decimal]:
     entry = c.sessions.get(session)
     if entry is None:
-        entry = c.sessions[session] = [ZERO, ZERO]
+        entry = c.sessions[session] = [ZERO, ZERO, ZERO, ZERO]
         if len(c.sessions) > MAX_SESSIONS_PER_PERIOD:
             c.sessions.popitem(last=False)
     else:
@@ -318,30 +340,39 @@ def _exceeded(
             "tokens": "token limit",
             "perRequest": "per-request cost cap (estimated cost of this call)",
             "perSession": "per-session cost cap",
+            "perRequestTokens": "per-request token limit",
+            "perSessionTokens": "per-session token limit",
         }[refused.reason]
-        unit = "" if refused.reason == "tokens" else " USD"
+        unit = " tokens" if refused.reason in TOKEN_KINDS else " USD"
         message = (
             f"budget {rule.identity} exceeded: {what} {refused.limit}{unit}, "
-            f"{'this call' if refused.reason == 'perRequest' else 'spent'} {refused.spent}{unit}"
+            f"{'this call' if refused.reason in PER_REQUEST else 'spent'} {refused.spent}{unit}"
             f"; resets {reset}"
         )
-    wait = period.seconds_to_reset(now) if refused.reason != "perRequest" else None
+    # Waiting for the next period cannot make one call smaller.
+    wait = period.seconds_to_reset(now) if refused.reason not in PER_REQUEST else None
     return BudgetExceeded(message, retry_after=wait, details=details)
 
 
 def _too_big_for_what_remains(refused: Refusal, ask: _Ask) -> str | None:
     """The refusal said as the call's own worst case against what is left; None when the
     budget was used up before this call (then the plain "exceeded" message is the truth)."""
-    if refused.reason != "perRequest" and refused.spent >= refused.limit:
+    if refused.reason not in PER_REQUEST and refused.spent >= refused.limit:
         return None
     bound = ask.output
     why = f" ({bound.tokens} output tokens at most, from {bound.source})" if bound else ""
     fit = "; set max_tokens to fit" if bound is not None and bound.tokens else ""
-    if refused.reason == "tokens":
+    if refused.reason == "perRequestTokens":
+        return (
+            f"this call could use up to {ask.tokens} tokens{why}, more than its per-request "
+            f"limit of {refused.limit} tokens{fit}"
+        )
+    if refused.reason in TOKEN_KINDS:
         left = int(refused.limit) - int(refused.spent)
+        limit = "token limit" if refused.reason == "tokens" else "per-session token limit"
         return (
             f"this call could use up to {ask.tokens} tokens{why}, more than the {left} that "
-            f"remain of its token limit of {refused.limit}{fit}"
+            f"remain of its {limit} of {refused.limit}{fit}"
         )
     if refused.reason == "perRequest":
         return (
