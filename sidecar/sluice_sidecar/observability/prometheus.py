@@ -35,9 +35,6 @@ from sluice_sidecar.errors import (
     TransientUpstreamError,
 )
 
-# The *_created series double the exposition for no use on dashboards.
-disable_created_metrics()
-
 MAX_MODELS = 200
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 # A first token comes sooner than a whole answer: finer at the low end.
@@ -60,6 +57,9 @@ __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
 class Metrics:
     def __init__(self) -> None:
+        # The *_created series double the exposition for no use on dashboards (a process-wide
+        # switch of prometheus_client, set here rather than at import).
+        disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
