@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-import aiohttp
 import orjson
 from aiohttp import web
 from pydantic import ValidationError
@@ -27,6 +26,7 @@ from sluice_sidecar.contract.periods import period_of
 from sluice_sidecar.contract.usage import ExternalUsage, FinalUsage, SpendRow
 from sluice_sidecar.economics.budgets import MemoryBudgetStore
 from sluice_sidecar.service.state import SidecarState
+from sluice_sidecar.transports.report import post_report
 
 logger = logging.getLogger("sluice.fleet")
 REPORT_TIMEOUT_S = 3.0
@@ -82,20 +82,13 @@ async def report_final_usage(state: SidecarState) -> bool:
     if not settings.usage_report_url or settings.admin_token is None:
         return False
     body = orjson.dumps((await usage_document(state)).as_json())
-    headers = {
-        "Authorization": f"Bearer {settings.admin_token.get_secret_value()}",
-        "Content-Type": "application/json",
-    }
-    timeout = aiohttp.ClientTimeout(total=REPORT_TIMEOUT_S)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as http,
-            http.post(settings.usage_report_url, data=body, headers=headers) as answer,
-        ):
-            if answer.status == 200:
-                logger.info("final usage reported to %s", settings.usage_report_url)
-                return True
-            logger.warning("final usage report refused: HTTP %d", answer.status)
-    except (aiohttp.ClientError, TimeoutError) as error:
-        logger.warning("final usage report to %s failed: %s", settings.usage_report_url, error)
+    token = settings.admin_token.get_secret_value()
+    outcome = await post_report(settings.usage_report_url, body, token, REPORT_TIMEOUT_S)
+    if outcome == 200:
+        logger.info("final usage reported to %s", settings.usage_report_url)
+        return True
+    if isinstance(outcome, int):
+        logger.warning("final usage report refused: HTTP %d", outcome)
+    else:
+        logger.warning("final usage report to %s failed: %s", settings.usage_report_url, outcome)
     return False

@@ -5,9 +5,10 @@ is refused at once (``BulkheadFull``, 503 with Retry-After in the caller's forma
 behind the others: a queued stream would wait a whole stream for a connection. aiohttp's own
 pool limit is therefore off.
 
-This module is the only place that touches ``aiohttp.ClientSession`` and the only place aiohttp
-client errors become sidecar errors. The session outlives configuration swaps, so connections
-stay warm and in-flight calls are never cut by a reload.
+This module is the only place provider calls touch ``aiohttp.ClientSession`` (the other is
+``report``, the final usage POST) and the only place aiohttp client errors become sidecar
+errors. The session outlives configuration swaps, so connections stay warm and in-flight calls
+are never cut by a reload.
 
 What an upstream sends is bounded here: a non-stream answer is read incrementally and refused
 past ``max_answer_bytes`` (decompressed; an error body past ``MAX_ERROR_BODY`` is cut), a
