@@ -93,3 +93,15 @@ async def test_the_final_report_carries_this_pods_spend_per_budget(
     report = FinalUsage.model_validate_json(body)
     assert report.budgets[0].spent_usd == Decimal(answer.usage.total_tokens)
     assert report.budgets[0].tokens == answer.usage.total_tokens
+
+
+async def test_before_any_configuration_the_report_names_the_injected_workload(
+    operator: Operator,
+) -> None:
+    sidecar = await start_test_sidecar(
+        None, usage_report_url=operator.url, pod_uid="uid-b", namespace="tests", workload="studio"
+    )
+    await close_test_sidecar(sidecar)
+    ((_, body),) = operator.received
+    report = FinalUsage.model_validate_json(body)
+    assert (report.pod_uid, report.workload, report.budgets) == ("uid-b", "studio", [])

@@ -80,3 +80,11 @@ def test_invalid_settings_exit_2_naming_each_problem(monkeypatch, capsys, tmp_pa
     monkeypatch.delenv("SLUICE_HEADER_TIMEOUT_SECONDS")
     assert main(["--admin-token-file", str(tmp_path / "missing")]) == 2
     assert "No such file or directory" in capsys.readouterr().err
+
+
+def test_the_injected_workload_is_read_and_the_environment_kept_for_provider_keys() -> None:
+    environ = {pod.PodEnv.WORKLOAD: "studio", "OPENAI_KEY": "sk-from-env"}
+    settings = load_settings([], environ)
+    assert settings.workload == "studio"
+    assert settings.environ["OPENAI_KEY"] == "sk-from-env"
+    assert "sk-from-env" not in repr(settings) and "OPENAI_KEY" not in str(settings.model_dump())

@@ -71,7 +71,7 @@ async def usage_document(state: SidecarState) -> FinalUsage:
     return FinalUsage(
         pod_uid=state.settings.pod_uid,
         namespace=state.settings.namespace,
-        workload=runtime.config.workload.identity if runtime else None,
+        workload=runtime.config.workload.identity if runtime else state.settings.workload,
         budgets=await state.budgets.status(rules),
     )
 

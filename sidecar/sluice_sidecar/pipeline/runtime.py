@@ -9,7 +9,6 @@ the whole ``Runtime``; a request keeps the one it started with.
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -138,9 +137,8 @@ def build_runtime(
     config: SidecarConfig,
     *,
     secrets_dir: Path,
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str],
 ) -> Runtime:
-    environ = os.environ if environ is None else environ
     problems: list[str] = []
     providers = []
     for spec in config.providers:

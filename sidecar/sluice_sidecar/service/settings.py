@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from sluice_sidecar.contract import pod
 from sluice_sidecar.contract.model import RetryStrategy
@@ -108,6 +108,15 @@ class SidecarSettings(BaseModel):
     )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # The process environment, kept for the provider keys a configuration names by variable
+    # (apiKeyEnv): this module stays the only reader of os.environ. Private, so it is never
+    # dumped or logged with the settings.
+    _environ: Mapping[str, str] = PrivateAttr(default_factory=lambda: os.environ)
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        return self._environ
+
     access_log: bool = False
     event_loop: Literal["uvloop", "asyncio"] = Field(
         default="uvloop",
@@ -123,6 +132,11 @@ class SidecarSettings(BaseModel):
         description="Where the final usage is POSTed on shutdown (the operator's /usage).",
     )
     pod_uid: str | None = Field(default=None, description="This pod's UID (downward API).")
+    workload: str | None = Field(
+        default=None,
+        description="This pod's workload as the injector names it; the final usage report names"
+        " it when no configuration was ever loaded.",
+    )
     namespace: str | None = Field(default=None, description="This pod's namespace.")
     redis_url: str | None = Field(
         default=None,
@@ -200,6 +214,7 @@ def load_settings(
         "redis_url": "REDIS_URL",
         "usage_report_url": pod.PodEnv.USAGE_REPORT_URL.removeprefix(ENV_PREFIX),
         "pod_uid": pod.PodEnv.POD_UID.removeprefix(ENV_PREFIX),
+        "workload": pod.PodEnv.WORKLOAD.removeprefix(ENV_PREFIX),
         "namespace": pod.PodEnv.NAMESPACE.removeprefix(ENV_PREFIX),
     }
     for field, suffix in env_names.items():
@@ -211,7 +226,9 @@ def load_settings(
     values["admin_token"] = _admin_token(args.get("admin_token_file"), environ)
     values["overrides"] = _overrides(environ)
     values.update(otel_settings_from_env(environ))
-    return SidecarSettings.model_validate(values)
+    settings = SidecarSettings.model_validate(values)
+    settings._environ = environ
+    return settings
 
 
 def _admin_token(token_file: Path | None, environ: Mapping[str, str]) -> str | None:

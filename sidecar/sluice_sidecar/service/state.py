@@ -170,7 +170,9 @@ class SidecarState:
 
     def apply(self, config: SidecarConfig, *, source: str) -> ApplyResult:
         try:
-            runtime = build_runtime(config, secrets_dir=self.settings.secrets_dir)
+            runtime = build_runtime(
+                config, secrets_dir=self.settings.secrets_dir, environ=self.settings.environ
+            )
         except ConfigRejected:
             self.metrics.config_reloads.labels("rejected").inc()
             raise
