@@ -347,9 +347,50 @@ def budget_crd() -> dict[str, Any]:
     )
 
 
+def peering_crd() -> dict[str, Any]:
+    """kopf's ClusterKopfPeering: the operator replicas' keep-alive records (priority, last
+    seen, lifetime per replica in ``status``), from which the active one follows."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "clusterkopfpeerings.kopf.dev"},
+        "spec": {
+            "group": "kopf.dev",
+            "scope": "Cluster",
+            "names": {
+                "kind": "ClusterKopfPeering",
+                "plural": "clusterkopfpeerings",
+                "singular": "clusterkopfpeering",
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "status": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name -> CRD document."""
-    return {"llmpolicies.yaml": policy_crd(), "llmbudgets.yaml": budget_crd()}
+    return {
+        "llmpolicies.yaml": policy_crd(),
+        "llmbudgets.yaml": budget_crd(),
+        "clusterkopfpeerings.yaml": peering_crd(),
+    }
 
 
 def render(crd: dict[str, Any]) -> str:

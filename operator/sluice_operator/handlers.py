@@ -8,6 +8,7 @@ reconcile of its namespace, which recomputes the desired state from the cluster.
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from sluice_operator.kube import Body, Kube
 from sluice_operator.metrics import OperatorMetrics, ReconcileKind, start_metrics_server
 from sluice_operator.pusher import Pusher
 from sluice_operator.reconcile import Reconciler
-from sluice_operator.settings import load_operator_settings
+from sluice_operator.settings import OperatorSettings, load_operator_settings
 from sluice_operator.usage_server import start_usage_server
 from sluice_operator.webhook import mutate_pod, prepare_server
 from sluice_operator.workloads import (
@@ -53,6 +54,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.server_timeout = 300
     # Policies are level-based: react to the newest event at once rather than batching.
     settings.batching.batch_window = 0.01
+    _configure_peering(settings, operator_settings)
     kube = await Kube.connect()
     memo.metrics = metrics = OperatorMetrics()
     memo.metrics_server = None
@@ -82,6 +84,21 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if operator_settings.webhook_enabled:
         settings.admission.server = await prepare_server(kube, operator_settings, metrics)
         settings.admission.managed = None  # the chart owns the webhook configuration
+
+
+def _configure_peering(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
+    """Several replicas: the live one with the highest priority is active, the others pause
+    their watches and timers (their webhook, usage and metrics servers keep serving)."""
+    if ours.peering_name is None:
+        return
+    settings.peering.standalone = False
+    settings.peering.mandatory = True
+    settings.peering.name = ours.peering_name
+    settings.peering.lifetime = ours.peering_lifetime_s
+    # Distinct priorities: equal ones would pause every replica (kopf's rule for a conflict).
+    priority = ours.peering_priority
+    settings.peering.priority = priority if priority is not None else secrets.randbelow(2**31)
+    logger.info("peering %s with priority %d", settings.peering.name, settings.peering.priority)
 
 
 @kopf.on.cleanup()

@@ -69,6 +69,23 @@ class OperatorSettings(BaseModel):
         le=65535,
         description="Prometheus /metrics port (the chart sets 8082); None: not served.",
     )
+    peering_name: str | None = Field(
+        default=None,
+        description="ClusterKopfPeering the replicas elect the active one through (the chart: "
+        "sluice); None: standalone, for a single replica.",
+    )
+    peering_priority: int | None = Field(
+        default=None,
+        ge=0,
+        description="This replica's peering priority, the highest live one is active; None: "
+        "random, so a new replica takes over or stands by by chance, never ties.",
+    )
+    peering_lifetime_s: int = Field(
+        default=20,
+        ge=2,
+        description="How long a replica that stopped renewing counts as alive: the bound on "
+        "the takeover after a crash (a clean stop hands over at once).",
+    )
     usage_report_url: str | None = Field(
         default=None,
         description="URL injected sidecars POST their final usage to; default: the Service.",
