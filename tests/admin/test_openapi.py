@@ -69,6 +69,7 @@ CALLS: list[tuple[str, str, str, dict[str, str], Any]] = [
         None,
     ),
     ("GET", "/admin/estimate", "/admin/estimate", {"promptTokens": "-1"}, None),
+    ("GET", "/admin/inflight", "/admin/inflight", {}, None),
     ("GET", "/admin/sessions", "/admin/sessions", {}, None),
     ("GET", "/admin/sessions/{session}", "/admin/sessions/job-1", {}, None),
     ("GET", "/admin/sessions/{session}", "/admin/sessions/nobody", {}, None),

@@ -9,6 +9,7 @@ token the admin API is refused outright rather than left open. Every error is a 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -217,6 +218,11 @@ async def get_estimate(request: web.Request) -> web.Response:
     return _json(query.model_dump(by_alias=True) | prediction.as_json())
 
 
+async def get_inflight(request: web.Request) -> web.Response:
+    now = asyncio.get_running_loop().time()
+    return _json(request.app[STATE].latency.in_flight.snapshot(now))
+
+
 async def get_batching(request: web.Request) -> web.Response:
     state = request.app[STATE]
     queue = state.queue
@@ -267,6 +273,7 @@ def build_admin_app(state: SidecarState) -> web.Application:
     app.router.add_get("/admin/cache", get_cache)
     app.router.add_get("/admin/batching", get_batching)
     app.router.add_get("/admin/estimate", get_estimate)
+    app.router.add_get("/admin/inflight", get_inflight)
     app.router.add_get("/admin/sessions", list_sessions)
     app.router.add_get("/admin/sessions/{session}", get_session)
     app.router.add_get("/admin/circuits", get_circuits)

@@ -158,7 +158,7 @@ def _answers() -> dict[str, Schema]:
 
 def _answer_bodies() -> dict[str, Schema]:
     """Schemas of the answers that only one operation gives, by operation."""
-    latency = obj(p50=NUMBER, p95=NUMBER, p99=NUMBER)
+    latency = obj(average=NUMBER, p50=NUMBER, p75=NUMBER, p90=NUMBER, p95=NUMBER, p99=NUMBER)
     return {
         "stats": obj(
             version=nullable(STR),
@@ -195,6 +195,23 @@ def _answer_bodies() -> dict[str, Schema]:
             averageBatchSize={"type": "number", "minimum": 0},
             batchEfficiency=SHARE,
             queue=obj(depth=COUNT, inFlight=COUNT, queued=COUNT, rejected=COUNT, waitP95Ms=NUMBER),
+        ),
+        "inflight": obj(
+            count=COUNT,
+            calls=array(
+                obj(
+                    id=COUNT,
+                    operation=STR,
+                    provider=STR,
+                    model=STR,
+                    stream=BOOL,
+                    attempts=COUNT,
+                    elapsedMs=COUNT,
+                    estimatedMs=nullable(COUNT),
+                    timeoutMs=COUNT,
+                    warning={"enum": ["ok", "slow"]},
+                )
+            ),
         ),
         "estimate": obj(
             provider=STR,
@@ -371,6 +388,12 @@ def openapi_document() -> dict[str, Any]:
                 "Predicted duration of a call.",
                 {"200": _json("Prediction.", bodies["estimate"]), "400": query_error},
                 parameters=_parameters(EstimateQuery),
+            )
+        },
+        "/admin/inflight": {
+            "get": _operation(
+                "Calls in flight now, oldest first (at most 1000 listed; count is exact).",
+                {"200": _json("Calls in flight.", bodies["inflight"])},
             )
         },
         "/admin/sessions": {

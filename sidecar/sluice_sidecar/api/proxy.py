@@ -1,9 +1,12 @@
 """The data port: OpenAI- and Anthropic-compatible routes in front of the pipeline.
 
 Per request: read and check the body once, resolve the operation, open the call's single
-deadline and its warning timer, run the pipeline, and relay the answer (streams chunk by chunk
-as they arrive). Every failure becomes an error in the caller's own API format; nothing here
-lets an exception escape as a bare 500.
+deadline (the operation's timeout, or ``X-LLM-Timeout``) and its warning timer, run the
+pipeline, and relay the answer (streams chunk by chunk as they arrive; a slow stream's first
+token behind heartbeats, ``api.heartbeat``). Every answer carries its timing headers
+(``api.call_timing``) and every call ends with one "completed" log line
+(``observability.call_log``). Every failure becomes an error in the caller's own API format;
+nothing here lets an exception escape as a bare 500.
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ import orjson
 from aiohttp import web
 
 from sluice_sidecar.api.boundary import check_headers, parse_body
+from sluice_sidecar.api.call_timing import (
+    TIMEOUT_HEADER,
+    answer_timing,
+    heartbeat,
+    refused_timing,
+    requested_timeout,
+)
+from sluice_sidecar.api.heartbeat import Heartbeats
 from sluice_sidecar.api.keys import OTEL, STATE
+from sluice_sidecar.economics.latency_file import history_lifespan
 from sluice_sidecar.errors import (
     ApiFamily,
     BodyTimedOut,
@@ -34,6 +46,7 @@ from sluice_sidecar.errors import (
     render_error,
 )
 from sluice_sidecar.observability import otel
+from sluice_sidecar.observability.call_log import Completed, log_completed
 from sluice_sidecar.pipeline.call import Call, RouteKind
 from sluice_sidecar.pipeline.runtime import Operation
 from sluice_sidecar.service.state import SidecarState
@@ -50,6 +63,7 @@ def build_data_app(
     app = web.Application(client_max_size=state.settings.max_body_bytes)
     app[STATE] = state
     app[OTEL] = telemetry or otel.CallTelemetry()  # default: export off
+    app.cleanup_ctx.append(history_lifespan(state.settings.state_dir, state.latency))
     routes = [
         ("POST", "/v1/chat/completions", "openai", "chat"),
         ("POST", "/v1/completions", "openai", "completions"),
@@ -101,10 +115,14 @@ async def _proxy(request: web.Request, api: ApiFamily, kind: RouteKind) -> web.S
             metrics.error(error)
             if (limit := _limit_of(error)) is not None:
                 metrics.refused.labels(limit).inc()
-            return _error_response(error, api)
+            refused = _error_response(error, api)
+            refused.headers.update(refused_timing(loop.time() - started))
+            return refused
         operation_name = call.operation.name
         handle = request.app[OTEL].start(call)
         response, status = await _run(request, state, call, handle)
+        if not response.prepared:  # a whole answer: its headers are not sent yet
+            response.headers.update(answer_timing(call, loop.time()))
         return response
     except asyncio.CancelledError:
         status = CLIENT_CLOSED
@@ -125,6 +143,7 @@ async def _proxy(request: web.Request, api: ApiFamily, kind: RouteKind) -> web.S
             state.stats.record(
                 provider, operation_name, ok=status < 400, retries=call.retries, latency_s=elapsed
             )
+            _log_completed(call, status, elapsed)
 
 
 async def _read_call(
@@ -137,6 +156,9 @@ async def _read_call(
 ) -> Call:
     check_headers(request.headers)
     operation: Operation = runtime.operation(request.headers.get("x-llm-operation"))
+    timeout = requested_timeout(
+        request.headers.get(TIMEOUT_HEADER), operation.timeout_s, operation.max_timeout_s
+    )
     body: dict[str, Any] | None = None
     raw: bytes | None = None
     model: str | None = None
@@ -168,7 +190,10 @@ async def _read_call(
         raw_body=raw,
         client_headers={k.lower(): v for k, v in request.headers.items()},
         runtime=runtime,
-        deadline=started + operation.timeout_s,
+        deadline=started + timeout,
+        started=started,
+        timeout_s=timeout,
+        warn_after_s=timeout * operation.warning_threshold,
     )
 
 
@@ -177,33 +202,42 @@ async def _run(
 ) -> tuple[web.StreamResponse, int]:
     loop = asyncio.get_running_loop()
     operation = call.operation
-    started = call.deadline - operation.timeout_s
-    warning = loop.call_later(operation.warn_after_s, _warn_slow, state, operation, started)
+    warning = loop.call_later(call.warn_after_s, _warn_slow, state, call)
     reply: UpstreamReply | None = None
     stream: web.StreamResponse | None = None
+    interval = call.runtime.config.latency.heartbeat_seconds
+    beats = Heartbeats(interval, lambda: _start_heartbeats(request, call)) if interval else None
     try:
         async with asyncio.timeout_at(call.deadline):
-            reply = await state.pipeline(call)
-            if not reply.streaming:
+            if call.stream and beats is not None:
+                reply = await beats.run(state.pipeline(call), lambda: heartbeat(call))
+                stream = beats.stream
+            else:
+                reply = await state.pipeline(call)
+            if stream is None and not reply.streaming:
                 handle.answer(*_model_and_output(reply.json))
                 return _reply_response(reply, call), reply.status
-            stream = await _start_stream(request, reply, call)
+            if not reply.streaming:  # after heartbeats, a stream call must stream
+                raise SluiceError(f"{operation.name}: the provider's answer was not a stream")
+            if stream is None:
+                stream = await _start_stream(request, reply, call)
             state.metrics.first_token.labels(
                 call.provider.name if call.provider else "none",
                 state.metrics.model_label(call.model_name),
                 operation.name,
-            ).observe(loop.time() - started)
+            ).observe(loop.time() - call.started)
             await _relay(stream, reply, handle)
             return stream, reply.status
     except TimeoutError:
         error: SluiceError = DeadlineExceeded(
-            f"{operation.name} timed out after {_seconds(operation.timeout_s)}"
-            f" ({call.attempts} attempt(s), timeout {_seconds(operation.timeout_s)})"
+            f"{operation.name} timed out after {_seconds(call.timeout_s)}"
+            f" ({call.attempts} attempt(s), timeout {_seconds(call.timeout_s)})"
         )
     except SluiceError as caught:
         error = caught
     except ConnectionResetError:
         # The client went away mid-stream: nothing to answer; the upstream is closed below.
+        stream = stream or (beats.stream if beats is not None else None)
         assert stream is not None
         handle.failed("client_closed")
         return stream, CLIENT_CLOSED
@@ -221,6 +255,8 @@ async def _run(
     if isinstance(error, BudgetExceeded):
         details = error.details or {}
         handle.budget_over(str(details.get("budget")), str(details.get("limitKind")), "hard")
+    if stream is None and beats is not None:
+        stream = beats.stream  # heartbeats were sent: the answer has begun
     if stream is not None:
         # Bytes already reached the client: end the stream with an error event instead.
         logger.warning("%s stream ended early: %s", operation.name, error.message)
@@ -248,9 +284,43 @@ def _reply_response(reply: UpstreamReply, call: Call) -> web.Response:
 async def _start_stream(
     request: web.Request, reply: UpstreamReply, call: Call
 ) -> web.StreamResponse:
-    stream = web.StreamResponse(status=reply.status, headers=reply.headers | _sluice_headers(call))
+    timing = answer_timing(call, asyncio.get_running_loop().time())
+    stream = web.StreamResponse(
+        status=reply.status, headers=reply.headers | _sluice_headers(call) | timing
+    )
     await stream.prepare(request)
     return stream
+
+
+async def _start_heartbeats(request: web.Request, call: Call) -> web.StreamResponse:
+    """The 200 of a stream whose first token is late: SSE headers, ours as they are now."""
+    headers = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+    headers |= _sluice_headers(call) | answer_timing(call, asyncio.get_running_loop().time())
+    stream = web.StreamResponse(status=200, headers=headers)
+    await stream.prepare(request)
+    return stream
+
+
+def _log_completed(call: Call, status: int, elapsed_s: float) -> None:
+    usage = call.usage
+    log_completed(
+        Completed(
+            provider=call.provider_name,
+            display_name=call.provider.display_name if call.provider else "none",
+            operation=call.operation.name,
+            model=call.model_name,
+            status=status,
+            latency_ms=round(elapsed_s * 1000),
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            retries=call.retries,
+            attempts=call.attempts,
+            cache=call.cache_status,
+            cost_usd=call.cost,
+            session=call.session,
+            stream=call.stream,
+        )
+    )
 
 
 async def _relay(stream: web.StreamResponse, reply: UpstreamReply, handle: otel.CallHandle) -> None:
@@ -317,13 +387,13 @@ def _seconds(value: float) -> str:
     return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"
 
 
-def _warn_slow(state: SidecarState, operation: Operation, started: float) -> None:
-    elapsed = asyncio.get_running_loop().time() - started
-    state.metrics.timeout_warnings.labels(operation.name).inc()
+def _warn_slow(state: SidecarState, call: Call) -> None:
+    elapsed = asyncio.get_running_loop().time() - call.started
+    state.metrics.timeout_warnings.labels(call.operation.name).inc()
     logger.warning(
         "%s is taking longer than usual (%s / %s, %.0f%%)",
-        operation.name,
+        call.operation.name,
         _seconds(elapsed),
-        _seconds(operation.timeout_s),
-        100 * elapsed / operation.timeout_s,
+        _seconds(call.timeout_s),
+        100 * elapsed / call.timeout_s,
     )

@@ -99,6 +99,13 @@ class LatencySpec(Spec):
     anomaly_factor: float = Field(
         default=2.0, ge=1, le=100, description="A call slower than the predicted top times this."
     )
+    heartbeat_seconds: float | None = Field(
+        default=5.0,
+        ge=0.05,
+        le=300,
+        description="Streams: an SSE comment this often while waiting for the first token; "
+        "null: none.",
+    )
 
 
 class WorkloadRef(Spec):

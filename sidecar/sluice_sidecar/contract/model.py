@@ -205,6 +205,12 @@ class CircuitBreakerSpec(Spec):
 class DefaultsSpec(Spec):
     timeout_seconds: float = Field(default=60, gt=0, le=3600)
     warning_threshold: float = Field(default=0.5, gt=0, lt=1)
+    max_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="Longest timeout X-LLM-Timeout may ask for; null: it can only shorten.",
+    )
     unknown_operation: Literal["reject", "allow"] = Field(
         default="reject",
         description="An X-LLM-Operation no policy defines: 400 (reject) or default settings.",
@@ -214,6 +220,9 @@ class DefaultsSpec(Spec):
 class OperationSpec(Spec):
     timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
     warning_threshold: float | None = Field(default=None, gt=0, lt=1)
+    max_timeout_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="Longest X-LLM-Timeout; null: the default's."
+    )
     preset: PresetSpec | None = None
     retry: RetrySpec | None = None
     providers: list[str] | None = Field(

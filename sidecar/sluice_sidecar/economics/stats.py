@@ -1,5 +1,6 @@
 """In-memory call statistics per provider and operation, served by ``GET /admin/stats``.
 
+Latency is summarised as the reference's performance summary: average, p50, p75, p90, p95, p99.
 Bounded: latencies are kept in a ring of the last ``LATENCY_SAMPLES`` calls per key, and the
 number of keys is bounded by the configured providers and operations.
 """
@@ -58,11 +59,19 @@ class CallStats:
                     "count": s.count,
                     "successRate": round(s.successes / s.count, 4) if s.count else 0.0,
                     "averageRetries": round(s.retries / s.count, 4) if s.count else 0.0,
-                    "latencyMs": {
-                        "p50": round(percentile(ordered, 0.50) * 1000, 2),
-                        "p95": round(percentile(ordered, 0.95) * 1000, 2),
-                        "p99": round(percentile(ordered, 0.99) * 1000, 2),
-                    },
+                    "latencyMs": _summary(ordered),
                 }
             )
         return rows
+
+
+SUMMARY_PERCENTILES = (("p50", 0.50), ("p75", 0.75), ("p90", 0.90), ("p95", 0.95), ("p99", 0.99))
+
+
+def _summary(ordered: list[float]) -> dict[str, float]:
+    """Average and percentiles in milliseconds: the reference's performance summary."""
+    average = sum(ordered) / len(ordered) if ordered else 0.0
+    summary = {"average": round(average * 1000, 2)}
+    for name, fraction in SUMMARY_PERCENTILES:
+        summary[name] = round(percentile(ordered, fraction) * 1000, 2)
+    return summary

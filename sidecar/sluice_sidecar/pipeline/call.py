@@ -87,10 +87,31 @@ class Call:
     # x-sluice-* headers for the client: added by latency, cache, coalesce and budget; sent by
     # the data port.
     response_headers: dict[str, str] = field(default_factory=dict)
+    # Time as the caller sees it, in event-loop seconds (api.call_timing). Written by the data
+    # port: when the request arrived, this call's timeout (the operation's, or X-LLM-Timeout's)
+    # and its warning point; read by latency (the in-flight list) and the data port's headers.
+    started: float = 0.0
+    timeout_s: float = 0.0
+    warn_after_s: float = 0.0
+    # Written by latency (the prediction for the primary provider); read by the in-flight list
+    # and the stream heartbeats. None: no prediction (a call without a model).
+    estimate_s: float | None = None
+    # Written by upstream (when the first attempt was sent, and the time spent in attempts,
+    # failed ones included); read by the data port's Server-Timing (queue, upstream).
+    first_attempt_at: float | None = None
+    upstream_s: float = 0.0
 
     @property
     def model_name(self) -> str:
         return self.model or "-"
+
+    @property
+    def operation_name(self) -> str:
+        return self.operation.name
+
+    @property
+    def provider_name(self) -> str:
+        return self.provider.name if self.provider is not None else "none"
 
 
 Next = Callable[[Call], Awaitable[UpstreamReply]]

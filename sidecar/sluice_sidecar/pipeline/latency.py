@@ -1,7 +1,9 @@
-"""Latency prediction on every call: the ``x-sluice-estimated-ms`` header and anomaly reports.
+"""Latency prediction on every call: ``x-sluice-estimated-ms``, the in-flight list, anomalies.
 
 Right inside the metering stage (it reads ``call.estimate.prompt_tokens``). Before the call the
-prediction for the primary candidate provider and the operation goes into the answer's headers.
+prediction for the primary candidate provider and the operation goes into the answer's headers
+and ``call.estimate_s``, and the call is listed in flight (``GET /admin/inflight``) until its
+answer is finished.
 When the answer is finished (streams included) a successful call that was not served from the
 cache or a shared call is added to the history of the provider that answered. It is an anomaly,
 counted in ``llm_latency_anomalies_total`` and logged, when it took longer than the predicted
@@ -40,19 +42,25 @@ class LatencyStage:
         self._warnings = ThrottledLog(logger, interval_s=WARNING_INTERVAL_S)
 
     async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
-        if call.model is None:
-            return await next_stage(call)
         tokens = call.estimate.prompt_tokens if call.estimate else 0
-        provider = _primary(call)
         prediction = None
-        if provider is not None:
+        if call.model is not None and (provider := _primary(call)) is not None:
             prediction = self._history.predict(provider, call.operation.name, tokens)
+            call.estimate_s = prediction.estimated_s
             call.response_headers["x-sluice-estimated-ms"] = str(
                 round(prediction.estimated_s * 1000)
             )
+        in_flight = self._history.in_flight
+        entry = in_flight.open(call, call.estimate_s)
         started = asyncio.get_running_loop().time()
-        reply = await next_stage(call)
-        reply.on_close.append(lambda: self._done(call, tokens, started, prediction))
+        try:
+            reply = await next_stage(call)
+        except BaseException:
+            in_flight.close(entry)
+            raise
+        reply.on_close.append(lambda: in_flight.close(entry))
+        if call.model is not None:
+            reply.on_close.append(lambda: self._done(call, tokens, started, prediction))
         return reply
 
     def _done(self, call: Call, tokens: int, started: float, prediction: Prediction | None):

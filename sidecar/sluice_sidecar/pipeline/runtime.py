@@ -69,6 +69,7 @@ class Operation:
     name: str
     timeout_s: float
     warn_after_s: float
+    max_timeout_s: float  # the longest X-LLM-Timeout accepted (>= timeout_s)
     warning_threshold: float
     temperature: float | None
     max_tokens: int | None
@@ -252,6 +253,7 @@ def _build_provider(spec: ProviderSpec, secrets_dir: Path, environ: Mapping[str,
 def _build_operation(name: str, spec: OperationSpec, config: SidecarConfig) -> Operation:
     timeout = spec.timeout_seconds or config.defaults.timeout_seconds
     threshold = spec.warning_threshold or config.defaults.warning_threshold
+    longest = spec.max_timeout_seconds or config.defaults.max_timeout_seconds or timeout
     preset = spec.preset
     cache = config.cache
     switch = spec.cache.enabled if spec.cache is not None else None
@@ -263,6 +265,7 @@ def _build_operation(name: str, spec: OperationSpec, config: SidecarConfig) -> O
         name=name,
         timeout_s=timeout,
         warn_after_s=timeout * threshold,
+        max_timeout_s=max(longest, timeout),
         warning_threshold=threshold,
         temperature=preset.temperature if preset else None,
         max_tokens=preset.max_tokens if preset else None,

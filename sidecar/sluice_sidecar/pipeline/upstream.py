@@ -9,6 +9,8 @@ otherwise the caller's bytes go upstream as they came.
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from sluice_sidecar.economics.unanswered import LostAttempt, may_be_billed
@@ -35,6 +37,7 @@ DROPPED_REQUEST_HEADERS = frozenset(
         "x-llm-session",
         "x-llm-priority",
         "x-llm-cache",
+        "x-llm-timeout",
     }
 )
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
@@ -101,9 +104,15 @@ class UpstreamStage:
         # One span per attempt; the provider gets its context as traceparent.
         model = provider.upstream_model(call.model) if call.model else None
         attempt = otel.current_call().attempt(provider, model, call.attempts)
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        if call.first_attempt_at is None:
+            call.first_attempt_at = sent
         try:
             return await attempt.send(self._transport.send, request)
         except UpstreamError as error:
             if may_be_billed(error):  # sent, and no answer came back: it may still be billed
                 call.lost_attempts.append(LostAttempt(provider.name, model, error.reason))
             raise
+        finally:  # Server-Timing "upstream": every attempt, up to a stream's first chunk
+            call.upstream_s += loop.time() - sent
