@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,3 +55,20 @@ def queries(names: set[str] | None = None) -> list[Query]:
         for panel in panels(board)
         for target in panel.get("targets", [])
     ]
+
+
+LABEL_VALUES = re.compile(r"label_values\((?P<match>.+), (?P<label>\w+)\)")
+
+
+def variable_lookups(names: set[str]) -> list[tuple[str, str, str]]:
+    """(variable, series match, label) of each label_values(...) variable."""
+    found = []
+    for name, board in dashboards().items():
+        if name not in names:
+            continue
+        for variable in board["templating"]["list"]:
+            query = variable.get("query")
+            if isinstance(query, str) and (m := LABEL_VALUES.fullmatch(query)):
+                match = Query(name, variable["name"], m["match"]).promql()
+                found.append((variable["name"], match, m["label"]))
+    return found
