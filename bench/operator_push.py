@@ -6,7 +6,7 @@ least-privilege ServiceAccount, and a 20-replica workload whose pods are real si
 at 127.0.0.N (the e2e fake kubelet). Then, ``--rounds`` times: apply a changed policy and time
 until all sidecars' ``GET /admin/config`` report the new version. Prints p50, p99 and max.
 
-    .venv/bin/python bench/operator_push.py [--replicas 20] [--rounds 20]
+    .venv/bin/python -m bench.operator_push [--replicas 20] [--rounds 20]   # from the repo root
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import statistics
-import sys
 import tempfile
 import time
 from functools import partial
@@ -22,15 +21,12 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from e2e.harness import processes, rbac  # noqa: E402
-from e2e.harness.binaries import find_binaries  # noqa: E402
-from e2e.harness.controlplane import ControlPlane  # noqa: E402
-from e2e.harness.kubelet import FakeKubelet, IpAllocator  # noqa: E402
-from e2e.sluice import SluiceDeployment, sidecar_config, sidecar_launch  # noqa: E402
-from e2e.workloads import admin_token, deployment  # noqa: E402
+from e2e.harness import processes, rbac
+from e2e.harness.binaries import find_binaries
+from e2e.harness.controlplane import ControlPlane
+from e2e.harness.kubelet import FakeKubelet, IpAllocator
+from e2e.sluice import SluiceDeployment, sidecar_config, sidecar_launch
+from e2e.workloads import admin_token, deployment
 
 NAMESPACE = "bench"
 

@@ -1,5 +1,8 @@
 """The demo workload: a real sidecar process, simulated providers, the official openai SDK.
 
+Run from the repository root as a module, so the simulator imports as ``tests.support``:
+``.venv/bin/python -m scripts.demo`` (``scripts/demo`` does).
+
 Phases: normal traffic with a flaky primary provider (retries), then a primary outage (breaker
 opens, calls fall back to the self-hosted provider). Prints what the sidecar reports.
 """
@@ -18,10 +21,9 @@ from pathlib import Path
 import aiohttp
 import openai
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.support.simulator import Fail, SimulatedLLM
 
-from tests.support.simulator import Fail, SimulatedLLM  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 OPERATIONS = ["ScriptGeneration", "SceneAnalysis", "ThumbnailCaption", "Completion"]
 
