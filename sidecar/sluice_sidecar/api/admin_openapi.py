@@ -113,6 +113,7 @@ def _answers() -> dict[str, Schema]:
             externalUSD=USD,
             utilization={"type": "number", "minimum": 0},
             state={"enum": ["OK", "Warning", "Alert", "Exceeded"]},
+            pastPeriods=array(obj(periodStart=TIME, spentUSD=USD, tokens=COUNT)),
         ),
         "Usage": obj(
             workload=nullable(STR),

@@ -39,3 +39,12 @@ def period_of(kind: str, now: dt.datetime) -> Period:
     if kind == "total":
         return Period("total", dt.datetime(1970, 1, 1, tzinfo=UTC), None)
     raise ValueError(f"unknown budget period {kind!r}")
+
+
+def previous_periods(kind: str, period: Period, count: int) -> list[Period]:
+    """The ``count`` periods before ``period``, newest first; none for ``total``."""
+    found: list[Period] = []
+    while len(found) < count and period.resets_at is not None:
+        period = period_of(kind, period.start - dt.timedelta(microseconds=1))
+        found.append(period)
+    return found

@@ -57,6 +57,14 @@ class SpendRow(_Wire):
     tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
 
 
+class PastPeriod(_Wire):
+    """A budget's total in one of its previous periods, as it was enforced."""
+
+    period_start: str = Field(alias="periodStart", max_length=64, description="ISO 8601.")
+    spent_usd: Decimal = Field(alias="spentUSD", description="USD, other replicas' included.")
+    tokens: int = Field(default=0, ge=0, description="Other replicas' included.")
+
+
 class BudgetUsage(SpendRow):
     """One budget as this sidecar counts it (``GET /admin/usage`` and ``/admin/budgets``)."""
 
@@ -68,6 +76,11 @@ class BudgetUsage(SpendRow):
     external_usd: Decimal = Field(alias="externalUSD", description="Other replicas' spend.")
     utilization: float = Field(ge=0)
     state: BudgetLevel
+    past_periods: list[PastPeriod] = Field(
+        default_factory=list,
+        alias="pastPeriods",
+        description="The previous periods that had spend, newest first (at most 12).",
+    )
 
     @field_serializer("limits")
     def _limits(self, limits: BudgetLimits) -> dict[str, Any]:

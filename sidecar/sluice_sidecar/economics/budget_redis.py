@@ -8,7 +8,8 @@ reported from elsewhere). Sessions have their own hash (``spent``, ``rcost``, ``
 as ``budgets.refusal`` inside one Lua script, so the check and the reservation are atomic
 across replicas: N replicas admitting at once cannot overspend beyond what their reservations
 allow (one reservation per replica in flight when actual costs exceed estimates). ``SETTLE``
-swaps a reservation for the actual spend. Keys expire a day after their period resets.
+swaps a reservation for the actual spend. A session's key expires a day after its period resets;
+a budget's own key is kept ``PAST_PERIODS`` periods longer, so its status can list them.
 
 Redis unavailable: the call is admitted against the local memory store instead (enforcement
 continues per replica), ``sluice_redis_errors_total{use="budget"}`` counts it, no call fails.
@@ -31,7 +32,7 @@ from redis.exceptions import RedisError
 
 from sluice_sidecar.contract.budget_maths import BudgetRule, Counters
 from sluice_sidecar.contract.periods import Period
-from sluice_sidecar.economics.budgets import MemoryBudgetStore, Refusal, Reservation
+from sluice_sidecar.economics.budgets import PAST_PERIODS, MemoryBudgetStore, Refusal, Reservation
 from sluice_sidecar.observability.throttled_log import ThrottledLog
 
 logger = logging.getLogger("sluice.budget")
@@ -57,6 +58,7 @@ local climit, tlimit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local slimit, preq = tonumber(ARGV[5]), tonumber(ARGV[6])
 local hard, ttl, session = ARGV[7] == '1', tonumber(ARGV[8]), ARGV[9] == '1'
 local preqtok, stoklimit = tonumber(ARGV[10]), tonumber(ARGV[11])
+local sttl = tonumber(ARGV[12])
 local sused, stok = 0, 0
 if session then
   local s = redis.call('HMGET', KEYS[2], 'spent', 'rcost', 'tokens', 'rtok')
@@ -84,7 +86,7 @@ if session then
 end
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
-  if session then redis.call('EXPIRE', KEYS[2], ttl) end
+  if session then redis.call('EXPIRE', KEYS[2], sttl) end
 end
 return {1, reason, tostring(climit), tostring(used + cost)}
 """
@@ -102,6 +104,7 @@ if ARGV[5] == '1' then
 end
 return redis.call('HMGET', KEYS[1], 'spent', 'tokens', 'rcost', 'rtok', 'ext', 'exttok')
 """
+COUNTER_FIELDS = ["spent", "tokens", "rcost", "rtok", "ext", "exttok"]  # in _counters' order
 # Refusal kinds whose limit and figure are token counts (the others are nano-dollars).
 TOKEN_REASONS = frozenset({"tokens", "perRequestTokens", "perSessionTokens"})
 
@@ -147,10 +150,11 @@ class RedisBudgetStore:
             _limit(rule.per_session),
             _limit(rule.per_request),
             "1" if rule.hard else "0",
-            _ttl(period),
+            _ttl(period, PAST_PERIODS),
             "1" if session is not None else "0",
             _count(rule.per_request_tokens),
             _count(rule.per_session_tokens),
+            _ttl(period),
         ]
         try:
             ok, reason, limit, seen = await self._reserve(keys=keys, args=args)
@@ -255,13 +259,24 @@ class RedisBudgetStore:
 
     async def counters(self, rule: BudgetRule, period: Period) -> Counters:
         try:
-            values = await self._client.hmget(
-                _keys(rule, period, None)[0], ["spent", "tokens", "rcost", "rtok", "ext", "exttok"]
-            )
+            values = await self._client.hmget(_keys(rule, period, None)[0], COUNTER_FIELDS)
         except (RedisError, OSError) as error:
             self._failed("read", error)
             return await self._fallback.counters(rule, period)
         return _counters(values)
+
+    async def past(self, rule: BudgetRule, periods: Sequence[Period]) -> list[Counters | None]:
+        if not periods:
+            return []
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for period in periods:
+                    pipe.hmget(_keys(rule, period, None)[0], COUNTER_FIELDS)
+                answers = await pipe.execute()
+        except (RedisError, OSError) as error:
+            self._failed("read", error)
+            return await self._fallback.past(rule, periods)
+        return [None if all(v is None for v in a) else _counters(a) for a in answers]
 
     async def note_external(self, rule: BudgetRule, period: Period, cost: Decimal, tokens: int):
         """Spend known elsewhere (the operator's aggregate, later); replaces the last report."""
@@ -296,11 +311,13 @@ def _count(limit: int | None) -> int:
     return -1 if limit is None else limit
 
 
-def _ttl(period: Period) -> int:
-    """Seconds a key is kept after its last write: the period's length plus a day."""
+def _ttl(period: Period, kept_after: int = 0) -> int:
+    """Seconds a key is kept after its last write: the period's length plus a day, and
+    ``kept_after`` periods more."""
     if period.resets_at is None:
         return -1
-    return int((period.resets_at - period.start).total_seconds()) + EXPIRE_AFTER_RESET_S
+    length = int((period.resets_at - period.start).total_seconds())
+    return length * (1 + kept_after) + EXPIRE_AFTER_RESET_S
 
 
 def _counters(values: Sequence[HashValue]) -> Counters:

@@ -25,8 +25,8 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Protocol
 
 from sluice_sidecar.contract.budget_maths import BudgetRule, Counters, level, utilization
-from sluice_sidecar.contract.periods import Period, period_of
-from sluice_sidecar.contract.usage import BudgetUsage
+from sluice_sidecar.contract.periods import Period, period_of, previous_periods
+from sluice_sidecar.contract.usage import BudgetUsage, PastPeriod
 from sluice_sidecar.economics.usage import OutputBound
 from sluice_sidecar.errors import BudgetExceeded
 from sluice_sidecar.observability.throttled_log import ThrottledLog
@@ -34,6 +34,7 @@ from sluice_sidecar.observability.throttled_log import ThrottledLog
 logger = logging.getLogger("sluice.budget")
 MAX_SESSIONS_PER_PERIOD = 10_000  # per budget and period; least recently used dropped beyond
 MAX_PERIODS = 4096  # budget x period counters kept in memory; oldest dropped beyond
+PAST_PERIODS = 12  # previous periods a budget's status lists (a year of monthly ones)
 ZERO = Decimal(0)
 MICRO = Decimal("0.000001")
 PER_REQUEST = frozenset({"perRequest", "perRequestTokens"})  # limits of one call, not a period
@@ -98,6 +99,9 @@ class BudgetStore(Protocol):
     ) -> Refusal | Reservation: ...
     def settle(self, reservation: Reservation, cost: Decimal, tokens: int) -> Counters | None: ...
     async def counters(self, rule: BudgetRule, period: Period) -> Counters: ...
+    async def past(self, rule: BudgetRule, periods: Sequence[Period]) -> list[Counters | None]:
+        """Counters of earlier ``periods``; None where the store holds none."""
+        ...
 
 
 class MemoryBudgetStore:
@@ -167,6 +171,9 @@ class MemoryBudgetStore:
 
     async def counters(self, rule: BudgetRule, period: Period) -> Counters:
         return self.get(rule.identity, period.key)
+
+    async def past(self, rule: BudgetRule, periods: Sequence[Period]) -> list[Counters | None]:
+        return [self.periods.get((rule.identity, p.key)) for p in periods]
 
     def note_external(self, identity: str, key: str, cost: Decimal, tokens: int) -> None:
         """Spend known elsewhere (e.g. other replicas, from the operator); replaces the last."""
@@ -270,7 +277,10 @@ class BudgetLedger:
         for rule in rules:
             period = period_of(rule.spec.period, now)
             c = await self.store.counters(rule, period)
-            rows.append(status_row(rule, period, c))
+            earlier = previous_periods(rule.spec.period, period, PAST_PERIODS)
+            past = zip(earlier, await self.store.past(rule, earlier), strict=True)
+            kept = [(p, counters) for p, counters in past if counters is not None]
+            rows.append(status_row(rule, period, c, kept))
         return rows
 
     def _soft_check(
@@ -289,7 +299,9 @@ class BudgetLedger:
                 self._on_refusal(rule, Refusal("cost", rule.cost_limit or ZERO, ZERO))
 
 
-def status_row(rule: BudgetRule, period: Period, c: Counters) -> BudgetUsage:
+def status_row(
+    rule: BudgetRule, period: Period, c: Counters, past: Sequence[tuple[Period, Counters]] = ()
+) -> BudgetUsage:
     share = utilization(rule, c)
     return BudgetUsage(
         budget=rule.identity,
@@ -304,6 +316,15 @@ def status_row(rule: BudgetRule, period: Period, c: Counters) -> BudgetUsage:
         external_usd=c.external_cost,
         utilization=round(share, 4),
         state=level(rule, share),
+        past_periods=[
+            PastPeriod(
+                period_start=earlier.start.isoformat(),
+                spent_usd=p.spent + p.external_cost,
+                tokens=p.tokens + p.external_tokens,
+            )
+            for earlier, p in past
+            if p.spent or p.external_cost or p.tokens or p.external_tokens  # idle: left out
+        ],
     )
 
 
