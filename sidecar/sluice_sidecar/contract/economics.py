@@ -95,6 +95,29 @@ class QueueSpec(Spec):
     )
 
 
+class AdaptiveTimeoutSpec(Spec):
+    """Attempt timeouts learned from the latency history (the performance guide's adaptive
+    timeouts): an attempt is abandoned after the history's ``percentile`` x ``factor``, within
+    ``floorSeconds`` and ``ceilingSeconds``, and retried; the call's own deadline is unchanged."""
+
+    enabled: bool = Field(default=False, description="Off: attempts run to the call's deadline.")
+    percentile: float = Field(default=0.99, ge=0.5, le=1, description="Of the learned durations.")
+    factor: float = Field(default=2.0, ge=1, le=20, description="Times the percentile.")
+    floor_seconds: float = Field(default=1.0, gt=0, le=3600, description="Never shorter.")
+    ceiling_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="Never longer; null: the call's timeout."
+    )
+    min_samples: int = Field(
+        default=20, ge=5, le=100, description="Calls in the history before it is trusted."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AdaptiveTimeoutSpec:
+        if self.ceiling_seconds is not None and self.ceiling_seconds < self.floor_seconds:
+            raise ValueError("ceilingSeconds must be >= floorSeconds")
+        return self
+
+
 class LatencySpec(Spec):
     anomaly_factor: float = Field(
         default=2.0, ge=1, le=100, description="A call slower than the predicted top times this."
@@ -105,6 +128,10 @@ class LatencySpec(Spec):
         le=300,
         description="Streams: an SSE comment this often while waiting for the first token; "
         "null: none.",
+    )
+    adaptive_timeout: AdaptiveTimeoutSpec = Field(
+        default_factory=AdaptiveTimeoutSpec,
+        description="Attempt timeouts from the learned latency, for every operation (off).",
     )
 
 

@@ -25,6 +25,7 @@ from pydantic import (
 
 from sluice_sidecar.contract.base import NAME_PATTERN, Spec
 from sluice_sidecar.contract.economics import (
+    AdaptiveTimeoutSpec,
     BatchingSpec,
     CacheSpec,
     CompiledBudget,
@@ -222,6 +223,9 @@ class OperationSpec(Spec):
     warning_threshold: float | None = Field(default=None, gt=0, lt=1)
     max_timeout_seconds: float | None = Field(
         default=None, gt=0, le=3600, description="Longest X-LLM-Timeout; null: the default's."
+    )
+    adaptive_timeout: AdaptiveTimeoutSpec | None = Field(
+        default=None, description="Adaptive attempt timeouts; null: latency.adaptiveTimeout."
     )
     preset: PresetSpec | None = None
     retry: RetrySpec | None = None

@@ -100,6 +100,10 @@ class Call:
     # failed ones included); read by the data port's Server-Timing (queue, upstream).
     first_attempt_at: float | None = None
     upstream_s: float = 0.0
+    # Written by latency when the operation has adaptive attempt timeouts: seconds by provider
+    # name, for the providers with enough history; read by upstream. Empty: attempts run to the
+    # call's deadline.
+    attempt_timeouts: dict[str, float] = field(default_factory=dict)
 
     @property
     def model_name(self) -> str:

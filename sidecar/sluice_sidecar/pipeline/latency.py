@@ -50,6 +50,8 @@ class LatencyStage:
             call.response_headers["x-sluice-estimated-ms"] = str(
                 round(prediction.estimated_s * 1000)
             )
+        if call.model is not None and call.operation.adaptive_timeout is not None:
+            call.attempt_timeouts = self._attempt_timeouts(call, tokens)
         in_flight = self._history.in_flight
         entry = in_flight.open(call, call.estimate_s)
         started = asyncio.get_running_loop().time()
@@ -62,6 +64,27 @@ class LatencyStage:
         if call.model is not None:
             reply.on_close.append(lambda: self._done(call, tokens, started, prediction))
         return reply
+
+    def _attempt_timeouts(self, call: Call, tokens: int) -> dict[str, float]:
+        """Per candidate provider with enough history: its learned percentile x factor, within
+        the floor and the ceiling (by default the call's own timeout)."""
+        spec = call.operation.adaptive_timeout
+        assert spec is not None and call.model is not None
+        try:
+            candidates = call.runtime.candidates(call.api, call.model, call.operation)
+        except NoProviderForModel:
+            return {}
+        ceiling = min(spec.ceiling_seconds or call.timeout_s, call.timeout_s)
+        timeouts = {}
+        for provider in candidates:
+            learned, points = self._history.quantile(
+                provider.name, call.operation.name, tokens, spec.percentile
+            )
+            if points >= spec.min_samples:
+                timeouts[provider.name] = min(
+                    max(learned * spec.factor, spec.floor_seconds), ceiling
+                )
+        return timeouts
 
     def _done(self, call: Call, tokens: int, started: float, prediction: Prediction | None):
         if call.cache_status == "hit" or call.provider is None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sluice_sidecar.contract.budget_maths import BudgetRule, build_rules
 from sluice_sidecar.contract.builtins import DEFAULT_OPERATION
+from sluice_sidecar.contract.economics import AdaptiveTimeoutSpec
 from sluice_sidecar.contract.model import (
     ConfigRejected,
     OperationSpec,
@@ -79,6 +80,7 @@ class Operation:
     provider_names: tuple[str, ...] | None
     cache_mode: str = "off"  # off, always (operation enabled it), deterministic (temperature)
     cache_ttl_s: int = 0
+    adaptive_timeout: AdaptiveTimeoutSpec | None = None  # None: attempts run to the deadline
 
     @property
     def has_preset(self) -> bool:
@@ -254,6 +256,7 @@ def _build_operation(name: str, spec: OperationSpec, config: SidecarConfig) -> O
     timeout = spec.timeout_seconds or config.defaults.timeout_seconds
     threshold = spec.warning_threshold or config.defaults.warning_threshold
     longest = spec.max_timeout_seconds or config.defaults.max_timeout_seconds or timeout
+    adaptive = spec.adaptive_timeout or config.latency.adaptive_timeout
     preset = spec.preset
     cache = config.cache
     switch = spec.cache.enabled if spec.cache is not None else None
@@ -275,6 +278,7 @@ def _build_operation(name: str, spec: OperationSpec, config: SidecarConfig) -> O
         provider_names=tuple(spec.providers) if spec.providers is not None else None,
         cache_mode=mode,
         cache_ttl_s=ttl,
+        adaptive_timeout=adaptive if adaptive.enabled else None,
     )
 
 

@@ -10,11 +10,13 @@ otherwise the caller's bytes go upstream as they came.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import orjson
 
 from sluice_sidecar.economics.unanswered import LostAttempt, may_be_billed
-from sluice_sidecar.errors import UpstreamError
+from sluice_sidecar.errors import TransientUpstreamError, UpstreamError
 from sluice_sidecar.observability import otel
 from sluice_sidecar.pipeline.call import Call, Next
 from sluice_sidecar.pipeline.runtime import Provider, apply_preset
@@ -86,6 +88,23 @@ def upstream_body(call: Call, provider: Provider) -> bytes | None:
     return prepared
 
 
+@contextlib.asynccontextmanager
+async def attempt_limit(seconds: float | None) -> AsyncIterator[None]:
+    """An adaptive attempt timeout: past it the attempt is abandoned as a transient failure
+    (retried, counted against the breaker); the call's own deadline still wraps it."""
+    if seconds is None:
+        yield
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as error:
+        raise TransientUpstreamError(
+            f"attempt abandoned after {seconds:.2f}s (adaptive attempt timeout)",
+            reason="attempt timeout",
+        ) from error
+
+
 class UpstreamStage:
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
@@ -109,7 +128,8 @@ class UpstreamStage:
         if call.first_attempt_at is None:
             call.first_attempt_at = sent
         try:
-            return await attempt.send(self._transport.send, request)
+            async with attempt_limit(call.attempt_timeouts.get(provider.name)):
+                return await attempt.send(self._transport.send, request)
         except UpstreamError as error:
             if may_be_billed(error):  # sent, and no answer came back: it may still be billed
                 call.lost_attempts.append(LostAttempt(provider.name, model, error.reason))
