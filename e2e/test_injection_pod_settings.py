@@ -1,6 +1,7 @@
 """Per-pod sidecar settings and the pods the webhook leaves alone, on the real control plane:
 annotations override the data port and the sidecar's resources, a bad value refuses the Pod
-with a message naming it, and hostNetwork Pods are never injected."""
+with a message naming it, a container's envFrom keeps its own base URLs, and hostNetwork Pods
+are never injected."""
 
 from __future__ import annotations
 
@@ -63,6 +64,21 @@ def test_annotations_set_the_port_and_resources_and_bad_values_refuse_the_pod(
         "sluice.dev/proxy-cpu" in refused.stderr and "not a Kubernetes quantity" in refused.stderr
     )
     assert not control_plane.api.exists(f"/api/v1/namespaces/{namespace}/pods/greedy")
+
+    # A base URL the app takes from a ConfigMap through envFrom is not shadowed by ours.
+    control_plane.kubectl(
+        "create", "configmap", "llm-endpoints", "-n", namespace,
+        "--from-literal=OPENAI_BASE_URL=https://llm.internal/v1",
+    )  # fmt: skip
+    from_config = {
+        "name": "app",
+        "image": "registry.local/app:1",
+        "envFrom": [{"configMapRef": {"name": "llm-endpoints"}}],
+    }
+    own = created(control_plane, namespace, labelled_pod("own-urls", {}, containers=[from_config]))
+    assert "env" not in own["spec"]["containers"][0]
+    assert own["metadata"]["annotations"]["sluice.dev/base-urls-skipped"] == "app"
+    assert any(c["name"] == "sluice-proxy" for c in own["spec"]["initContainers"])
 
     host = created(control_plane, namespace, labelled_pod("node-agent", {}, hostNetwork=True))
     assert "initContainers" not in host["spec"]

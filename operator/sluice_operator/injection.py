@@ -19,7 +19,10 @@ SIDECAR_NAME = "sluice-proxy"
 INJECT_ANNOTATION = "sluice.dev/inject"
 INJECTED_LABEL = "sluice.dev/injected"
 WORKLOAD_LABEL = "sluice.dev/workload"
+# "false": never set the apps' base URLs; "true": set them on every app container, also one
+# taking variables from envFrom; unset: on the others only.
 ENV_OPT_OUT_ANNOTATION = "sluice.dev/inject-base-urls"
+BASE_URLS_SKIPPED_ANNOTATION = "sluice.dev/base-urls-skipped"  # containers left to their envFrom
 NATIVE_SIDECAR_MINOR = 29  # restartPolicy: Always init containers are on by default from 1.29
 
 Pod = dict[str, Any]
@@ -141,6 +144,33 @@ def base_url_env(settings: OperatorSettings) -> list[dict[str, str]]:
     ]
 
 
+def set_base_urls(
+    containers: list[dict[str, Any]], settings: OperatorSettings, metadata: dict[str, Any]
+) -> list[str]:
+    """Point the app containers at the sidecar; the names of those left alone for envFrom.
+
+    Precedence, highest first: the container's own ``env`` entry; then a ConfigMap or Secret
+    it takes through ``envFrom`` (the webhook does not read the app's ConfigMaps and Secrets,
+    so such a container is left to them, and named in ``sluice.dev/base-urls-skipped``);
+    then the sidecar's URLs. ``sluice.dev/inject-base-urls: "true"`` sets them over envFrom
+    (an ``env`` entry beats envFrom in Kubernetes), ``"false"`` never sets them."""
+    mode = (metadata.get("annotations") or {}).get(ENV_OPT_OUT_ANNOTATION)
+    if mode == "false":
+        return []
+    skipped = []
+    for app in containers:
+        if app.get("envFrom") and mode != "true":
+            skipped.append(app.get("name", ""))
+            continue
+        present = {e.get("name") for e in app.get("env") or []}
+        app["env"] = (app.get("env") or []) + [
+            e for e in base_url_env(settings) if e["name"] not in present
+        ]
+    if skipped:
+        metadata.setdefault("annotations", {})[BASE_URLS_SKIPPED_ANNOTATION] = ",".join(skipped)
+    return skipped
+
+
 def inject(
     pod: Pod,
     settings: OperatorSettings,
@@ -158,12 +188,7 @@ def inject(
     native = server_minor >= NATIVE_SIDECAR_MINOR
     container = sidecar_container(settings, workload, native)
 
-    if (metadata.get("annotations") or {}).get(ENV_OPT_OUT_ANNOTATION, "true") != "false":
-        for app in spec.get("containers") or []:
-            present = {e.get("name") for e in app.get("env") or []}
-            app["env"] = (app.get("env") or []) + [
-                e for e in base_url_env(settings) if e["name"] not in present
-            ]
+    set_base_urls(spec.get("containers") or [], settings, metadata)
     if native:
         spec["initContainers"] = after_native_sidecars(spec.get("initContainers") or [], container)
     else:

@@ -38,6 +38,10 @@ from sluice_sidecar.contract.compiler import CompileError
 from sluice_sidecar.contract.economics import WorkloadRef
 
 Running = Mapping[str, str]  # pod UID -> configuration version it runs
+MISSING_HINT = (
+    "opted in to Sluice but runs without its sidecar (created while the injection webhook was"
+    " unreachable?): delete the pod or roll its workload (kubectl rollout restart) to inject it"
+)
 
 
 @dataclass
@@ -49,6 +53,7 @@ class PolicyReport:
     workloads: list[str] = field(default_factory=list)
     desired: int = 0
     synced: int = 0
+    missing: list[str] = field(default_factory=list)  # its opted-in pods without the sidecar
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,24 @@ class NamespacePlan:
     reports: list[PolicyReport]
     workloads: list[WorkloadPlan]  # those whose policies compiled
     problems: list[str]  # workloads whose policies do not compile together (kept as they run)
+    missing: list[MissingPod] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MissingPod:
+    """An opted-in pod running without the sidecar, and the policies that select it."""
+
+    pod: Body
+    policies: list[str]
+
+    @property
+    def name(self) -> str:
+        return str(self.pod["metadata"]["name"])
+
+    def event(self) -> Event:
+        """The Warning on the Pod itself (``kubectl describe pod`` shows it)."""
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": self.pod["metadata"]}
+        return Event(body, "Warning", "SidecarMissing", MISSING_HINT)
 
 
 def policy_problems(policy: Policy, secret_keys: Mapping[str, set[str] | None]) -> list[str]:
@@ -129,7 +152,14 @@ def plan_namespace(
                 report.problems.append(plan)
         else:
             plans.append(plan)
-    return NamespacePlan(state.namespace, reports, plans, problems)
+    missing = []
+    for pod in state.missing:
+        labels = pod["metadata"].get("labels") or {}
+        selecting = policies_for(labels, valid)
+        for model in selecting:
+            report_of[model.identity].missing.append(f"{state.namespace}/{pod['metadata']['name']}")
+        missing.append(MissingPod(pod, [m.metadata.name for m in selecting]))
+    return NamespacePlan(state.namespace, reports, plans, problems, missing)
 
 
 def _plan_workload(
@@ -211,6 +241,14 @@ def count_sidecars(plan: NamespacePlan, applied: Mapping[str, int]) -> list[Poli
     return plan.reports
 
 
+def _missing(report: PolicyReport) -> str:
+    shown = ", ".join(sorted(report.missing)[:5]) + (", ..." if len(report.missing) > 5 else "")
+    return (
+        f"{len(report.missing)} opted-in pod(s) run without the sidecar, ungoverned: {shown};"
+        " roll their workloads (kubectl rollout restart) or delete them to inject it"
+    )
+
+
 def policy_status(report: PolicyReport, now: str) -> tuple[Body | None, list[Event]]:
     """The status patch (None when nothing changed) and the Events of one policy."""
     body = report.body
@@ -231,24 +269,37 @@ def policy_status(report: PolicyReport, now: str) -> tuple[Body | None, list[Eve
         f"{report.synced}/{report.desired} sidecars run this policy's configuration",
         generation,
     )
-    ready = conditions.condition(
-        "Ready",
-        valid and in_sync,
-        "Ready" if valid and in_sync else "NotReady",
-        "applied to every selected sidecar"
-        if valid and in_sync
-        else validity.message or ""
-        if not valid
-        else synced.message or "",
+    injected = conditions.condition(
+        "Injected",
+        not report.missing,
+        "Injected" if not report.missing else "SidecarMissing",
+        "every selected opted-in pod has the sidecar" if not report.missing else _missing(report),
         generation,
     )
-    new = [validity, synced, ready]
+    good = valid and in_sync and not report.missing
+    ready = conditions.condition(
+        "Ready",
+        good,
+        "Ready" if good else "NotReady",
+        "applied to every selected sidecar"
+        if good
+        else validity.message or ""
+        if not valid
+        else synced.message or ""
+        if not in_sync
+        else injected.message or "",
+        generation,
+    )
+    new = [validity, synced, injected, ready]
     old_status = body.get("status") or {}
     old = old_status.get("conditions")
     events = []
     was_valid = next((c["status"] for c in old or [] if c["type"] == "Valid"), None)
     if not valid and was_valid != "False":
         events.append(Event(body, "Warning", "InvalidPolicy", "; ".join(report.problems)))
+    was_injected = next((c["status"] for c in old or [] if c["type"] == "Injected"), None)
+    if report.missing and was_injected != "False":
+        events.append(Event(body, "Warning", "SidecarMissing", _missing(report)))
     status = PolicyStatus(
         observed_generation=generation,
         config_hash=policy_hash(body),

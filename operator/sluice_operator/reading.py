@@ -8,12 +8,12 @@ pod-template label on another kind of workload) grouped by their ``sluice.dev/wo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sluice_operator.injection import INJECTED_LABEL
 from sluice_operator.kube import Body, Kube
 from sluice_operator.resources import Budget, Policy, key_secrets, read_policies, valid_budgets
-from sluice_operator.workloads import Workload, alive, pod_workload
+from sluice_operator.workloads import Workload, alive, missing_sidecar, pod_workload
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,10 @@ async def read_workloads(
     return group_workloads(deployments, pods, namespace_labels)
 
 
+def injected(pods: list[Body]) -> list[Body]:
+    return [p for p in pods if (p["metadata"].get("labels") or {}).get(INJECTED_LABEL) == "true"]
+
+
 @dataclass(frozen=True)
 class NamespaceState:
     """Everything one reconcile of a namespace decides from, read once."""
@@ -64,6 +68,7 @@ class NamespaceState:
     secret_keys: Mapping[str, set[str] | None]  # each Secret policies name -> its keys; None: gone
     budgets: list[Budget]
     workloads: Workloads
+    missing: list[Body] = field(default_factory=list)  # opted-in pods without the sidecar
 
 
 async def read_namespace(kube: Kube, namespace: str) -> NamespaceState | None:
@@ -75,5 +80,9 @@ async def read_namespace(kube: Kube, namespace: str) -> NamespaceState | None:
     named = key_secrets(p.model for p in policies if p.model is not None)
     secret_keys = {name: await kube.secret_keys(namespace, name) for name in named}
     budgets = valid_budgets(await kube.budgets(namespace))
-    workloads = await read_workloads(kube, namespace, namespace_labels)
-    return NamespaceState(namespace, policies, secret_keys, budgets, workloads)
+    # Every pod, once: the injected ones, and the opted-in ones the webhook missed (created
+    # while it was unreachable, with failurePolicy Ignore).
+    pods = await kube.pods(namespace, "")
+    workloads = group_workloads(await kube.deployments(namespace), injected(pods), namespace_labels)
+    missing = [p for p in pods if missing_sidecar(p, namespace_labels)]
+    return NamespaceState(namespace, policies, secret_keys, budgets, workloads, missing)

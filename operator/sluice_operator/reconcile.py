@@ -23,6 +23,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from sluice_operator.kube import Body, Kube
 from sluice_operator.plan import (
+    MISSING_HINT,
     NamespacePlan,
     PolicyReport,
     WorkloadPlan,
@@ -64,6 +65,8 @@ class Reconciler:
         # (namespace, workload) -> pod UID -> version pushed (for live pods only)
         self._applied: dict[tuple[str, str], dict[str, str]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # namespace -> UIDs of the pods already warned about missing the sidecar (once each)
+        self._missing_warned: dict[str, set[str]] = {}
 
     def pushed(self, namespace: str, workload: str | None, uid: str) -> str | None:
         """The version this process pushed to a pod (its annotation may still be on the way)."""
@@ -95,6 +98,7 @@ class Reconciler:
             known = {w: pods for (ns, w), pods in self._applied.items() if ns == namespace}
             plan = plan_namespace(state, known)
             applied = await self._apply(plan)
+            self._report_missing(plan)
             reports = count_sidecars(plan, applied)
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             for report in reports:
@@ -106,6 +110,24 @@ class Reconciler:
                 namespace,
                 (asyncio.get_running_loop().time() - started) * 1000,
             )
+
+    def _report_missing(self, plan: NamespacePlan) -> None:
+        """One Warning Event per opted-in pod without the sidecar, and the gauge per policy
+        (policy "" for the pods no policy selects)."""
+        warned = self._missing_warned.setdefault(plan.namespace, set())
+        current = {m.pod["metadata"]["uid"] for m in plan.missing}
+        for missing in plan.missing:
+            if missing.pod["metadata"]["uid"] not in warned:
+                logger.warning("pod %s/%s: %s", plan.namespace, missing.name, MISSING_HINT)
+                event = missing.event()
+                self.warn(event.body, event.reason, event.message)
+        warned.intersection_update(current)
+        warned.update(current)
+        counts = {r.body["metadata"]["name"]: len(r.missing) for r in plan.reports}
+        unselected = sum(1 for m in plan.missing if not m.policies)
+        if unselected:
+            counts[""] = unselected
+        self.pusher.metrics.set_sidecars(plan.namespace, "missing", counts)
 
     async def _apply(self, plan: NamespacePlan) -> dict[str, int]:
         """Write and push every workload's plan; workload -> sidecars that took it now."""

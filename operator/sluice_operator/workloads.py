@@ -10,13 +10,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sluice_operator.injection import INJECT_ANNOTATION, SIDECAR_NAME, WORKLOAD_LABEL
+from sluice_operator.injection import (
+    INJECT_ANNOTATION,
+    INJECTED_LABEL,
+    SIDECAR_NAME,
+    WORKLOAD_LABEL,
+    is_injected,
+)
 from sluice_operator.kube import Body
 
 VERSION_ANNOTATION = "sluice.dev/config-version"  # on a pod: the configuration it runs
 KEY_SECRETS_ANNOTATION = "sluice.dev/provider-key-secrets"  # on a pod template
 MANAGED_ANNOTATION = "sluice.dev/inject-managed"  # the operator copied the opt-in gesture
 NAMESPACE_INJECT_LABEL = "sluice.dev/inject"  # value "enabled" opts a whole namespace in
+FINISHED = ("Succeeded", "Failed")  # pod phases with nothing left running
 
 
 def opted_in_by(gestures: Iterable[str | None], namespace_labels: Mapping[str, str]) -> bool:
@@ -43,6 +50,20 @@ def pod_ready(pod: Body) -> bool:
         status.get("containerStatuses") or []
     )
     return ready or any(c.get("name") == SIDECAR_NAME and c.get("started") for c in containers)
+
+
+def missing_sidecar(pod: Body, namespace_labels: Mapping[str, str]) -> bool:
+    """An opted-in pod running without the sidecar: the webhook never saw it (it was
+    unreachable and ``failurePolicy: Ignore`` admitted the pod), or it came before the
+    gesture. Pods the webhook skips on purpose (hostNetwork) and finished pods are not."""
+    metadata, spec = pod["metadata"], pod.get("spec") or {}
+    labels, annotations = metadata.get("labels") or {}, metadata.get("annotations") or {}
+    if is_injected(pod) or labels.get(INJECTED_LABEL) == "true" or not alive(pod):
+        return False
+    if spec.get("hostNetwork") or (pod.get("status") or {}).get("phase") in FINISHED:
+        return False
+    gestures = (labels.get(INJECT_ANNOTATION), annotations.get(INJECT_ANNOTATION))
+    return opted_in_by(gestures, namespace_labels)
 
 
 def alive(body: Body) -> bool:

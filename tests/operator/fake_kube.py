@@ -38,7 +38,7 @@ class FakeKube:
         return self.deployments_
 
     async def pods(self, namespace: str, selector: str) -> list[Body]:
-        wanted = dict(part.split("=", 1) for part in selector.split(","))
+        wanted = dict(part.split("=", 1) for part in selector.split(",") if part)
         return [p for p in self.pods_ if selector_matches({"matchLabels": wanted}, _labels(p))]
 
     async def secret_keys(self, namespace: str, name: str) -> set[str] | None:

@@ -95,3 +95,18 @@ def test_the_sidecar_goes_after_a_mesh_proxy_and_before_later_init_containers() 
         "sluice-proxy",
         "migrate",
     ]
+
+
+def test_a_container_taking_variables_from_env_from_keeps_its_own_base_urls() -> None:
+    configured = pod()
+    app = configured["spec"]["containers"][0]
+    app["envFrom"] = [{"configMapRef": {"name": "llm-endpoints"}}]
+    injected = inject(configured, SETTINGS, server_minor=35)
+    assert injected["spec"]["containers"][0]["env"] == app["env"]  # nothing added
+    assert injected["metadata"]["annotations"]["sluice.dev/base-urls-skipped"] == "app"
+    forced = pod(**{"sluice.dev/inject-base-urls": "true"})
+    forced["spec"]["containers"][0]["envFrom"] = app["envFrom"]
+    env = {
+        e["name"] for e in inject(forced, SETTINGS, server_minor=35)["spec"]["containers"][0]["env"]
+    }
+    assert env == {"OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"}

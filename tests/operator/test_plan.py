@@ -255,3 +255,51 @@ async def test_pods_of_any_workload_get_a_configuration_without_a_rollout() -> N
     assert [p["metadata"]["name"] for p in workload.stale] == ["db-0"]
     assert workload.rollout is None  # no pod template of ours to patch
     assert [r.body["metadata"]["name"] for r in workload.policies] == ["db"]
+
+
+def uninjected(name: str, labels: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """A pod as the API server admitted it without the webhook: no sidecar, no injected label."""
+    return {
+        "metadata": {"name": name, "uid": f"uid-{name}", "labels": labels, **extra},
+        "spec": {"containers": [{"name": "app"}]},
+        "status": {"phase": "Running"},
+    }
+
+
+async def test_opted_in_pods_without_the_sidecar_are_reported_on_their_policies() -> None:
+    kube = FakeKube(
+        policies_=[policy("studio", {"selector": STUDIO, "providers": [OPENAI]})],
+        deployments_=[deployment("studio", {"app": "studio"})],
+        pods_=[
+            pod("studio-1", "studio"),
+            uninjected("studio-2", {"app": "studio", "sluice.dev/inject": "true"}),
+            uninjected("tool", {"app": "tool"}, annotations={"sluice.dev/inject": "true"}),
+            uninjected("plain", {"app": "studio"}),  # never opted in
+            uninjected("node", {"app": "studio", "sluice.dev/inject": "true"})
+            | {"spec": {"hostNetwork": True}},  # skipped on purpose
+        ],
+    )
+    plan = await plan_of(kube)
+    assert [(m.name, m.policies) for m in plan.missing] == [
+        ("studio-2", ["studio"]),
+        ("tool", []),
+    ]
+    assert plan.missing[0].event().reason == "SidecarMissing"
+    patch, events = statuses(plan, {})["studio"]
+    injected = condition(patch, "Injected")
+    assert (injected["status"], injected["reason"]) == ("False", "SidecarMissing")
+    assert "team-a/studio-2" in injected["message"] and "rollout restart" in injected["message"]
+    assert condition(patch, "Ready")["status"] == "False"
+    assert [e.reason for e in events] == ["SidecarMissing"]
+
+
+async def test_a_namespace_label_reports_every_pod_that_came_before_it() -> None:
+    kube = FakeKube(
+        namespace_labels_={"sluice.dev/inject": "enabled"},
+        pods_=[
+            uninjected("old", {"app": "x"}),
+            uninjected("out", {"app": "x", "sluice.dev/inject": "false"}),
+            uninjected("done", {"app": "x"}) | {"status": {"phase": "Succeeded"}},
+        ],
+    )
+    assert [m.name for m in (await plan_of(kube)).missing] == ["old"]

@@ -1,0 +1,89 @@
+"""A missed injection is reported, on the real control plane.
+
+With ``failurePolicy: Ignore`` and the operator down, the API server admits an opted-in Pod
+without the sidecar. Once the operator is back it must say so where a platform team looks:
+the condition ``Injected=False`` (and ``Ready=False``) on the policy that selects the Pod, a
+``SidecarMissing`` Warning on the Pod and on the policy, and the gauge
+``sluice_operator_sidecars{state="missing"}``; rolling the workload clears all of it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from e2e.harness.controlplane import ControlPlane
+from e2e.harness.processes import wait_until
+from e2e.operator_replicas import start_replica
+from e2e.sluice import SluiceDeployment, sidecar_launch
+from e2e.workloads import condition, deployment, policy, policy_status
+
+pytestmark = pytest.mark.e2e
+
+
+def labelled_deployment(name: str) -> str:
+    """Opted in by its pod-template label (no annotation for the operator to copy)."""
+    body = yaml.safe_load(deployment(name, 1, annotate=False))
+    body["spec"]["template"]["metadata"]["labels"]["sluice.dev/inject"] = "true"
+    return yaml.safe_dump(body)
+
+
+def test_a_pod_admitted_while_the_webhook_was_down_is_reported_until_rolled(
+    sluice: SluiceDeployment, control_plane: ControlPlane, namespace: str, fake_kubelet, tmp_path
+) -> None:
+    kubelet = fake_kubelet(
+        namespace, "sluice.dev/injected=true", sidecar_launch(control_plane, tmp_path)
+    )
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=policy("studio", "studio"))
+    sluice.stop_operator()
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=labelled_deployment("studio"))
+    pods = f"/api/v1/namespaces/{namespace}/pods?labelSelector=app%3Dstudio"
+    (missed,) = wait_until(
+        lambda: control_plane.request("GET", pods)["items"],
+        30,
+        what="the Deployment's pod, admitted without the webhook",
+    )
+    assert "initContainers" not in missed["spec"]  # failurePolicy Ignore: no sidecar
+
+    replica = start_replica(sluice)  # the operator back, with its /metrics served
+    name = missed["metadata"]["name"]
+    status = wait_until(
+        lambda: (
+            (s := policy_status(control_plane, namespace, "studio"))
+            and condition(s, "Injected").get("status") == "False"
+            and s
+        ),
+        30,
+        what="Injected=False on the policy",
+    )
+    assert f"{namespace}/{name}" in condition(status, "Injected")["message"]
+    assert condition(status, "Ready")["status"] == "False"
+
+    def events() -> list[tuple[str, str]]:
+        found = control_plane.request("GET", f"/api/v1/namespaces/{namespace}/events")["items"]
+        return [
+            (e["involvedObject"]["kind"], e["involvedObject"]["name"])
+            for e in found
+            if e["reason"] == "SidecarMissing"
+        ]
+
+    wait_until(
+        lambda: {("Pod", name), ("LlmPolicy", "studio")} <= set(events()),
+        30,
+        what="SidecarMissing Events on the pod and on the policy",
+    )
+    gauge = f'sluice_operator_sidecars{{namespace="{namespace}",policy="studio",state="missing"}}'
+    assert replica.scrape()[gauge] == 1
+
+    # Rolling the workload injects the new pod; the report clears.
+    control_plane.kubectl("rollout", "restart", "-n", namespace, "deployment/studio")
+    wait_until(lambda: len(kubelet.slots()) == 1, 60, what="the rolled pod, injected")
+    wait_until(
+        lambda: (
+            condition(policy_status(control_plane, namespace, "studio"), "Ready").get("status")
+            == "True"
+        ),
+        60,
+        what="the policy Ready again once no pod misses the sidecar",
+    )
+    assert replica.scrape()[gauge] == 0
