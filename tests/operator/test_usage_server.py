@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -18,26 +17,13 @@ from sluice_operator.aggregator import BudgetAggregator
 from sluice_operator.pusher import Pusher
 from sluice_operator.settings import OperatorSettings
 from sluice_operator.usage_server import build_usage_app
-from tests.operator.fake_kube import NAMESPACE, FakeKube, budget
+from tests.operator.fake_kube import NAMESPACE, budget
+from tests.operator.writable_kube import TOKEN, WritableKube
 
 NOW = dt.datetime(2026, 12, 15, 12, tzinfo=dt.UTC)
 PERIOD = "2026-12-01T00:00:00+00:00"
 STUDIO = {"matchLabels": {"app": "studio"}}
-TOKEN = "admin-token"
 IDENTITY = f"{NAMESPACE}/monthly"
-
-
-@dataclass
-class WritableKube(FakeKube):
-    """The fake's reads, plus the admin token and the status patches the usage server needs."""
-
-    patches: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    async def read_admin_token(self, namespace: str, name: str) -> str | None:
-        return TOKEN if namespace == NAMESPACE else None
-
-    async def patch_budget_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.patches.append((name, status))
 
 
 @pytest.fixture
