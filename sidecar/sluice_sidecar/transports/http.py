@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from typing import NoReturn
 
@@ -40,6 +41,7 @@ from sluice_sidecar.resilience.ratelimit_headers import (
     sanitise_wait_headers,
 )
 from sluice_sidecar.transports.base import UpstreamReply, UpstreamRequest
+from sluice_sidecar.transports.proxies import EnvProxies
 from sluice_sidecar.transports.sse import StreamCheck
 
 # Connection-level headers that must not be relayed back to the caller.
@@ -89,11 +91,17 @@ class HttpTransport:
         self._stream_idle_timeout_s = stream_idle_timeout_s
         self._session: aiohttp.ClientSession | None = None
         self.in_flight = 0
+        self._proxies = EnvProxies({})
 
     async def start(self) -> None:
         # limit=0: aiohttp's pool would queue a call past its limit silently; the bound is
         # ours (``send``), and refuses instead.
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+        # The CA bundle of the environment (SSL_CERT_FILE / SSL_CERT_DIR: a corporate CA),
+        # read now; aiohttp's own default context was made at import, before any of it.
+        tls = ssl.create_default_context()
+        # HTTPS_PROXY / HTTP_PROXY / NO_PROXY: corporate egress goes through a proxy.
+        self._proxies = EnvProxies()
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30, ssl=tls)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),
@@ -137,13 +145,7 @@ class HttpTransport:
     ) -> UpstreamReply:
         secrets = _secrets(request)
         try:
-            response = await session.request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                data=request.body,
-                allow_redirects=False,
-            )
+            response = await _request(session, request, self._proxies.for_url(request.url))
         except aiohttp.ClientConnectorError as error:
             raise TransientUpstreamError(
                 f"cannot connect to upstream {error.host}:{error.port}: {describe(error, secrets)}",
@@ -163,6 +165,31 @@ class HttpTransport:
         except BaseException:
             _finish(response)
             raise
+
+
+async def _request(
+    session: aiohttp.ClientSession, request: UpstreamRequest, proxy: str | None
+) -> aiohttp.ClientResponse:
+    """Send once; once more at once if the connection was closed before any answer came.
+
+    That is a pooled keep-alive connection the upstream closed as the request went out (idle
+    timeouts of load balancers): sent again on a new connection, without the retry stage's
+    backoff. Only one retry here: a second disconnect is a real failure.
+    """
+    for retry in (False, True):
+        try:
+            return await session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body,
+                allow_redirects=False,
+                proxy=proxy,
+            )
+        except aiohttp.ServerDisconnectedError:
+            if retry:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _secrets(request: UpstreamRequest) -> list[str]:
