@@ -93,23 +93,22 @@ async def start_nginx(fleet: targets.Fleet, upstream: str) -> targets.Server:
     return server
 
 
-async def start_relay(fleet: targets.Fleet, upstream: str, loop: str) -> targets.Server:
-    """``passthrough_proxy.py``: the bare aiohttp relay, on asyncio's loop or uvloop."""
+async def start_relay(
+    fleet: targets.Fleet, upstream: str, loop: str, client: str = "aiohttp"
+) -> targets.Server:
+    """``passthrough_proxy.py``: the bare relay on asyncio's loop or uvloop, aiohttp or reqwest."""
     port = targets.free_port()
-    argv = [
-        sys.executable,
-        str(REPO / "bench" / "passthrough_proxy.py"),
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--upstream",
-        upstream,
-        "--loop",
-        loop,
-    ]
+    script = str(REPO / "bench" / "passthrough_proxy.py")
+    options = {
+        "--host": HOST,
+        "--port": str(port),
+        "--upstream": upstream,
+        "--loop": loop,
+        "--client": client,
+    }
+    argv = [sys.executable, script, *(item for pair in options.items() for item in pair)]
     started = time.monotonic()
-    name = f"relay-{loop}"
+    name = f"relay-{loop}" if client == "aiohttp" else f"relay-{client}-{loop}"
     proc, log = fleet.spawn(name, argv)
     server = targets.Server(name, proc, f"http://{HOST}:{port}", log)
     await _ready(server, server.base_url + "/v1/models", 30, started)

@@ -77,6 +77,9 @@ TARGETS: dict[str, Starter] = {
     "nginx": stream_targets.start_nginx,
     "relay-asyncio": lambda fleet, up: stream_targets.start_relay(fleet, up, "asyncio"),
     "relay-uvloop": lambda fleet, up: stream_targets.start_relay(fleet, up, "uvloop"),
+    "relay-reqwest-uvloop": lambda fleet, up: stream_targets.start_relay(
+        fleet, up, "uvloop", "reqwest"
+    ),
     "sidecar-asyncio": lambda fleet, up: stream_targets.start_sidecar(
         fleet, up, "sidecar-asyncio", SIDECAR_ENV | {"SLUICE_EVENT_LOOP": "asyncio"}
     ),

@@ -127,12 +127,10 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-class StaleServer:
-    """Answers the first request of each connection, closes it on the second, unanswered."""
+class StreamServer:
+    """A plain asyncio server on a loopback port; subclasses say how a connection is served."""
 
     def __init__(self) -> None:
-        self.connections = 0
-        self.answered = 0
         self._server: asyncio.Server | None = None
         self.url = ""
 
@@ -144,6 +142,18 @@ class StaleServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class StaleServer(StreamServer):
+    """Answers the first request of each connection, closes it on the second, unanswered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connections = 0
+        self.answered = 0
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -170,22 +180,12 @@ async def _read_request(reader: asyncio.StreamReader) -> None:
     await reader.readexactly(length)
 
 
-class ConnectProxy:
+class ConnectProxy(StreamServer):
     """An HTTP proxy that tunnels ``CONNECT`` requests and refuses everything else (405)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.tunnels: list[str] = []
-        self._server: asyncio.Server | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
