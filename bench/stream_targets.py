@@ -62,7 +62,7 @@ spec:
     - {{name: sim, type: openai-compatible, baseUrl: "{upstream}/v1"}}
     - {{name: claude, type: anthropic, baseUrl: "{upstream}"}}
   retry: {{strategy: exponential, maxAttempts: 3, baseDelayMs: 100, maxDelayMs: 1000}}
-{extra}"""
+"""
 
 
 async def _ready(server: targets.Server, url: str, timeout_s: float, started: float) -> None:
@@ -116,12 +116,20 @@ async def start_relay(
 
 
 async def start_sidecar(
-    fleet: targets.Fleet, upstream: str, name: str, env: dict[str, str], extra_policy: str = ""
+    fleet: targets.Fleet,
+    upstream: str,
+    name: str,
+    env: dict[str, str],
+    profile: Path | None = None,
 ) -> targets.Server:
-    """The sidecar of this tree (``python -m sluice_sidecar``), with ``env`` for its settings."""
+    """The sidecar of this tree (``python -m sluice_sidecar``), with ``env`` for its settings.
+
+    With ``profile``, it runs under pyinstrument (a sampling profiler), which writes its text
+    report there when the sidecar stops.
+    """
     policy_dir = fleet.workdir / f"policies-{name}"
     policy_dir.mkdir()
-    policy = POLICY.format(upstream=upstream, extra=extra_policy)
+    policy = POLICY.format(upstream=upstream)
     (policy_dir / "bench.yaml").write_text(policy)
     data_port, admin_port = targets.free_port(), targets.free_port()
     argv = [
@@ -137,6 +145,8 @@ async def start_sidecar(
         "--admin-port",
         str(admin_port),
     ]
+    if profile is not None:
+        argv[1:1] = ["-m", "pyinstrument", "-r", "session", "-o", str(profile)]
     pythonpath = os.pathsep.join([str(REPO / "sidecar"), str(REPO)])
     started = time.monotonic()
     proc, log = fleet.spawn(name, argv, env={"PYTHONPATH": pythonpath, **env})

@@ -70,22 +70,31 @@ FULL = [
 ]
 QUICK = [Scenario(50, 20, 0.02), Scenario(200, 10, 0.2)]
 
-# name -> how to start it; direct is the upstream itself.
-Starter = Callable[[targets.Fleet, str], Awaitable[targets.Server]]
+# name -> how to start it (fleet, upstream URL, profile folder); direct is the upstream itself.
+Starter = Callable[[targets.Fleet, str, Path | None], Awaitable[targets.Server]]
 SIDECAR_ENV = {"SLUICE_ADMIN_TOKEN": "bench"}
+
+
+def _sidecar(loop: str) -> Starter:
+    name = f"sidecar-{loop}"
+    env = SIDECAR_ENV | {"SLUICE_EVENT_LOOP": loop}
+
+    def start(fleet: targets.Fleet, upstream: str, profiles: Path | None):  # type: ignore[no-untyped-def]
+        profile = profiles / f"{name}.pyisession" if profiles else None
+        return stream_targets.start_sidecar(fleet, upstream, name, env, profile)
+
+    return start
+
+
 TARGETS: dict[str, Starter] = {
-    "nginx": stream_targets.start_nginx,
-    "relay-asyncio": lambda fleet, up: stream_targets.start_relay(fleet, up, "asyncio"),
-    "relay-uvloop": lambda fleet, up: stream_targets.start_relay(fleet, up, "uvloop"),
-    "relay-reqwest-uvloop": lambda fleet, up: stream_targets.start_relay(
+    "nginx": lambda fleet, up, _: stream_targets.start_nginx(fleet, up),
+    "relay-asyncio": lambda fleet, up, _: stream_targets.start_relay(fleet, up, "asyncio"),
+    "relay-uvloop": lambda fleet, up, _: stream_targets.start_relay(fleet, up, "uvloop"),
+    "relay-reqwest-uvloop": lambda fleet, up, _: stream_targets.start_relay(
         fleet, up, "uvloop", "reqwest"
     ),
-    "sidecar-asyncio": lambda fleet, up: stream_targets.start_sidecar(
-        fleet, up, "sidecar-asyncio", SIDECAR_ENV | {"SLUICE_EVENT_LOOP": "asyncio"}
-    ),
-    "sidecar-uvloop": lambda fleet, up: stream_targets.start_sidecar(
-        fleet, up, "sidecar-uvloop", SIDECAR_ENV | {"SLUICE_EVENT_LOOP": "uvloop"}
-    ),
+    "sidecar-asyncio": _sidecar("asyncio"),
+    "sidecar-uvloop": _sidecar("uvloop"),
 }
 
 
@@ -105,7 +114,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--streams", default="", help="only the scenarios with these N")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--profile", type=Path, help="run the sidecars under pyinstrument, reports in this folder"
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        args.profile = args.profile.resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
     args.targets = [t for t in args.targets.split(",") if t]
     unknown = set(args.targets) - {"direct", *TARGETS}
     if unknown:
@@ -333,7 +348,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for name in args.targets:
                 if name != "direct":
                     echo(f"starting {name}")
-                    proxies[name] = await TARGETS[name](fleet, up_url)
+                    proxies[name] = await TARGETS[name](fleet, up_url, args.profile)
             for round_no in range(args.rounds):
                 rows = []
                 for scenario in args.scenarios:

@@ -118,16 +118,23 @@ async def test_keep_alive_reuses_one_connection(
     assert len(set(upstream.seen.peers)) == 1
 
 
-async def test_a_stale_keep_alive_connection_is_retried_on_a_new_one(
+async def test_a_stale_keep_alive_connection_fails_retryably_and_is_not_reused(
     make_transport: Factory,
 ) -> None:
+    """The upstream closed a pooled connection as the next request went out.
+
+    Not sent again by the transport (the provider may have processed it): a transient error,
+    which the retry stage sends again, counts and charges; the next call gets a new connection.
+    """
     server = StaleServer()
     await server.start()
     try:
         transport = await make_transport()
-        first = await transport.send(post(server.url + "/json"))
-        second = await transport.send(post(server.url + "/json"))
-        assert first.json == second.json == {"ok": True}
+        assert (await transport.send(post(server.url + "/json"))).json == {"ok": True}
+        with pytest.raises(TransientUpstreamError) as raised:
+            await transport.send(post(server.url + "/json"))
+        assert raised.value.reason == "connection error"
+        assert (await transport.send(post(server.url + "/json"))).json == {"ok": True}
         assert (server.connections, server.answered) == (2, 2)
     finally:
         await server.close()

@@ -87,6 +87,18 @@ async def open_anthropic(sidecar: SidecarHandle) -> tuple[str, Any]:
     return "served", stream
 
 
+async def refusals_counted(sidecar: SidecarHandle) -> float:
+    """The refusals in ``llm_errors_by_type_total`` (class ``refused``), over every model."""
+    families = text_string_to_metric_families(await sidecar.metrics_text())
+    return sum(
+        sample.value
+        for family in families
+        if family.name == "llm_errors_by_type"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("class") == "refused"
+    )
+
+
 async def finish(stream: Any) -> None:
     async for _ in stream:
         pass
@@ -111,15 +123,7 @@ async def test_streams_past_a_limit_are_served_or_refused_at_once(
         kinds = [kind for kind, _ in outcomes]
         assert kinds.count("served") == served and upstream.open_streams == served
         assert kinds.count("refused") == 2 * PER_API - served
-        families = text_string_to_metric_families(await sidecar.metrics_text())
-        refusals = sum(
-            sample.value
-            for family in families
-            for sample in family.samples
-            if sample.name == "llm_errors_by_type_total"
-            and sample.labels["type"] == "concurrency_limit"
-        )
-        assert refusals == 2 * PER_API - served
+        assert await refusals_counted(sidecar) == 2 * PER_API - served
 
         upstream.release.set()
         await asyncio.gather(*(finish(stream) for _, stream in outcomes if stream is not None))

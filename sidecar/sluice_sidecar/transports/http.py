@@ -170,26 +170,17 @@ class HttpTransport:
 async def _request(
     session: aiohttp.ClientSession, request: UpstreamRequest, proxy: str | None
 ) -> aiohttp.ClientResponse:
-    """Send once; once more at once if the connection was closed before any answer came.
-
-    That is a pooled keep-alive connection the upstream closed as the request went out (idle
-    timeouts of load balancers): sent again on a new connection, without the retry stage's
-    backoff. Only one retry here: a second disconnect is a real failure.
-    """
-    for retry in (False, True):
-        try:
-            return await session.request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                data=request.body,
-                allow_redirects=False,
-                proxy=proxy,
-            )
-        except aiohttp.ServerDisconnectedError:
-            if retry:
-                raise
-    raise AssertionError("unreachable")
+    # A connection closed before any answer (a pooled keep-alive connection the upstream had
+    # closed, or a provider that dropped the call) is not sent again here: the provider may
+    # have processed it, so the retry stage decides, counts the attempt and charges it.
+    return await session.request(
+        request.method,
+        request.url,
+        headers=request.headers,
+        data=request.body,
+        allow_redirects=False,
+        proxy=proxy,
+    )
 
 
 def _secrets(request: UpstreamRequest) -> list[str]:
