@@ -260,29 +260,36 @@ def sidecar_missing() -> str | None:
     return None
 
 
-def start_passthrough(fleet: Fleet, upstream: Server) -> Server:
-    """The bare aiohttp proxy of ``passthrough_proxy.py``: the floor under the sidecar."""
+def start_passthrough(
+    fleet: Fleet, upstream: Server, name: str = "aiohttp", loop: str = "asyncio",
+    client: str = "aiohttp",
+) -> Server:  # fmt: skip
+    """The bare proxy of ``passthrough_proxy.py``: the floor under the sidecar, on ``loop``
+    (asyncio or uvloop) relaying through ``client`` (aiohttp or reqwest)."""
     port = free_port()
     origin = upstream.base_url.removesuffix("/v1")
-    argv = [str(VENV_BIN / "python"), str(REPO / "bench" / "passthrough_proxy.py"),
-            "--host", HOST, "--port", str(port), "--upstream", origin]  # fmt: skip
+    argv = [sys.executable, str(REPO / "bench" / "passthrough_proxy.py"),
+            "--host", HOST, "--port", str(port), "--upstream", origin,
+            "--loop", loop, "--client", client]  # fmt: skip
     started = time.monotonic()
-    proc, log = fleet.spawn("aiohttp", argv)
-    server = Server("aiohttp", proc, f"http://{HOST}:{port}/v1", log)
+    proc, log = fleet.spawn(name, argv)
+    server = Server(name, proc, f"http://{HOST}:{port}/v1", log)
     wait_ready(server, server.base_url + "/models", 30, started)
     return server
 
 
-def start_sidecar(fleet: Fleet, upstream: Server) -> Server:
-    policy_dir = fleet.workdir / "policies"
+def start_sidecar(
+    fleet: Fleet, upstream: Server, name: str = "sidecar", env: dict[str, str] | None = None
+) -> Server:
+    policy_dir = fleet.workdir / f"policies-{name}"
     policy_dir.mkdir()
     (policy_dir / "bench.yaml").write_text(POLICY.format(upstream=upstream.base_url))
     data_port, admin_port = free_port(), free_port()
     argv = [str(VENV_BIN / "sluice-sidecar"), "--policy-dir", str(policy_dir), "--host", HOST,
             "--data-port", str(data_port), "--admin-port", str(admin_port)]  # fmt: skip
     started = time.monotonic()
-    proc, log = fleet.spawn("sidecar", argv)
-    server = Server("sidecar", proc, f"http://{HOST}:{data_port}/v1", log)
+    proc, log = fleet.spawn(name, argv, env=env)
+    server = Server(name, proc, f"http://{HOST}:{data_port}/v1", log)
     wait_ready(server, f"http://{HOST}:{admin_port}/readyz", 60, started)
     return server
 

@@ -39,6 +39,12 @@ import overhead_wrk as wrk
 sys.path.insert(0, str(targets.REPO))  # for the collector harness of tests/otel
 from tests.otel.collector import Collector, CollectorUnavailable, collector_binary
 
+# The bare relays of --floor: (target, event loop, upstream client).
+FLOORS = [
+    ("aiohttp", "asyncio", "aiohttp"),
+    ("aiohttp-uvloop", "uvloop", "aiohttp"),
+    ("reqwest-uvloop", "uvloop", "reqwest"),
+]
 SERVER_CPU = 0  # the upstream and the proxy under test share this core
 LOAD_CPU = 1  # wrk runs alone on this one
 # The sidecar+otlp target: every call traced (the default sampler), metrics exported each
@@ -62,7 +68,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", default="1,32", help="comma-separated wrk connections")
     parser.add_argument("--peers", action="store_true", help="also measure the LiteLLM proxy")
     parser.add_argument(
-        "--floor", action="store_true", help="also measure a bare aiohttp proxy (the floor)"
+        "--floor",
+        action="store_true",
+        help="also measure the bare relays (the floor): aiohttp on asyncio and on uvloop,"
+        " pyreqwest on uvloop",
+    )
+    parser.add_argument(
+        "--loops", action="store_true", help="also measure the sidecar on asyncio's event loop"
     )
     parser.add_argument(
         "--otlp",
@@ -183,8 +195,19 @@ def ratios(rows: list[dict[str, Any]], low: int, high: int) -> dict[str, float |
     found["sidecar_vs_nginx_cpu_per_request"] = div(
         get("sidecar", high, "cpu_us_per_req"), get("nginx", high, "cpu_us_per_req")
     )
-    found["sidecar_vs_aiohttp_cpu_per_request"] = div(
-        get("sidecar", high, "cpu_us_per_req"), get("aiohttp", high, "cpu_us_per_req")
+    # The sidecar (uvloop by default) over the bare relay on the same loop and client.
+    found["sidecar_vs_aiohttp_uvloop_cpu_per_request"] = div(
+        get("sidecar", high, "cpu_us_per_req"), get("aiohttp-uvloop", high, "cpu_us_per_req")
+    )
+    found["sidecar_asyncio_vs_aiohttp_cpu_per_request"] = div(
+        get("sidecar-asyncio", high, "cpu_us_per_req"), get("aiohttp", high, "cpu_us_per_req")
+    )
+    found["reqwest_vs_aiohttp_uvloop_cpu_per_request"] = div(
+        get("reqwest-uvloop", high, "cpu_us_per_req"),
+        get("aiohttp-uvloop", high, "cpu_us_per_req"),
+    )
+    found["sidecar_uvloop_vs_asyncio_cpu_per_request"] = div(
+        get("sidecar", high, "cpu_us_per_req"), get("sidecar-asyncio", high, "cpu_us_per_req")
     )
     found["otlp_vs_no_export_cpu_per_request"] = div(
         get("sidecar+otlp", high, "cpu_us_per_req"), get("sidecar", high, "cpu_us_per_req")
@@ -254,9 +277,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         started = [("direct", sim)]
         started.append(("nginx", targets.start_nginx(fleet, sim)))
         if args.floor:
-            started.append(("aiohttp", targets.start_passthrough(fleet, sim)))
+            for name, loop, client in FLOORS:
+                started.append((name, targets.start_passthrough(fleet, sim, name, loop, client)))
         if (reason := targets.sidecar_missing()) is None:
             started.append(("sidecar", targets.start_sidecar(fleet, sim)))
+            if args.loops:
+                asyncio_env = {"SLUICE_EVENT_LOOP": "asyncio"}
+                server = targets.start_sidecar(fleet, sim, "sidecar-asyncio", asyncio_env)
+                started.append(("sidecar-asyncio", server))
             if args.otlp:
                 try:
                     collector = start_collector(stack, Path(tmp), load_cpu)
@@ -369,7 +397,7 @@ def _commit() -> str:
 
 def _rss_kib(name: str, server: targets.Server) -> int:
     # The sidecar is one process: its own VmRSS. nginx and LiteLLM may fork: the whole group.
-    if name in ("sidecar", "sidecar+otlp", "aiohttp"):
+    if name.startswith("sidecar") or name in {floor for floor, _, _ in FLOORS}:
         return targets.rss_kib(server.proc.pid)
     return targets.group_rss_kib(server.proc.pid)
 
