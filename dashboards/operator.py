@@ -9,6 +9,11 @@ from dashboards.common import RATE, base, graph, quantiles, single, variable
 NS = 'namespace=~"$namespace"'
 
 
+def sidecars(state: str) -> str:
+    """Sidecars in a state, per policy once however many operator replicas report them."""
+    return f'max by (namespace, policy) (sluice_operator_sidecars{{{NS}, state="{state}"}})'
+
+
 def build() -> dashboard.Dashboard:
     board = base(
         "sluice-operator", "Sluice / Operator", "The Sluice operator's control loop."
@@ -19,13 +24,12 @@ def build() -> dashboard.Dashboard:
         single(
             "Sidecars out of sync",
             "short",
-            f'sum(sluice_operator_sidecars{{{NS}, state="desired"}})'
-            f' - sum(sluice_operator_sidecars{{{NS}, state="synced"}})',
+            f"sum({sidecars('desired')}) - sum({sidecars('synced')})",
         ),
         single(
             "Opted-in pods without the sidecar",
             "short",
-            f'sum(sluice_operator_sidecars{{{NS}, state="missing"}})',
+            f"sum({sidecars('missing')})",
         ),
         single(
             "Push failures per second",
@@ -41,7 +45,8 @@ def build() -> dashboard.Dashboard:
             "Sidecars by state",
             "short",
             (
-                f"sum by (namespace, state) (sluice_operator_sidecars{{{NS}}})",
+                f"sum by (namespace, state) "
+                f"(max by (namespace, policy, state) (sluice_operator_sidecars{{{NS}}}))",
                 "{{namespace}} {{state}}",
             ),
             description="desired: injected pods; synced: running the current configuration;"
