@@ -25,6 +25,7 @@ from e2e.harness import net, processes
 from e2e.harness.client import ApiError
 from e2e.harness.controlplane import ControlPlane
 from e2e.harness.kubelet import Launch, LaunchFactory, PodSlot
+from sluice_sidecar.contract.pod import PodEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES_FILE = ROOT / "helm/sluice/files/operator-clusterrole-rules.yaml"
@@ -214,8 +215,8 @@ def sidecar_launch(cp: ControlPlane, workdir: Path) -> LaunchFactory:
             if c["name"] == "sluice-proxy"
         )
         env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
-        env["SLUICE_POD_UID"] = slot.pod["metadata"]["uid"]
-        env["SLUICE_NAMESPACE"] = slot.namespace
+        env[PodEnv.POD_UID] = slot.pod["metadata"]["uid"]
+        env[PodEnv.NAMESPACE] = slot.namespace
         volumes = {v["name"]: v for v in spec["volumes"]}
         pod_dir = workdir / slot.name
         pod_dir.mkdir(parents=True, exist_ok=True)
@@ -260,10 +261,10 @@ def sidecar_launch(cp: ControlPlane, workdir: Path) -> LaunchFactory:
                     path = keys_dir / item["path"]
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(base64.b64decode(found["data"][item["key"]]))
-        env.pop("SLUICE_ADMIN_TOKEN_FILE", None)
-        env["SLUICE_SECRETS_DIR"] = str(keys_dir)
-        env["SLUICE_STATE_DIR"] = str(pod_dir / "state")  # the pod's emptyDir
-        admin_port = int(env["SLUICE_ADMIN_PORT"])
+        env.pop(PodEnv.ADMIN_TOKEN_FILE, None)
+        env[PodEnv.SECRETS_DIR] = str(keys_dir)
+        env[PodEnv.STATE_DIR] = str(pod_dir / "state")  # the pod's emptyDir
+        admin_port = int(env[PodEnv.ADMIN_PORT])
         return Launch(argv=argv, env=env, ports=[admin_port])
 
     return launch
