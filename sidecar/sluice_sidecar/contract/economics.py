@@ -179,6 +179,38 @@ class BudgetThresholds(Spec):
         return self
 
 
+class BudgetDegradeSpec(Spec):
+    """Near its limit, a budget moves matching calls to a cheaper model or a leaner preset."""
+
+    at: Literal["warning", "alert"] = Field(
+        default="alert", description="From which threshold on (the budget's thresholds)."
+    )
+    operations: list[str] = Field(
+        default_factory=lambda: ["*"],
+        min_length=1,
+        max_length=256,
+        description="Operation names (globs) that degrade.",
+    )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Model the calls use instead (a candidate provider must serve it).",
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Caps the call's output tokens."
+    )
+    temperature: float | None = Field(
+        default=None, ge=0, le=2, description="Replaces the call's temperature."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BudgetDegradeSpec:
+        if self.model is None and self.max_tokens is None and self.temperature is None:
+            raise ValueError("degrade needs a model, maxTokens or temperature")
+        return self
+
+
 class BudgetRules(Spec):
     """What a budget limits; shared by the LlmBudget spec and its compiled form."""
 
@@ -188,6 +220,9 @@ class BudgetRules(Spec):
     thresholds: BudgetThresholds = Field(default_factory=BudgetThresholds)
     enforcement: Enforcement = Field(
         default="hard", description="hard: refuse at 100 %; soft: log and metric only."
+    )
+    degrade: BudgetDegradeSpec | None = Field(
+        default=None, description="Cheaper model or leaner preset past a threshold; null: off."
     )
 
 

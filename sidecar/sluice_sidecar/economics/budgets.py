@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Protocol
 
-from sluice_sidecar.contract.budget_maths import BudgetRule, Counters, level, utilization
+from sluice_sidecar.contract.budget_maths import (
+    BudgetLevel,
+    BudgetRule,
+    Counters,
+    level,
+    utilization,
+)
 from sluice_sidecar.contract.periods import Period, period_of, previous_periods
 from sluice_sidecar.contract.usage import BudgetUsage, PastPeriod
 from sluice_sidecar.economics.usage import OutputBound
@@ -270,6 +276,11 @@ class BudgetLedger:
             counters = self.store.settle(reservation, cost, tokens)
             if self._observer is not None and counters is not None:
                 self._observer(reservation.rule, reservation.period, counters)
+
+    async def level_of(self, rule: BudgetRule) -> BudgetLevel:
+        """The budget's level in its current period, from its spend (not its reservations)."""
+        c = await self.store.counters(rule, period_of(rule.spec.period, self.now()))
+        return level(rule, utilization(rule, c))
 
     async def status(self, rules: Sequence[BudgetRule]) -> list[BudgetUsage]:
         now = self.now()

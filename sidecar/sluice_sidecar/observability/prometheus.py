@@ -215,6 +215,12 @@ class Metrics:
             ["budget", "reason", "enforcement"],
             registry=r,
         )
+        self.budget_degradations = Counter(
+            "llm_budget_degradations",
+            "Calls a budget past its degrade threshold moved to a cheaper model or preset.",
+            ["budget", "operation"],
+            registry=r,
+        )
         self.budget_thresholds = Counter(
             "llm_budget_threshold_crossings",
             "Times a budget's utilisation crossed a threshold (Warning, Alert, Exceeded).",

@@ -6,6 +6,7 @@ imports the stages; the stages import none of each other.
 
 Order, outermost first:
 
+    degrade   -> past a budget's threshold: a cheaper model or a leaner preset
     metering  -> estimate; usage from the answer (streams too); price; record
     latency   -> x-sluice-estimated-ms from history; record duration; flag anomalies
     cache     -> answer from the exact-match cache (hit), or store the answer (miss)
@@ -41,6 +42,7 @@ from sluice_sidecar.pipeline.cache import CacheStage
 from sluice_sidecar.pipeline.call import Call, Next, Stage
 from sluice_sidecar.pipeline.circuit import CircuitStage
 from sluice_sidecar.pipeline.coalesce import CoalesceStage
+from sluice_sidecar.pipeline.degrade import DegradeStage
 from sluice_sidecar.pipeline.fallback import FallbackStage
 from sluice_sidecar.pipeline.latency import LatencyStage
 from sluice_sidecar.pipeline.metering import MeteringStage
@@ -77,6 +79,7 @@ def build_pipeline(deps: Dependencies) -> Pipeline:
     """The stages in the order of the table above, bound to the long-lived dependencies."""
     queue = PriorityQueueStage(deps.batch_stats, deps.metrics)
     stages: list[Stage] = [
+        DegradeStage(deps.budgets, deps.metrics),
         MeteringStage(deps.metrics, [deps.usage.record, deps.sessions.record]),
         LatencyStage(deps.latency, deps.metrics),
         CacheStage(deps.cache_backend, deps.cache_stats, deps.metrics),
