@@ -21,7 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from e2e.harness import net, rbac
 from e2e.harness.binaries import Binaries
 from e2e.harness.controlplane import ControlPlane
-from e2e.sluice import OPERATOR_NAMESPACE, SluiceDeployment
+from e2e.harness.kubelet import FakeKubelet, IpAllocator
+from e2e.harness.processes import wait_until
+from e2e.sluice import OPERATOR_NAMESPACE, SluiceDeployment, sidecar_launch
 
 
 @contextmanager
@@ -97,3 +99,17 @@ def start_replica(first: SluiceDeployment, extra: Mapping[str, str] | None = Non
     with _environ(env):
         deployment.start_operator()
     return Replica(deployment, metrics_port)
+
+
+def app_kubelet(cp: ControlPlane, namespace: str, ips: IpAllocator, workdir: Path) -> FakeKubelet:
+    """Namespace ``namespace`` made, and a started kubelet running its injected pods."""
+    cp.kubectl("create", "namespace", namespace)
+    wait_until(
+        lambda: cp.api.exists(f"/api/v1/namespaces/{namespace}/serviceaccounts/default"),
+        30,
+        what=f"ServiceAccount {namespace}/default",
+    )
+    launch = sidecar_launch(cp, workdir)
+    return FakeKubelet(
+        cp.api, namespace, "sluice.dev/injected=true", launch, workdir / "pods", ips
+    ).start()

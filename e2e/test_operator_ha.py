@@ -14,10 +14,15 @@ import yaml
 
 from e2e.harness.binaries import Binaries
 from e2e.harness.controlplane import ControlPlane
-from e2e.harness.kubelet import FakeKubelet, IpAllocator
+from e2e.harness.kubelet import IpAllocator
 from e2e.harness.processes import wait_until
-from e2e.operator_replicas import Replica, fresh_control_plane, install, start_replica
-from e2e.sluice import sidecar_launch
+from e2e.operator_replicas import (
+    Replica,
+    app_kubelet,
+    fresh_control_plane,
+    install,
+    start_replica,
+)
 from e2e.test_budgets import budget_status, call, manifests, own_spend, simulator
 from e2e.workloads import admin_token, configmap_version, deployment, running_sidecars, versions
 
@@ -77,23 +82,10 @@ def test_killing_the_active_replica_mid_rollout_loses_nothing(
     tmp_path: Path,
 ) -> None:
     cp, (active, standby) = cluster
-    cp.kubectl("create", "namespace", NAMESPACE)
-    wait_until(
-        lambda: cp.api.exists(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default"),
-        30,
-        what="the default ServiceAccount",
-    )
+    kubelet = app_kubelet(cp, NAMESPACE, loopback_ips, tmp_path)
     policy, budget = yaml.safe_load_all(manifests(simulator))
     budget["spec"]["limits"]["costUSD"] = 10  # far away: this test counts, it does not block
     cp.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump_all([policy, budget]))
-    kubelet = FakeKubelet(
-        cp.api,
-        NAMESPACE,
-        "sluice.dev/injected=true",
-        sidecar_launch(cp, tmp_path),
-        tmp_path / "pods",
-        loopback_ips,
-    ).start()
     try:
         cp.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=deployment("studio", 3))
         slots = running_sidecars(kubelet, 3)

@@ -12,10 +12,15 @@ import yaml
 
 from e2e.harness.binaries import Binaries
 from e2e.harness.controlplane import ControlPlane
-from e2e.harness.kubelet import FakeKubelet, IpAllocator
+from e2e.harness.kubelet import IpAllocator
 from e2e.harness.processes import wait_until
-from e2e.operator_replicas import Replica, fresh_control_plane, install, start_replica
-from e2e.sluice import sidecar_launch
+from e2e.operator_replicas import (
+    Replica,
+    app_kubelet,
+    fresh_control_plane,
+    install,
+    start_replica,
+)
 from e2e.workloads import (
     admin_token,
     configmap_version,
@@ -54,20 +59,7 @@ def test_operator_metrics_follow_a_rollout_a_policy_and_a_budget(
     cluster: tuple[ControlPlane, Replica], loopback_ips: IpAllocator, tmp_path: Path
 ) -> None:
     cp, replica = cluster
-    cp.kubectl("create", "namespace", NAMESPACE)
-    wait_until(
-        lambda: cp.api.exists(f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default"),
-        30,
-        what="the default ServiceAccount",
-    )
-    kubelet = FakeKubelet(
-        cp.api,
-        NAMESPACE,
-        "sluice.dev/injected=true",
-        sidecar_launch(cp, tmp_path),
-        tmp_path / "pods",
-        loopback_ips,
-    ).start()
+    kubelet = app_kubelet(cp, NAMESPACE, loopback_ips, tmp_path)
     try:
         cp.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=deployment("studio", 2))
         running_sidecars(kubelet, 2)
