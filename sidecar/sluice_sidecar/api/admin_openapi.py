@@ -186,6 +186,7 @@ def _answer_bodies() -> dict[str, Schema]:
             hitRate=SHARE,
             evictions=COUNT,
             errors=COUNT,
+            staleServed=COUNT,
             savedUSD=USD,
         ),
         "batching": obj(

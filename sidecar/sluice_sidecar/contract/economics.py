@@ -68,6 +68,13 @@ class OperationCacheSpec(Spec):
     ttl_seconds: int | None = Field(
         default=None, ge=1, le=30 * 86_400, description="null: the policy's ttlSeconds."
     )
+    stale_if_error_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=7 * 86_400,
+        description="When every provider fails, answer from an entry at most this long past its "
+        "TTL (x-sluice-cache: stale); null: never.",
+    )
 
 
 class EmbeddingsBatchSpec(Spec):

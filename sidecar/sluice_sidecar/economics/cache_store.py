@@ -1,9 +1,11 @@
 """Answer cache back-ends: a bounded in-process LRU and Redis shared by every replica.
 
-An entry is one complete answer: status, content type, whether it is an SSE stream, and the
-bytes (in memory also the parsed JSON, so a hit does not parse again; it is charged against the
-byte bound at ``PARSED_FACTOR`` times the answer's size). ``MemoryCache`` is bounded by entry
-count and by bytes (least recently used evicted first) and honours each entry's TTL.
+An entry is one complete answer: status, content type, whether it is an SSE stream, the bytes
+(in memory also the parsed JSON, so a hit does not parse again; it is charged against the
+byte bound at ``PARSED_FACTOR`` times the answer's size) and when it was stored, on the
+back-end's clock (``now``), so an entry kept past its TTL for stale-if-error knows its age.
+``MemoryCache`` is bounded by entry count and by bytes (least recently used evicted first)
+and honours each entry's TTL.
 ``RedisCache`` stores ``header\\n body`` under ``sluice:cache:<key>`` with the TTL as expiry;
 any Redis error is counted and treated as a miss (reads) or skipped (writes): a Redis outage
 never fails a call. Statistics live in ``CacheStats``, shared by both.
@@ -34,6 +36,7 @@ class CachedAnswer:
     stream: bool
     body: bytes
     document: Any = field(default=None, compare=False)  # parsed JSON body (memory only; read-only)
+    stored_at: float = 0.0  # the back-end's clock when stored
 
     @property
     def size(self) -> int:
@@ -50,6 +53,7 @@ class CacheStats:
     stores: int = 0
     evictions: int = 0
     errors: int = 0
+    stale: int = 0  # answers served past their TTL because every provider failed
     saved: Decimal = field(default_factory=Decimal)
 
     def as_json(self) -> dict[str, Any]:
@@ -62,12 +66,15 @@ class CacheStats:
             "hitRate": round(self.hits / looked, 4) if looked else 0.0,
             "evictions": self.evictions,
             "errors": self.errors,
+            "staleServed": self.stale,
             "savedUSD": str(self.saved),
         }
 
 
 class CacheBackend(Protocol):
     name: str
+
+    def now(self) -> float: ...  # the clock entries' ``stored_at`` is read on
 
     async def get(self, key: str) -> CachedAnswer | None: ...
     async def put(self, key: str, answer: CachedAnswer, ttl_s: int) -> None: ...
@@ -91,6 +98,9 @@ class MemoryCache:
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, CachedAnswer]] = OrderedDict()
         self._bytes = 0
+
+    def now(self) -> float:
+        return self._clock()
 
     def resize(self, max_entries: int, max_bytes: int) -> None:
         self.max_entries, self.max_bytes = max_entries, max_bytes
@@ -156,10 +166,16 @@ class RedisCache:
             meta = orjson.loads(header)
         except orjson.JSONDecodeError:
             return None
-        return CachedAnswer(meta["s"], meta["t"], meta["st"], body)
+        return CachedAnswer(
+            meta["s"], meta["t"], meta["st"], body, stored_at=meta.get("at", time.time())
+        )
+
+    def now(self) -> float:
+        return time.time()  # shared by replicas: wall-clock time
 
     async def put(self, key: str, answer: CachedAnswer, ttl_s: int) -> None:
-        header = orjson.dumps({"s": answer.status, "t": answer.content_type, "st": answer.stream})
+        meta = {"s": answer.status, "t": answer.content_type, "st": answer.stream}
+        header = orjson.dumps(meta | {"at": answer.stored_at})
         try:
             await self._client.set(REDIS_PREFIX + key, header + b"\n" + answer.body, ex=ttl_s)
         except (RedisError, OSError) as error:

@@ -12,6 +12,13 @@ is not an error document; a stream when it is ``text/event-stream``, every event
 well-formed and it ended with its terminator (``data: [DONE]``, ``message_stop``), up to
 ``maxEntryBytes``. A hit replays a stream as one SSE chunk. The answer
 carries ``x-sluice-cache: hit|miss|bypass`` whenever the workload has caching on.
+
+Stale-if-error (``operations.<Name>.cache.staleIfErrorSeconds``): the operation's answers are
+kept that long past their TTL; such an entry is no hit, but when the call then fails at every
+provider (a transient error after retries and fallbacks, or every circuit open or bulkhead full)
+it is served instead of the error, with ``x-sluice-cache: stale`` and its age past storage in
+``x-sluice-stale-age-s``, and metered as a hit. The key holds the tenant and the caller's
+credentials, so a stale answer never crosses tenants or keys.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import orjson
 from sluice_sidecar.contract.economics import CacheSpec
 from sluice_sidecar.economics.cache_key import VARIANT_HEADERS, cache_key, credential_hash
 from sluice_sidecar.economics.cache_store import CacheBackend, CachedAnswer, CacheStats
-from sluice_sidecar.errors import NoProviderForModel
+from sluice_sidecar.errors import NoProviderForModel, Refused, TransientUpstreamError
 from sluice_sidecar.observability import otel
 from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call, Next
@@ -51,7 +58,8 @@ class CacheStage:
         self._select = select
         self._stats = stats
         self._metrics = metrics
-        self._results = {r: metrics.cache_requests.labels(r) for r in ("hit", "miss", "bypass")}
+        results = ("hit", "miss", "bypass", "stale")
+        self._results = {r: metrics.cache_requests.labels(r) for r in results}
 
     async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
         spec = call.runtime.config.cache
@@ -65,10 +73,16 @@ class CacheStage:
         call.cache_key = key
         backend = self._select(spec)
         found = await backend.get(key)
-        if found is not None:
+        operation = call.operation
+        if found is not None and backend.now() - found.stored_at <= operation.cache_ttl_s:
             return self._hit(call, found)
         self._count(call, "miss")
-        reply = await next_stage(call)
+        try:
+            reply = await next_stage(call)
+        except (TransientUpstreamError, Refused):
+            if found is None:  # nothing kept past its TTL (or the operation keeps nothing)
+                raise
+            return self._stale(call, found, backend.now() - found.stored_at)
         if 200 <= reply.status < 300:
             if reply.streaming:
                 assert reply.chunks is not None
@@ -78,8 +92,10 @@ class CacheStage:
                     reply.chunks = self._recording(first, source, reply, backend, key, call, spec)
             elif len(reply.body) <= spec.max_entry_bytes and _valid_answer(reply, call):
                 content_type = reply.headers.get("content-type", "application/json")
-                answer = CachedAnswer(reply.status, content_type, False, reply.body, reply.json)
-                await self._store(backend, key, answer, call.operation.cache_ttl_s)
+                answer = CachedAnswer(
+                    reply.status, content_type, False, reply.body, reply.json, backend.now()
+                )
+                await self._store(backend, key, answer, _kept_for(call))
         return reply
 
     async def _bypass(self, call: Call, next_stage: Next) -> UpstreamReply:
@@ -99,6 +115,18 @@ class CacheStage:
 
     def _hit(self, call: Call, answer: CachedAnswer) -> UpstreamReply:
         self._count(call, "hit")
+        return self._replay(call, answer)
+
+    def _stale(self, call: Call, answer: CachedAnswer, age_s: float) -> UpstreamReply:
+        """Every provider failed: the answer kept past its TTL instead of the error."""
+        call.cache_status = "hit"  # metered as one: the call cost nothing
+        call.response_headers["x-sluice-cache"] = "stale"
+        call.response_headers["x-sluice-stale-age-s"] = str(max(int(age_s), 0))
+        self._results["stale"].inc()
+        self._stats.stale += 1
+        return self._replay(call, answer)
+
+    def _replay(self, call: Call, answer: CachedAnswer) -> UpstreamReply:
         otel.current_call().cache_hit()
         call.response_headers["x-sluice-provider"] = "cache"
         headers = {"content-type": answer.content_type}
@@ -150,8 +178,13 @@ class CacheStage:
             yield chunk
         if parts is not None and is_complete_stream(body := b"".join(parts)):
             content_type = reply.headers.get("content-type", EVENT_STREAM)
-            answer = CachedAnswer(reply.status, content_type, True, body)
-            await self._store(backend, key, answer, call.operation.cache_ttl_s)
+            answer = CachedAnswer(reply.status, content_type, True, body, stored_at=backend.now())
+            await self._store(backend, key, answer, _kept_for(call))
+
+
+def _kept_for(call: Call) -> int:
+    """How long an answer of this call is kept: its TTL, and its stale-if-error time after."""
+    return call.operation.cache_ttl_s + call.operation.cache_stale_s
 
 
 def _content_type(reply: UpstreamReply) -> str:

@@ -20,7 +20,7 @@ from sluice_sidecar.pipeline.runtime import Operation, Provider, Runtime
 from sluice_sidecar.transports.base import UpstreamReply
 
 RouteKind = Literal["chat", "completions", "embeddings", "messages", "models"]
-CacheStatus = Literal["hit", "miss", "bypass", "off"]
+CacheStatus = Literal["hit", "miss", "bypass", "off"]  # a stale answer served counts as a hit
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,7 @@ class Operation:
     provider_names: tuple[str, ...] | None
     cache_mode: str = "off"  # off, always (operation enabled it), deterministic (temperature)
     cache_ttl_s: int = 0
+    cache_stale_s: int = 0  # served past its TTL for this long when every provider fails
     adaptive_timeout: AdaptiveTimeoutSpec | None = None  # None: attempts run to the deadline
 
     @property
@@ -278,6 +279,7 @@ def _build_operation(name: str, spec: OperationSpec, config: SidecarConfig) -> O
         provider_names=tuple(spec.providers) if spec.providers is not None else None,
         cache_mode=mode,
         cache_ttl_s=ttl,
+        cache_stale_s=(spec.cache.stale_if_error_seconds or 0) if spec.cache else 0,
         adaptive_timeout=adaptive if adaptive.enabled else None,
     )
 

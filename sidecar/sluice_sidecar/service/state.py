@@ -79,7 +79,7 @@ class SidecarState:
         self.cache_stats = CacheStats()
         default_cache = CacheSpec()
         self.memory_cache = MemoryCache(
-            default_cache.max_entries, default_cache.max_bytes, self.cache_stats
+            default_cache.max_entries, default_cache.max_bytes, self.cache_stats, clock=clock
         )
         self.redis_cache: RedisCache | None = None
         self._warned_no_redis = False
