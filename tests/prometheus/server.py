@@ -5,6 +5,7 @@ every second, evaluating the chart's rules every second, queried through its HTT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import shutil
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,18 @@ class Prometheus:
         """At least one sample that is a number (not NaN: a quantile of no observations)."""
         return any(not math.isnan(s["value"]) for s in await self.query(promql))
 
+    async def without_data(self, promql: list[str], *, limit_s: float) -> list[str]:
+        """The queries still without data once all have it or ``limit_s`` has passed."""
+        empty = list(promql)
+
+        async def all_have_data() -> bool:
+            empty[:] = [q for q in empty if not await self.has_data(q)]
+            return not empty
+
+        with contextlib.suppress(TimeoutError):  # then the caller names the empty ones
+            await eventually(all_have_data, limit_s=limit_s)
+        return empty
+
     async def close(self) -> None:
         await self.http.close()
         if self.process.returncode is None:
@@ -64,7 +77,11 @@ class Prometheus:
             await self.process.wait()
 
 
-async def start_prometheus(workdir: Path, targets: list[Target]) -> Prometheus:
+async def start_prometheus(
+    workdir: Path, targets: list[Target], *, job: str = "sluice-sidecar", honor_labels: bool = False
+) -> Prometheus:
+    """Started and ready. ``honor_labels``: as the chart's ServiceMonitor scrapes the operator."""
+    workdir.mkdir(exist_ok=True)  # noqa: ASYNC240 - once, before the process exists
     prometheus = binary()
     assert prometheus is not None
     config = {
@@ -72,7 +89,8 @@ async def start_prometheus(workdir: Path, targets: list[Target]) -> Prometheus:
         "rule_files": [str(RULES_FILE)],
         "scrape_configs": [
             {
-                "job_name": "sluice-sidecar",
+                "job_name": job,
+                "honor_labels": honor_labels,
                 "static_configs": [{"targets": [t.address], "labels": t.labels} for t in targets],
             }
         ],

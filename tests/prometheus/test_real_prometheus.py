@@ -9,7 +9,6 @@ the operator on the real control plane (e2e/test_operator_dashboard.py).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.prometheus import traffic
-from tests.prometheus.panels import Query, queries, variable_lookups
+from tests.prometheus.panels import queries, variable_lookups
 from tests.prometheus.rules import rules
 from tests.prometheus.server import Prometheus, Target, binary, eventually, start_prometheus
 from tests.support.sidecar import SidecarHandle, close_test_sidecar, start_test_sidecar
@@ -81,15 +80,8 @@ async def test_every_sidecar_panel_query_returns_data_from_a_real_prometheus(
         await ingested(scene)
 
     panel_queries = queries(SIDECAR_DASHBOARDS)
-    empty: list[Query] = list(panel_queries)
-
-    async def all_have_data() -> bool:
-        empty[:] = [q for q in empty if not await prometheus.has_data(q.promql())]
-        return not empty
-
-    with contextlib.suppress(TimeoutError):  # then the assertion names the empty ones
-        await eventually(all_have_data, limit_s=20)
-    assert not [(q.dashboard, q.panel, q.promql()) for q in empty]
+    empty = await prometheus.without_data([q.promql() for q in panel_queries], limit_s=20)
+    assert not [(q.dashboard, q.panel, q.promql()) for q in panel_queries if q.promql() in empty]
     assert len(panel_queries) >= 50
     for variable, match, label in variable_lookups(SIDECAR_DASHBOARDS):
         values = await prometheus.api(f"label/{label}/values", **{"match[]": match})
