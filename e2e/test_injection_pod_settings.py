@@ -65,7 +65,8 @@ def test_annotations_set_the_port_and_resources_and_bad_values_refuse_the_pod(
     )
     assert not control_plane.api.exists(f"/api/v1/namespaces/{namespace}/pods/greedy")
 
-    # A base URL the app takes from a ConfigMap through envFrom is not shadowed by ours.
+    # A base URL the app takes from a ConfigMap through envFrom is not shadowed by ours when
+    # the pod says so; by default ours win (envFrom usually carries only the key).
     control_plane.kubectl(
         "create", "configmap", "llm-endpoints", "-n", namespace,
         "--from-literal=OPENAI_BASE_URL=https://llm.internal/v1",
@@ -75,10 +76,21 @@ def test_annotations_set_the_port_and_resources_and_bad_values_refuse_the_pod(
         "image": "registry.local/app:1",
         "envFrom": [{"configMapRef": {"name": "llm-endpoints"}}],
     }
-    own = created(control_plane, namespace, labelled_pod("own-urls", {}, containers=[from_config]))
+    own = created(
+        control_plane, namespace,
+        labelled_pod(
+            "own-urls", {"sluice.dev/inject-base-urls": "except-env-from"}, containers=[from_config]
+        ),
+    )  # fmt: skip
     assert "env" not in own["spec"]["containers"][0]
     assert own["metadata"]["annotations"]["sluice.dev/base-urls-skipped"] == "app"
     assert any(c["name"] == "sluice-proxy" for c in own["spec"]["initContainers"])
+    keyed = dict(from_config, envFrom=[{"secretRef": {"name": "openai-key", "optional": True}}])
+    governed = created(
+        control_plane, namespace, labelled_pod("key-from-secret", {}, containers=[keyed])
+    )
+    urls = {e["name"] for e in governed["spec"]["containers"][0]["env"]}
+    assert {"OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"} <= urls
 
     host = created(control_plane, namespace, labelled_pod("node-agent", {}, hostNetwork=True))
     assert "initContainers" not in host["spec"]

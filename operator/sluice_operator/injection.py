@@ -19,9 +19,10 @@ SIDECAR_NAME = "sluice-proxy"
 INJECT_ANNOTATION = "sluice.dev/inject"
 INJECTED_LABEL = "sluice.dev/injected"
 WORKLOAD_LABEL = "sluice.dev/workload"
-# "false": never set the apps' base URLs; "true": set them on every app container, also one
-# taking variables from envFrom; unset: on the others only.
+# unset or "true": set the apps' base URLs on every app container; "except-env-from": not on
+# a container taking variables from envFrom; "false": never.
 ENV_OPT_OUT_ANNOTATION = "sluice.dev/inject-base-urls"
+EXCEPT_ENV_FROM = "except-env-from"
 BASE_URLS_SKIPPED_ANNOTATION = "sluice.dev/base-urls-skipped"  # containers left to their envFrom
 NATIVE_SIDECAR_MINOR = 29  # restartPolicy: Always init containers are on by default from 1.29
 
@@ -149,17 +150,18 @@ def set_base_urls(
 ) -> list[str]:
     """Point the app containers at the sidecar; the names of those left alone for envFrom.
 
-    Precedence, highest first: the container's own ``env`` entry; then a ConfigMap or Secret
-    it takes through ``envFrom`` (the webhook does not read the app's ConfigMaps and Secrets,
-    so such a container is left to them, and named in ``sluice.dev/base-urls-skipped``);
-    then the sidecar's URLs. ``sluice.dev/inject-base-urls: "true"`` sets them over envFrom
-    (an ``env`` entry beats envFrom in Kubernetes), ``"false"`` never sets them."""
+    A container's own ``env`` entry wins. Otherwise the sidecar's URLs are set, and, being
+    ``env`` entries, they beat whatever the container takes through ``envFrom``: envFrom
+    usually carries the API key, and a pod whose calls bypass the sidecar would be silently
+    ungoverned. ``sluice.dev/inject-base-urls: "except-env-from"`` leaves such containers to
+    their ConfigMaps and Secrets (the webhook does not read them: least privilege) and names
+    them in ``sluice.dev/base-urls-skipped``; ``"false"`` never sets the URLs."""
     mode = (metadata.get("annotations") or {}).get(ENV_OPT_OUT_ANNOTATION)
     if mode == "false":
         return []
     skipped = []
     for app in containers:
-        if app.get("envFrom") and mode != "true":
+        if app.get("envFrom") and mode == EXCEPT_ENV_FROM:
             skipped.append(app.get("name", ""))
             continue
         present = {e.get("name") for e in app.get("env") or []}

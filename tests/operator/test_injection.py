@@ -97,16 +97,24 @@ def test_the_sidecar_goes_after_a_mesh_proxy_and_before_later_init_containers() 
     ]
 
 
-def test_a_container_taking_variables_from_env_from_keeps_its_own_base_urls() -> None:
+def test_a_container_taking_variables_from_env_from_still_calls_through_the_sidecar() -> None:
+    # envFrom usually carries the key: leaving such a container alone would leave it ungoverned.
     configured = pod()
+    configured["spec"]["containers"][0] = {
+        "name": "app", "image": "app", "envFrom": [{"secretRef": {"name": "openai"}}]
+    }  # fmt: skip
+    env = {
+        e["name"]: e["value"]
+        for e in inject(configured, SETTINGS, server_minor=35)["spec"]["containers"][0]["env"]
+    }
+    assert env["OPENAI_BASE_URL"].startswith("http://127.0.0.1:")
+    assert "ANTHROPIC_BASE_URL" in env
+
+
+def test_except_env_from_leaves_a_container_to_its_own_base_urls_and_names_it() -> None:
+    configured = pod(**{"sluice.dev/inject-base-urls": "except-env-from"})
     app = configured["spec"]["containers"][0]
     app["envFrom"] = [{"configMapRef": {"name": "llm-endpoints"}}]
     injected = inject(configured, SETTINGS, server_minor=35)
     assert injected["spec"]["containers"][0]["env"] == app["env"]  # nothing added
     assert injected["metadata"]["annotations"]["sluice.dev/base-urls-skipped"] == "app"
-    forced = pod(**{"sluice.dev/inject-base-urls": "true"})
-    forced["spec"]["containers"][0]["envFrom"] = app["envFrom"]
-    env = {
-        e["name"] for e in inject(forced, SETTINGS, server_minor=35)["spec"]["containers"][0]["env"]
-    }
-    assert env == {"OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"}
