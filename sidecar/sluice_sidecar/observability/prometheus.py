@@ -117,6 +117,13 @@ class Metrics:
             ["provider", "model"],
             registry=r,
         )
+        self.breaker_rejections = Counter(
+            "llm_circuit_breaker_rejections",
+            "Attempts a breaker refused at once: open (or half-open with its trial call in"
+            " flight), or its bulkhead full.",
+            ["provider", "model", "reason"],
+            registry=r,
+        )
         self.timeout_warnings = Counter(
             "llm_timeout_warnings",
             "Calls that passed their operation's warning threshold.",

@@ -34,18 +34,20 @@ class CircuitStage:
         provider = call.provider
         assert provider is not None
         breaker = self._breakers.get(provider.name, call.model_name)
+        model = self._metrics.model_label(call.model_name)
         if not breaker.allows_call():
             wait = breaker.retry_after()
             otel.current_call().breaker_refused(provider.name)
+            self._metrics.breaker_rejections.labels(provider.name, model, "open").inc()
             raise CircuitOpen(
                 f"circuit for {breaker.key} is open; retry in {wait:.1f}s", retry_after=wait or 1.0
             )
         if breaker.bulkhead_full():
+            self._metrics.breaker_rejections.labels(provider.name, model, "bulkhead").inc()
             raise BulkheadFull(
                 f"{breaker.spec.max_concurrent} calls to {breaker.key} already in flight",
                 retry_after=BULKHEAD_RETRY_AFTER_S,
             )
-        model = self._metrics.model_label(call.model_name)
         breaker.acquire()
         call.attempts += 1
         try:
