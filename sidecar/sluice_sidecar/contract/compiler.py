@@ -28,6 +28,7 @@ SECTIONS = (
     "defaults",
     "retry",
     "circuit_breaker",
+    "error_policy",
     "cache",
     "batching",
     "queue",

@@ -175,6 +175,47 @@ class RetrySpec(Spec):
         return self
 
 
+class ErrorClassPolicy(Spec):
+    """What one class of upstream failure does; null: the class's default (transient classes
+    retry, fall back and count against the breaker; permanent ones do none of these)."""
+
+    retry: bool | None = Field(default=None, description="Retried at the same provider.")
+    fallback: bool | None = Field(default=None, description="Moves the call to the next provider.")
+    open_breaker: bool | None = Field(
+        default=None, description="Counts as a failure towards opening the provider's breaker."
+    )
+
+
+class ErrorPolicySpec(Spec):
+    """A policy per class of upstream failure (docs/configuration.md, errorPolicy)."""
+
+    rate_limit: ErrorClassPolicy | None = Field(default=None, description="429.")
+    overload: ErrorClassPolicy | None = Field(default=None, description="503, 529.")
+    timeout: ErrorClassPolicy | None = Field(
+        default=None, description="408, 504, an attempt timeout, a silent stream."
+    )
+    connection: ErrorClassPolicy | None = Field(default=None, description="No connection.")
+    server_error: ErrorClassPolicy | None = Field(default=None, description="500, 502.")
+    invalid_answer: ErrorClassPolicy | None = Field(
+        default=None, description="A 2xx answer that is not valid JSON or a valid stream."
+    )
+    context_length: ErrorClassPolicy | None = Field(
+        default=None, description="A 400 saying the prompt is longer than the model's window."
+    )
+    content_filter: ErrorClassPolicy | None = Field(
+        default=None, description="A 400 from the provider's content filter."
+    )
+    auth: ErrorClassPolicy | None = Field(default=None, description="401, 403.")
+    other: ErrorClassPolicy | None = Field(default=None, description="Any other error answer.")
+    larger_window_model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="After a contextLength failure, the call is made once more with this model "
+        "(a larger window) at the providers that serve it; null: relayed as the policy says.",
+    )
+
+
 class CircuitBreakerSpec(Spec):
     enabled: bool = True
     scope: Literal["provider", "provider-model"] = "provider-model"
@@ -245,6 +286,9 @@ class LlmPolicySpec(Spec):
     operations: dict[OperationName, OperationSpec] = Field(default_factory=dict)
     retry: RetrySpec | None = None
     circuit_breaker: CircuitBreakerSpec | None = None
+    error_policy: ErrorPolicySpec | None = Field(
+        default=None, description="Retry, fallback and breaker per class of upstream failure."
+    )
     cache: CacheSpec | None = Field(default=None, description="Exact-match answer cache.")
     batching: BatchingSpec | None = Field(default=None, description="Coalescing and batching.")
     queue: QueueSpec | None = Field(default=None, description="Priority admission queue.")
@@ -309,6 +353,7 @@ class SidecarConfig(Spec):
     operations: dict[OperationName, OperationSpec] = Field(default_factory=dict)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     circuit_breaker: CircuitBreakerSpec = Field(default_factory=CircuitBreakerSpec)
+    error_policy: ErrorPolicySpec = Field(default_factory=ErrorPolicySpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     queue: QueueSpec = Field(default_factory=QueueSpec)

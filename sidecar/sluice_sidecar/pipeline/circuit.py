@@ -1,8 +1,10 @@
 """Circuit breaker and bulkhead around each attempt at a provider.
 
 Open circuit: refuse at once (the fallback stage moves on). Full bulkhead: refuse at once with
-503 and Retry-After. Otherwise the attempt's outcome is recorded: transient failures and
-deadline expiry count against the provider, permanent errors (the caller's fault) do not.
+503 and Retry-After; both are counted in ``llm_circuit_breaker_rejections_total``. Otherwise
+the attempt's outcome is recorded: deadline expiry and the failures whose class's
+``errorPolicy`` says ``openBreaker`` (by default the transient ones) count against the provider;
+permanent errors (the caller's fault) count as successes, other transient ones as neither.
 For a stream the bulkhead slot is held until the stream is finished.
 """
 
@@ -13,13 +15,14 @@ import asyncio
 from sluice_sidecar.errors import (
     BulkheadFull,
     CircuitOpen,
-    PermanentUpstreamError,
     TransientUpstreamError,
+    UpstreamError,
 )
 from sluice_sidecar.observability import otel
 from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call, Next
 from sluice_sidecar.resilience.breaker import BreakerRegistry
+from sluice_sidecar.resilience.error_classes import error_class
 from sluice_sidecar.transports.base import UpstreamReply
 
 BULKHEAD_RETRY_AFTER_S = 1.0
@@ -52,15 +55,19 @@ class CircuitStage:
         call.attempts += 1
         try:
             reply = await next_stage(call)
-        except TransientUpstreamError:
+        except UpstreamError as error:
             breaker.release()
-            breaker.record_failure()
-            self._metrics.attempts.labels(provider.name, model, "transient_error").inc()
-            raise
-        except PermanentUpstreamError:
-            breaker.release()
-            breaker.record_success()
-            self._metrics.attempts.labels(provider.name, model, "permanent_error").inc()
+            transient = isinstance(error, TransientUpstreamError)
+            # errorPolicy: by default transient failures count against the breaker; a permanent
+            # one is the provider answering as it should, and one that does not count is neutral.
+            if call.runtime.error_policy[error_class(error)].open_breaker:
+                breaker.record_failure()
+            elif transient:
+                breaker.record_neutral()
+            else:
+                breaker.record_success()
+            outcome = "transient_error" if transient else "permanent_error"
+            self._metrics.attempts.labels(provider.name, model, outcome).inc()
             raise
         except asyncio.CancelledError:
             breaker.release()

@@ -1,4 +1,7 @@
-"""Retry transient failures of one provider, inside the call's single deadline.
+"""Retry failures of one provider, inside the call's single deadline.
+
+Which failures: those whose class's ``errorPolicy`` says ``retry`` (by default the transient
+ones: ``resilience.error_classes``).
 
 The wait before retry n is what the provider asked for (Retry-After and rate-limit reset
 headers) or else the configured backoff schedule. A retry that could not finish before the
@@ -15,12 +18,13 @@ import asyncio
 import logging
 import math
 
-from sluice_sidecar.errors import TransientUpstreamError
+from sluice_sidecar.errors import UpstreamError
 from sluice_sidecar.observability import otel
 from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call, Next
 from sluice_sidecar.resilience.backoff import retry_delay_ms
 from sluice_sidecar.resilience.breaker import BreakerRegistry
+from sluice_sidecar.resilience.error_classes import error_class
 from sluice_sidecar.transports.base import UpstreamReply
 
 logger = logging.getLogger("sluice.retry")
@@ -40,8 +44,12 @@ class RetryStage:
         while True:
             try:
                 return await next_stage(call)
-            except TransientUpstreamError as error:
-                if attempt >= spec.max_attempts:
+            except UpstreamError as error:
+                # errorPolicy: by default transient failures are retried, permanent ones not.
+                if (
+                    attempt >= spec.max_attempts
+                    or not call.runtime.error_policy[error_class(error)].retry
+                ):
                     raise
                 delay_ms = _requested_ms(error.retry_after)
                 if delay_ms is None:

@@ -29,6 +29,8 @@ from sluice_sidecar.economics.price_file import PriceFileError, PriceFileWatch, 
 from sluice_sidecar.economics.pricing import PriceTable
 from sluice_sidecar.economics.vendors import with_vendor
 from sluice_sidecar.errors import ApiFamily, MalformedRequest, NoProviderForModel
+from sluice_sidecar.resilience.error_classes import ErrorPolicy
+from sluice_sidecar.resilience.error_classes import resolve as resolve_error_policy
 
 DISPLAY_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "openrouter": "OpenRouter"}
 MAX_CANDIDATE_CACHE = 1024
@@ -97,6 +99,7 @@ class Runtime:
     fallback_operation: Operation | None  # used for unknown operations when allowed
     prices: PriceTable
     budget_rules: tuple[BudgetRule, ...]
+    error_policy: ErrorPolicy  # retry, fallback and breaker per class of upstream failure
     _candidates: dict[tuple[ApiFamily, str | None, str], tuple[Provider, ...]] = field(
         default_factory=dict
     )
@@ -173,6 +176,7 @@ def build_runtime(
         fallback_operation=fallback,
         prices=prices,
         budget_rules=build_rules(config.budgets),
+        error_policy=resolve_error_policy(config.error_policy),
     )
 
 
