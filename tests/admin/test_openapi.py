@@ -70,6 +70,7 @@ CALLS: list[tuple[str, str, str, dict[str, str], Any]] = [
     ),
     ("GET", "/admin/estimate", "/admin/estimate", {"promptTokens": "-1"}, None),
     ("GET", "/admin/inflight", "/admin/inflight", {}, None),
+    ("GET", "/admin/suggestions", "/admin/suggestions", {}, None),
     ("GET", "/admin/sessions", "/admin/sessions", {}, None),
     ("GET", "/admin/sessions/{session}", "/admin/sessions/job-1", {}, None),
     ("GET", "/admin/sessions/{session}", "/admin/sessions/nobody", {}, None),

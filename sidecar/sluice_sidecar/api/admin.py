@@ -229,6 +229,13 @@ async def get_batching(request: web.Request) -> web.Response:
     return _json(state.batch_stats.as_json(depth=queue.depth, in_flight=queue.in_flight))
 
 
+async def get_suggestions(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if state.runtime is None:
+        return _json({"calls": 0, "suggestions": []})
+    return _json(state.advisor.report(state.runtime.prices))
+
+
 async def list_sessions(request: web.Request) -> web.Response:
     return _json({"sessions": request.app[STATE].sessions.ids()})
 
@@ -274,6 +281,7 @@ def build_admin_app(state: SidecarState) -> web.Application:
     app.router.add_get("/admin/batching", get_batching)
     app.router.add_get("/admin/estimate", get_estimate)
     app.router.add_get("/admin/inflight", get_inflight)
+    app.router.add_get("/admin/suggestions", get_suggestions)
     app.router.add_get("/admin/sessions", list_sessions)
     app.router.add_get("/admin/sessions/{session}", get_session)
     app.router.add_get("/admin/circuits", get_circuits)

@@ -398,6 +398,37 @@ def openapi_document() -> dict[str, Any]:
                 {"200": _json("Calls in flight.", bodies["inflight"])},
             )
         },
+        "/admin/suggestions": {
+            "get": _operation(
+                "Parameter suggestions for the workload, per operation, by estimated saving.",
+                {
+                    "200": _json(
+                        "Suggestions.",
+                        obj(
+                            calls=COUNT,
+                            suggestions=array(
+                                obj(
+                                    operation=STR,
+                                    kind={
+                                        "enum": [
+                                            "max-tokens",
+                                            "temperature",
+                                            "cheaper-model",
+                                            "switch-vendor",
+                                        ]
+                                    },
+                                    parameter=STR,
+                                    current=nullable(STR),
+                                    suggested=STR,
+                                    reasoning=STR,
+                                    estimatedSavingsUSD=USD,
+                                )
+                            ),
+                        ),
+                    )
+                },
+            )
+        },
         "/admin/sessions": {
             "get": _operation(
                 "Recent sessions, most recent first.",

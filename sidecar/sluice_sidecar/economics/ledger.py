@@ -51,6 +51,8 @@ class CallRecord:
     answered: bool = True  # False: failed or cancelled after it was sent (status says which)
     # Attempts sent and never answered: (provider, possible cost; None: unpriced) each.
     lost: tuple[tuple[str, Decimal | None], ...] = ()
+    output_bound: int | None = None  # the output tokens the call was bounded (reserved) at
+    temperature: float | None = None  # as sent: the request's, else the operation preset's
 
 
 @dataclass(slots=True)

@@ -35,6 +35,7 @@ from sluice_sidecar.economics.cache_store import CacheBackend, CacheStats
 from sluice_sidecar.economics.latency_model import LatencyHistory
 from sluice_sidecar.economics.ledger import UsageLedger
 from sluice_sidecar.economics.sessions import SessionBook
+from sluice_sidecar.economics.workload_advice import WorkloadAdvisor
 from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.batching import BatchingStage
 from sluice_sidecar.pipeline.budget import BudgetStage
@@ -61,6 +62,7 @@ class Dependencies:
     metrics: Metrics
     usage: UsageLedger
     sessions: SessionBook
+    advisor: WorkloadAdvisor  # workload-wide parameter suggestions, fed like the ledger
     latency: LatencyHistory
     cache_backend: Callable[[CacheSpec], CacheBackend]  # the back-end a configuration asks for
     cache_stats: CacheStats
@@ -80,7 +82,7 @@ def build_pipeline(deps: Dependencies) -> Pipeline:
     queue = PriorityQueueStage(deps.batch_stats, deps.metrics)
     stages: list[Stage] = [
         DegradeStage(deps.budgets, deps.metrics),
-        MeteringStage(deps.metrics, [deps.usage.record, deps.sessions.record]),
+        MeteringStage(deps.metrics, [deps.usage.record, deps.sessions.record, deps.advisor.record]),
         LatencyStage(deps.latency, deps.metrics),
         CacheStage(deps.cache_backend, deps.cache_stats, deps.metrics),
         CoalesceStage(deps.batch_stats, deps.metrics),

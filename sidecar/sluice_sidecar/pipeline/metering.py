@@ -152,6 +152,8 @@ class MeteringStage:
             estimated=estimated,
             answered=answered,
             lost=_lost(call),
+            output_bound=call.estimate.max_output_tokens if call.estimate else None,
+            temperature=_temperature(call),
         )
         for recorder in self._recorders:
             recorder(record)
@@ -249,6 +251,15 @@ async def _metered(
     if rest:
         yield rest
     meter.finish_stream(reader, ended=True)
+
+
+def _temperature(call: Call) -> float | None:
+    """The temperature the call ran at: the request's, else the operation preset's."""
+    operation = call.operation
+    value = (call.body or {}).get("temperature")
+    if operation.temperature is not None and (operation.force_preset or value is None):
+        return operation.temperature
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _lost(call: Call) -> tuple[tuple[str, Decimal | None], ...]:

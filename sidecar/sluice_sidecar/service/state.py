@@ -31,6 +31,7 @@ from sluice_sidecar.economics.ledger import UsageLedger
 from sluice_sidecar.economics.sessions import SessionBook
 from sluice_sidecar.economics.state_file import StateFile
 from sluice_sidecar.economics.stats import CallStats
+from sluice_sidecar.economics.workload_advice import WorkloadAdvisor
 from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Next
 from sluice_sidecar.pipeline.compose import Dependencies, build_pipeline
@@ -66,6 +67,7 @@ class SidecarState:
         self.started_at = time.time()
         self.usage = UsageLedger()
         self.sessions = SessionBook()
+        self.advisor = WorkloadAdvisor()
         self.latency = LatencyHistory()
         self._budget_observer = BudgetObserver(self.metrics)
         self.budget_memory = MemoryBudgetStore()
@@ -97,6 +99,7 @@ class SidecarState:
                 metrics=self.metrics,
                 usage=self.usage,
                 sessions=self.sessions,
+                advisor=self.advisor,
                 latency=self.latency,
                 cache_backend=self.cache_backend,
                 cache_stats=self.cache_stats,
