@@ -57,6 +57,17 @@ def build() -> dashboard.Dashboard:
             ),
         ),
         graph(
+            "Breaker rejections",
+            "reqps",
+            (
+                f"sum by (provider, model, reason) "
+                f"(rate(llm_circuit_breaker_rejections_total{{{T}}}{RATE}))",
+                "{{provider}} {{model}} {{reason}}",
+            ),
+            description="Attempts refused at once: open circuit (or a half-open one with its"
+            " trial call in flight), or a full bulkhead.",
+        ),
+        graph(
             "Retry rate by strategy",
             "percentunit",
             (f"llm:retry_rate:ratio_rate5m{{{PROVIDER}}}", "{{provider}} {{strategy}}"),
