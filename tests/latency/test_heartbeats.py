@@ -130,3 +130,17 @@ async def test_a_failure_after_heartbeats_is_an_error_the_anthropic_sdk_raises(
             ) as stream:
                 await stream.get_final_message()
     await llm.disconnected.wait()
+
+
+async def test_retries_exhausted_after_heartbeats_end_with_the_error_event(
+    llm_factory, sidecar_factory
+) -> None:
+    flaky = await llm_factory(name="flaky", latency_s=0.15)
+    sidecar = await sidecar_factory(fast_heartbeats(provider_for(flaky)))
+    flaky.enqueue(*[Fail(503, message="overloaded")] * 4)
+    status, lines = await raw_stream(sidecar)
+    assert status == 200  # the heartbeats had begun: the status was already sent
+    assert any(HEARTBEAT.match(line) for line in lines)
+    [error] = [line for line in lines if line.startswith(b"data: ")]
+    assert b'"error"' in error and b"503" in error
+    assert len(flaky.requests) == 4
