@@ -69,6 +69,11 @@ async def test_a_dropped_attempt_that_was_retried_is_counted_apart_and_charged(
         "possibleCostUSD": str(WORST_CASE),
     }
     assert spent == answer.usage.total_tokens + WORST_CASE
+    metrics = await sidecar.metrics_text()
+    assert 'llm_unanswered_attempts_total{model="m",provider="sim"} 1.0' in metrics
+    assert (
+        f'llm_unanswered_cost_usd_total{{model="m",provider="sim"}} {float(WORST_CASE)}' in metrics
+    )
 
 
 async def test_a_call_whose_every_attempt_got_no_valid_answer_is_charged_each_attempt(

@@ -171,6 +171,19 @@ class Metrics:
         )
         # Economics hardening: spend charged on an estimate, budget state the writer could not
         # save.
+        self.unanswered_attempts = Counter(
+            "llm_unanswered_attempts",
+            "Attempts sent upstream that got no answer (dropped, invalid, timed out) and that the"
+            " provider may still bill; charged to budgets at their worst case.",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.unanswered_cost = Counter(
+            "llm_unanswered_cost_usd",
+            "Worst-case cost in US dollars of attempts sent and never answered.",
+            ["provider", "model"],
+            registry=r,
+        )
         self.usage_estimated = Counter(
             "llm_usage_estimated",
             "Calls charged on their estimate because the provider's usage never arrived, by"

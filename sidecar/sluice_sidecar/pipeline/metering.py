@@ -132,6 +132,11 @@ class MeteringStage:
                     call.model_name,
                     provider,
                 )
+        lost = _lost(call)
+        for lost_provider, lost_cost in lost:
+            self._metrics.unanswered_attempts.labels(lost_provider, model).inc()
+            if lost_cost is not None:
+                self._metrics.unanswered_cost.labels(lost_provider, model).inc(float(lost_cost))
         started = call.deadline - call.operation.timeout_s
         record = CallRecord(
             at=call.started_wall,
@@ -151,7 +156,7 @@ class MeteringStage:
             kind=call.kind,
             estimated=estimated,
             answered=answered,
-            lost=_lost(call),
+            lost=lost,
             output_bound=call.estimate.max_output_tokens if call.estimate else None,
             temperature=_temperature(call),
         )
