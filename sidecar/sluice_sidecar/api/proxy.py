@@ -26,6 +26,7 @@ from sluice_sidecar.api.call_timing import (
     refused_timing,
     requested_timeout,
 )
+from sluice_sidecar.api.health_checks import health_check_lifespan
 from sluice_sidecar.api.heartbeat import Heartbeats
 from sluice_sidecar.api.keys import OTEL, STATE
 from sluice_sidecar.economics.latency_file import history_lifespan
@@ -64,6 +65,7 @@ def build_data_app(
     app[STATE] = state
     app[OTEL] = telemetry or otel.CallTelemetry()  # default: export off
     app.cleanup_ctx.append(history_lifespan(state.settings.state_dir, state.latency))
+    app.cleanup_ctx.append(health_check_lifespan(state))
     routes = [
         ("POST", "/v1/chat/completions", "openai", "chat"),
         ("POST", "/v1/completions", "openai", "completions"),

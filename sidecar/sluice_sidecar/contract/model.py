@@ -216,6 +216,18 @@ class ErrorPolicySpec(Spec):
     )
 
 
+class HealthCheckSpec(Spec):
+    """Active health checks of a provider whose circuit is open."""
+
+    enabled: bool = Field(default=False, description="Probe providers with an open circuit.")
+    interval_seconds: float = Field(default=10, ge=0.05, le=3600, description="Between probes.")
+    path: str = Field(
+        default="/models",
+        pattern=r"^/[A-Za-z0-9/._~-]{0,255}$",
+        description="GET under the provider's base URL (Anthropic: under /v1).",
+    )
+
+
 class CircuitBreakerSpec(Spec):
     enabled: bool = True
     scope: Literal["provider", "provider-model"] = "provider-model"
@@ -233,6 +245,10 @@ class CircuitBreakerSpec(Spec):
     )
     # As many as the transport's connection limit (1000): a stream holds its slot for its
     # whole length, and 100 refused most calls at 200 concurrent streams (docs/performance.md).
+    health_check: HealthCheckSpec = Field(
+        default_factory=HealthCheckSpec,
+        description="Probes of an open circuit's provider; successThreshold good ones close it.",
+    )
     max_concurrent: int | None = Field(
         default=1000, ge=1, description="Bulkhead: calls in flight per breaker; null: unlimited."
     )
