@@ -83,6 +83,8 @@ def test_chart_ships_the_generated_crds() -> None:
         ("sidecar.ports.data=70000", "/sidecar/ports/data"),
         ("webhook.timeoutSeconds=60", "/webhook/timeoutSeconds"),
         ("webhook.certManager.enabled=yes", "/webhook/certManager/enabled"),
+        ("webhook.certManager.issuerKind=Cluster", "/webhook/certManager/issuerKind"),
+        ("certificates.renewBeforeDays=0", "/certificates/renewBeforeDays"),
         ("push.attempts=0", "/push/attempts"),
         ("sidecar.resources.request.cpu=1", "/sidecar/resources"),  # requests, not request
         ("replica=1", "additional properties 'replica'"),  # a typo is an error, not ignored

@@ -1,8 +1,8 @@
-"""The webhook's TLS: a private CA and a serving certificate the operator makes and keeps.
+"""The webhook's TLS material: a private CA and a serving certificate, made and renewed.
 
-Kept in a Secret, so a restarted operator serves the same certificate and the caBundle in the
-MutatingWebhookConfiguration stays valid. With cert-manager, the chart mounts its certificate
-instead and this module only reads files.
+Pure crypto (``webhook_tls`` keeps the material in its Secret and serves it): ``generate``
+makes a CA and a serving certificate, ``due_for_renewal`` says when to replace one, and
+``bundle`` keeps the previous CA trusted beside the new one while replicas switch over.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-VALIDITY = datetime.timedelta(days=3650)
+VALIDITY = datetime.timedelta(days=3650)  # the CA's: a new one comes with every renewal
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,27 @@ def _san(names: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
-def generate(service: str, namespace: str, extra_sans: list[str]) -> TlsMaterial:
+def due_for_renewal(cert_pem: bytes, renew_before_s: float, now: float) -> bool:
+    """Whether a certificate expires within ``renew_before_s`` seconds of ``now`` (Unix)."""
+    return expiry_timestamp(cert_pem) - now < renew_before_s
+
+
+def bundle(new_ca_pem: bytes, old_bundle_pem: bytes | None) -> bytes:
+    """The new CA and the first CA of the old bundle: clients keep trusting the certificate
+    a replica still serves until it reloads (one previous CA, never a growing list)."""
+    if not old_bundle_pem:
+        return new_ca_pem
+    previous = x509.load_pem_x509_certificates(old_bundle_pem)[0]
+    return new_ca_pem + previous.public_bytes(serialization.Encoding.PEM)
+
+
+def generate(
+    service: str,
+    namespace: str,
+    extra_sans: list[str],
+    validity: datetime.timedelta = VALIDITY,
+) -> TlsMaterial:
+    """A new CA and a serving certificate for the Service's names, valid for ``validity``."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("sluice-webhook-ca")
@@ -75,7 +95,7 @@ def generate(service: str, namespace: str, extra_sans: list[str]) -> TlsMaterial
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
+        .not_valid_after(now + validity)
         .add_extension(_san(names), critical=False)
         .sign(ca_key, hashes.SHA256())
     )

@@ -7,6 +7,7 @@ reconcile of its namespace, which recomputes the desired state from the cluster.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -23,7 +24,8 @@ from sluice_operator.pusher import Pusher
 from sluice_operator.reconcile import Reconciler
 from sluice_operator.settings import OperatorSettings, load_operator_settings
 from sluice_operator.usage_server import start_usage_server
-from sluice_operator.webhook import mutate_pod, prepare_server
+from sluice_operator.webhook import mutate_pod
+from sluice_operator.webhook_tls import WebhookTls
 from sluice_operator.workloads import (
     VERSION_ANNOTATION,
     Workload,
@@ -57,6 +59,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     _configure_peering(settings, operator_settings)
     kube = await Kube.connect()
     memo.metrics = metrics = OperatorMetrics()
+    memo.tls_task = None
     memo.metrics_server = None
     if operator_settings.metrics_port is not None:
         memo.metrics_server = await start_metrics_server(
@@ -82,7 +85,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     memo.usage_server = await start_usage_server(kube, memo.budgets, operator_settings)
     if operator_settings.webhook_enabled:
-        settings.admission.server = await prepare_server(kube, operator_settings, metrics)
+        tls = WebhookTls(kube, operator_settings, metrics)
+        settings.admission.server = await tls.start()
+        memo.tls_task = asyncio.create_task(tls.run(), name="webhook certificate")
         settings.admission.managed = None  # the chart owns the webhook configuration
 
 
@@ -103,6 +108,8 @@ def _configure_peering(settings: kopf.OperatorSettings, ours: OperatorSettings) 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    if memo.tls_task is not None:
+        memo.tls_task.cancel()
     await memo.usage_server.cleanup()
     if memo.metrics_server is not None:
         await memo.metrics_server.cleanup()

@@ -180,8 +180,40 @@ class Kube:
             return await self.admin_token(namespace, name)
         return token
 
-    async def tls_secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        return await self._secret_data(namespace, name)
+    async def tls_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
+        """The webhook certificate's files and the Secret's resourceVersion, or None."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        files = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        return files, secret.metadata.resource_version
+
+    async def replace_tls_secret(
+        self, namespace: str, name: str, files: dict[str, bytes], resource_version: str
+    ) -> bool:
+        """Renew it, unless it changed since ``resource_version`` (another replica renewed it
+        first: False, read theirs)."""
+        body: Any = {  # a plain dict: the client takes it as well as its model
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "resourceVersion": resource_version,
+                "labels": {"app.kubernetes.io/managed-by": "sluice"},
+            },
+            "type": "Opaque",
+            "data": {k: base64.b64encode(v).decode() for k, v in files.items()},
+        }
+        try:
+            await self.core.replace_namespaced_secret(name, namespace, body)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
 
     async def create_tls_secret(self, namespace: str, name: str, files: dict[str, bytes]) -> bool:
         """Create it; False when another replica created it first (then read theirs)."""

@@ -54,6 +54,20 @@ class OperatorSettings(BaseModel):
     webhook_cert_dir: str | None = Field(
         default=None, description="Use tls.crt/tls.key/ca.crt from here (cert-manager) instead."
     )
+    webhook_cert_validity_s: float = Field(
+        default=365 * 86400, gt=0, description="Validity of a generated serving certificate."
+    )
+    webhook_cert_renew_before_s: float = Field(
+        default=30 * 86400,
+        gt=0,
+        description="Renew a generated serving certificate this long before it expires.",
+    )
+    webhook_cert_check_interval_s: float = Field(
+        default=60,
+        gt=0,
+        description="How often the certificate's Secret (or mounted files) is checked for "
+        "renewal and changes, which are then served without a restart.",
+    )
     webhook_extra_sans: str = Field(
         default="", description="Comma-separated extra DNS names or IPs for the certificate."
     )
