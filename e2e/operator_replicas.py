@@ -72,6 +72,23 @@ def fresh_control_plane(binaries: Binaries, workdir: Path) -> ControlPlane:
     return ControlPlane(binaries, workdir).start()
 
 
+@contextmanager
+def one_operator(
+    binaries: Binaries, workdir: Path, extra: Mapping[str, str] | None = None
+) -> Iterator[tuple[ControlPlane, Replica]]:
+    """A fresh control plane with Sluice installed and one operator; its log tail printed."""
+    cp = fresh_control_plane(binaries, workdir / "cp")
+    try:
+        replica = start_replica(install(cp, workdir), extra)
+        try:
+            yield cp, replica
+        finally:
+            print("---- operator log (tail) ----\n" + replica.deployment.logs())
+            replica.stop()
+    finally:
+        cp.stop()
+
+
 def install(cp: ControlPlane, workdir: Path) -> SluiceDeployment:
     """The CRDs, the least-privilege ServiceAccount and the webhook configuration."""
 

@@ -14,13 +14,7 @@ from e2e.harness.binaries import Binaries
 from e2e.harness.controlplane import ControlPlane
 from e2e.harness.kubelet import IpAllocator
 from e2e.harness.processes import wait_until
-from e2e.operator_replicas import (
-    Replica,
-    app_kubelet,
-    fresh_control_plane,
-    install,
-    start_replica,
-)
+from e2e.operator_replicas import Replica, app_kubelet, one_operator
 from e2e.workloads import (
     admin_token,
     configmap_version,
@@ -38,17 +32,8 @@ NAMESPACE = "metered"
 def cluster(
     k8s_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ControlPlane, Replica]]:
-    workdir = tmp_path_factory.mktemp("metrics-cluster")
-    cp = fresh_control_plane(k8s_binaries, workdir / "cp")
-    try:
-        replica = start_replica(install(cp, workdir))
-        try:
-            yield cp, replica
-        finally:
-            print("---- operator log (tail) ----\n" + replica.deployment.logs())
-            replica.stop()
-    finally:
-        cp.stop()
+    with one_operator(k8s_binaries, tmp_path_factory.mktemp("metrics-cluster")) as cluster:
+        yield cluster
 
 
 def value(samples: dict[str, float], key: str) -> float:

@@ -17,7 +17,7 @@ from cryptography import x509
 from e2e.harness.binaries import Binaries
 from e2e.harness.controlplane import ControlPlane
 from e2e.harness.processes import wait_until
-from e2e.operator_replicas import Replica, fresh_control_plane, install, start_replica
+from e2e.operator_replicas import Replica, one_operator
 from e2e.sluice import OPERATOR_NAMESPACE, WEBHOOK_CONFIGURATION
 from sluice_operator import certificates
 
@@ -30,24 +30,13 @@ VALIDITY_S, RENEW_BEFORE_S = 20, 14  # a generated certificate is renewed about 
 def cluster(
     k8s_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ControlPlane, Replica]]:
-    workdir = tmp_path_factory.mktemp("certificates-cluster")
-    cp = fresh_control_plane(k8s_binaries, workdir / "cp")
-    try:
-        replica = start_replica(
-            install(cp, workdir),
-            {
-                "SLUICE_OPERATOR_WEBHOOK_CERT_VALIDITY_S": str(VALIDITY_S),
-                "SLUICE_OPERATOR_WEBHOOK_CERT_RENEW_BEFORE_S": str(RENEW_BEFORE_S),
-                "SLUICE_OPERATOR_WEBHOOK_CERT_CHECK_INTERVAL_S": "1",
-            },
-        )
-        try:
-            yield cp, replica
-        finally:
-            print("---- operator log (tail) ----\n" + replica.deployment.logs())
-            replica.stop()
-    finally:
-        cp.stop()
+    extra = {
+        "SLUICE_OPERATOR_WEBHOOK_CERT_VALIDITY_S": str(VALIDITY_S),
+        "SLUICE_OPERATOR_WEBHOOK_CERT_RENEW_BEFORE_S": str(RENEW_BEFORE_S),
+        "SLUICE_OPERATOR_WEBHOOK_CERT_CHECK_INTERVAL_S": "1",
+    }
+    with one_operator(k8s_binaries, tmp_path_factory.mktemp("certs-cluster"), extra) as cluster:
+        yield cluster
 
 
 def served(replica: Replica) -> x509.Certificate:

@@ -1,20 +1,43 @@
-"""The webhook's TLS material: a private CA and a serving certificate, made and renewed.
+"""The webhook's TLS: a private CA and a serving certificate, made, renewed and served.
 
-Pure crypto (``webhook_tls`` keeps the material in its Secret and serves it): ``generate``
-makes a CA and a serving certificate, ``due_for_renewal`` says when to replace one, and
-``bundle`` keeps the previous CA trusted beside the new one while replicas switch over.
+``generate`` makes a CA and a serving certificate, ``due_for_renewal`` says when to replace
+one, and ``bundle`` keeps the previous CA trusted beside the new one while replicas switch
+over. ``WebhookTls`` keeps the material current while the operator runs (``handlers``).
+
+Generated (default): the material lives in Secret ``sluice-webhook-tls``, so every replica and
+restart serves the same certificate. Every ``webhook_cert_check_interval_s`` each replica
+re-reads the Secret; the first to find the certificate due renews it (a new CA and serving
+certificate, the Secret replaced only if unchanged since read, so replicas never race), and
+the caBundle holds the new CA beside the previous one until every replica serves the new one.
+With cert-manager (``webhook_cert_dir``) the kubelet swaps the mounted files on renewal and
+the same check picks them up. A change (renewed here, by a peer, by cert-manager or by hand)
+is loaded into the SSL context the listener already serves with: the next handshake presents
+it, no connection is dropped and no listener restarts (kopf's own file watch would restart it,
+and an admission arriving in that gap would go uninjected).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import logging
+import os
+import ssl
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
+import kopf
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from sluice_operator.kube import Kube
+from sluice_operator.metrics import OperatorMetrics
+from sluice_operator.settings import OperatorSettings
 
 VALIDITY = datetime.timedelta(days=3650)  # the CA's: a new one comes with every renewal
 
@@ -107,3 +130,104 @@ def generate(
             pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ),
     )
+
+
+logger = logging.getLogger("sluice.operator.certificates")
+Files = dict[str, bytes]  # ca.crt, tls.crt, tls.key
+NEVER_S = 10 * 365 * 86400.0  # kopf's file re-check interval: reloads are done here
+
+
+class WebhookTls:
+    def __init__(self, kube: Kube, settings: OperatorSettings, metrics: OperatorMetrics) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.metrics = metrics
+        self._served: Files | None = None
+        self._pem = Path(tempfile.mkdtemp(prefix="sluice-webhook-")) / "tls.pem"
+        self.context = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
+
+    async def start(self) -> kopf.WebhookServer:
+        """Material in place, caBundle current; the server kopf runs with it."""
+        await self.refresh()
+        return kopf.WebhookServer(
+            addr=self.settings.webhook_addr,
+            port=self.settings.webhook_port,
+            context=self.context,
+            certfile=str(self._pem),
+            pkeyfile=str(self._pem),
+            file_check_interval=NEVER_S,
+        )
+
+    async def run(self) -> None:
+        """Check for renewal and changes until cancelled; a failed check is retried."""
+        while True:
+            await asyncio.sleep(self.settings.webhook_cert_check_interval_s)
+            try:
+                await self.refresh()
+            except Exception:  # the API server may be away: keep serving what we have
+                logger.exception("checking the webhook certificate failed")
+
+    async def refresh(self) -> None:
+        files = await (self._mounted() if self.settings.webhook_cert_dir else self._kept())
+        if files == self._served:
+            return
+        _write_atomically(self._pem, files["tls.crt"] + files["tls.key"])
+        # One synchronous call on the event loop: no handshake sees half of the pair.
+        self.context.load_cert_chain(self._pem)
+        if not await self.kube.set_ca_bundle(self.settings.webhook_configuration, files["ca.crt"]):
+            logger.warning(
+                "MutatingWebhookConfiguration %s not found: pods will not be injected until "
+                "it exists",
+                self.settings.webhook_configuration,
+            )
+        expiry = expiry_timestamp(files["tls.crt"])
+        self.metrics.set_certificate_expiry(expiry)
+        logger.info(
+            "serving the webhook certificate valid until %s",
+            datetime.datetime.fromtimestamp(expiry, datetime.UTC).isoformat(),
+        )
+        self._served = files
+
+    async def _mounted(self) -> Files:
+        directory = Path(self.settings.webhook_cert_dir or "")
+        return {name: (directory / name).read_bytes() for name in ("ca.crt", "tls.crt", "tls.key")}
+
+    async def _kept(self) -> Files:
+        """The Secret's material: made when missing, renewed when due."""
+        settings = self.settings
+        namespace, name = settings.namespace, settings.webhook_tls_secret
+        while True:
+            found = await self.kube.tls_secret(namespace, name)
+            if found is None:
+                made = self._generate(None)
+                if await self.kube.create_tls_secret(namespace, name, made):
+                    return made
+                continue  # another replica made one first: serve theirs
+            files, version = found
+            if not due_for_renewal(
+                files["tls.crt"], settings.webhook_cert_renew_before_s, time.time()
+            ):
+                return files
+            renewed = self._generate(files.get("ca.crt"))
+            if await self.kube.replace_tls_secret(namespace, name, renewed, version):
+                logger.info("renewed the webhook certificate")
+                return renewed
+
+    def _generate(self, old_bundle: bytes | None) -> Files:
+        settings = self.settings
+        extra = [n.strip() for n in settings.webhook_extra_sans.split(",") if n.strip()]
+        validity = datetime.timedelta(seconds=settings.webhook_cert_validity_s)
+        made = generate(settings.webhook_service, settings.namespace, extra, validity)
+        return {
+            "ca.crt": bundle(made.ca_pem, old_bundle),
+            "tls.crt": made.cert_pem,
+            "tls.key": made.key_pem,
+        }
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    """Readers see the old file or the new one, never half of it (kopf polls this file)."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(content)
+    temporary.chmod(0o600)
+    os.replace(temporary, path)

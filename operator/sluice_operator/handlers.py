@@ -17,6 +17,7 @@ import kopf
 
 from sluice_operator.aggregator import BudgetAggregator
 from sluice_operator.budget_plan import budget_feedback
+from sluice_operator.certificates import WebhookTls
 from sluice_operator.injection import INJECTED_LABEL
 from sluice_operator.kube import Body, Kube
 from sluice_operator.metrics import OperatorMetrics, ReconcileKind, start_metrics_server
@@ -25,7 +26,6 @@ from sluice_operator.reconcile import Reconciler
 from sluice_operator.settings import OperatorSettings, load_operator_settings
 from sluice_operator.usage_server import start_usage_server
 from sluice_operator.webhook import mutate_pod
-from sluice_operator.webhook_tls import WebhookTls
 from sluice_operator.workloads import (
     VERSION_ANNOTATION,
     Workload,

@@ -46,6 +46,10 @@ async def _done(call: Any) -> None:
             raise error
 
 
+def _decoded(secret: Any) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+
 class Kube:
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
@@ -82,15 +86,19 @@ class Kube:
     async def patch_budget_status(self, namespace: str, name: str, status: Body) -> None:
         await self._patch_status("llmbudgets", namespace, name, status)
 
-    async def _secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
-        """A Secret's decoded data, or None when it does not exist."""
+    async def _secret(self, namespace: str, name: str) -> Any | None:
+        """A Secret (the client's model), or None when it does not exist."""
         try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
+            return await self.core.read_namespaced_secret(name, namespace)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+    async def _secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's decoded data, or None when it does not exist."""
+        secret = await self._secret(namespace, name)
+        return None if secret is None else _decoded(secret)
 
     async def read_admin_token(self, namespace: str, name: str) -> str | None:
         data = await self._secret_data(namespace, name)
@@ -182,14 +190,8 @@ class Kube:
 
     async def tls_secret(self, namespace: str, name: str) -> tuple[dict[str, bytes], str] | None:
         """The webhook certificate's files and the Secret's resourceVersion, or None."""
-        try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
-        files = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
-        return files, secret.metadata.resource_version
+        secret = await self._secret(namespace, name)
+        return None if secret is None else (_decoded(secret), secret.metadata.resource_version)
 
     async def replace_tls_secret(
         self, namespace: str, name: str, files: dict[str, bytes], resource_version: str

@@ -1,4 +1,4 @@
-"""The injection webhook: the mutation of new Pods (its TLS: ``webhook_tls``).
+"""The injection webhook: the mutation of new Pods (its TLS: ``certificates``).
 
 The MutatingWebhookConfiguration itself is a manifest of the chart (``failurePolicy: Ignore``,
 a short timeout, selectors that only send opted-in Pods); the operator serves the endpoint
