@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 from collections.abc import AsyncIterator
 from typing import NoReturn
@@ -96,9 +97,11 @@ class HttpTransport:
     async def start(self) -> None:
         # limit=0: aiohttp's pool would queue a call past its limit silently; the bound is
         # ours (``send``), and refuses instead.
-        # The CA bundle of the environment (SSL_CERT_FILE / SSL_CERT_DIR: a corporate CA),
-        # read now; aiohttp's own default context was made at import, before any of it.
-        tls = ssl.create_default_context()
+        # A CA bundle named by the environment (SSL_CERT_FILE / SSL_CERT_DIR: a corporate CA)
+        # is read now: aiohttp's own default context was made at import, before any of it.
+        # Without one, that default context (the same system bundle) serves, not a second copy.
+        named = any(os.environ.get(name) for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"))
+        tls: ssl.SSLContext | bool = ssl.create_default_context() if named else True
         # HTTPS_PROXY / HTTP_PROXY / NO_PROXY: corporate egress goes through a proxy.
         self._proxies = EnvProxies()
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30, ssl=tls)
