@@ -80,6 +80,16 @@ def build() -> dashboard.Dashboard:
             description="hard: refused with 429; soft: let through and counted.",
         ),
         graph(
+            "Calls charged on an estimate",
+            "reqps",
+            (
+                f"sum by (provider, model, reason) (rate(llm_usage_estimated_total{{{T}}}{RATE}))",
+                "{{provider}} {{model}} {{reason}}",
+            ),
+            description="The provider's usage never arrived (cancelled: the caller left or the"
+            " deadline passed after sending; cut: a stream ended early): charged its reservation.",
+        ),
+        graph(
             "Cache savings rate",
             "currencyUSD",
             (f"sum(rate(llm_cache_saved_usd_total{{{W}}}{RATE})) * 3600", "saved per hour"),

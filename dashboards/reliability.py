@@ -115,6 +115,22 @@ def build() -> dashboard.Dashboard:
                 "{{class}} {{type}}",
             ),
         ),
+        graph(
+            "Boundary limits hit",
+            "reqps",
+            (f"sum by (limit) (rate(sluice_limits_hit_total{{{W}}}{RATE}))", "{{limit}}"),
+            description="Requests refused or connections closed by a boundary limit"
+            " (docs/sidecar.md, Limits).",
+        ),
+        graph(
+            "Configuration loads",
+            "short",
+            (
+                f"sum by (result) (increase(sluice_config_reloads_total{{{W}}}{RANGE}))",
+                "{{result}}",
+            ),
+            description="applied, unchanged, or rejected (the running configuration stays).",
+        ),
     ):
         board.with_panel(panel)
     return board

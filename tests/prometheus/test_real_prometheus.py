@@ -42,6 +42,7 @@ class Scene:
     sidecars: dict[str, SidecarHandle]
     primary: SimulatedLLM
     backup: SimulatedLLM
+    slow: SimulatedLLM
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ async def scene(llm_factory, tmp_path: Path) -> AsyncIterator[Scene]:
     ]
     prometheus = await start_prometheus(tmp_path, targets)
     try:
-        yield Scene(prometheus, sidecars, primary, backup)
+        yield Scene(prometheus, sidecars, primary, backup, slow)
     finally:
         await prometheus.close()
         for handle in sidecars.values():
@@ -76,7 +77,7 @@ async def test_every_sidecar_panel_query_returns_data_from_a_real_prometheus(
     await traffic.push_external_spend(studio)
     for n in (1, 2):
         await traffic.studio_round(studio, scene.primary, scene.backup, n)
-        await traffic.batch_round(scene.sidecars["batch"], n)
+        await traffic.batch_round(scene.sidecars["batch"], scene.slow, n)
         await ingested(scene)
 
     panel_queries = queries(SIDECAR_DASHBOARDS)

@@ -1,9 +1,10 @@
 """Synthetic traffic that gives every dashboard panel something to show.
 
 Two sidecars, as two workloads: "studio" (two providers, retries, a breaker, fallback, the
-cache, embeddings batching, budgets, streams, a deadline) and "batch" (a slow provider behind
-the priority queue, with coalescing). Each round uses its own prompts, so a second round adds
-misses, hits, merges and trips of its own and the counters' rates are above zero.
+cache, embeddings batching, budgets, streams, a deadline, a boundary limit) and "batch" (a
+slow provider behind the priority queue, with coalescing and a stream cut short). Each round
+uses its own prompts, so a second round adds misses, hits, merges and trips of its own and the
+counters' rates are above zero.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from sluice_sidecar.contract import LlmPolicy, compile_policies
 from sluice_sidecar.contract.model import LlmBudget, SidecarConfig
 from tests.support.sidecar import SidecarHandle, policy, provider_for
-from tests.support.simulator import Fail, Hang, SimulatedLLM
+from tests.support.simulator import BreakStream, Fail, Hang, SimulatedLLM
 from tests.support.waiting import wait_until
 
 NEAR_LIMIT_USD = 10
@@ -109,9 +110,13 @@ async def studio_round(
             for i in range(4)
         ]
         await asyncio.gather(*embeddings)  # one merged call of four
+    # A body nested past the boundary's 64 levels: refused with 400, a limit hit.
+    deep = '{"model": "gpt-4o", "messages": ' + "[" * 70 + "]" * 70 + "}"
+    async with studio.http.post(studio.openai_url + "/chat/completions", data=deep) as answer:
+        assert answer.status == 400
 
 
-async def batch_round(batch: SidecarHandle, n: int) -> None:
+async def batch_round(batch: SidecarHandle, slow: SimulatedLLM, n: int) -> None:
     queue = batch.state.queue
     async with client(batch) as c:
         # Five identical calls in flight: one goes upstream, four share its answer.
@@ -124,3 +129,7 @@ async def batch_round(batch: SidecarHandle, n: int) -> None:
             await chat(c, f"round {n} no room")
         assert full.value.code == "queue_full"
         await asyncio.gather(busy, waiting)
+        slow.enqueue(BreakStream(after_chunks=2))  # charged on its estimate: usage never came
+        with pytest.raises(openai.APIError):
+            stream = await chat(c, f"round {n} cut", stream=True, temperature=0.9)
+            assert [chunk async for chunk in stream]
