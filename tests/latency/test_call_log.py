@@ -45,7 +45,9 @@ async def test_each_call_logs_one_completed_line_with_its_telemetry(
     assert message.startswith("LLM Operation: sim ScriptGeneration completed in ")
     assert "retries: 1" in message and "session: run-7" in message
     line = JsonFormatter().format(record)
-    assert json.loads(line)["message"] == message
+    logged = json.loads(line)
+    assert logged["message"] == message and logged["level"] == "info"
+    assert {k: logged[k] for k in fields} == fields  # each telemetry field a JSON key
     for text in (message, line):
         assert "sk-app-secret-key" not in text and "butler" not in text
 
