@@ -194,8 +194,9 @@ def verdict(tally: Tally, calls: int, plateau: float) -> list[str]:
 
 
 def spend_figures(admin_url: str) -> dict[str, str]:
-    """What the usage ledger recorded and the budget charged: with every call priced and the
-    budget over all of them, the two must be equal and nothing left reserved."""
+    """What the usage ledger recorded (answered and unanswered) and the budget charged: with
+    every call priced and the budget over all of them, the two must be equal and nothing left
+    reserved."""
 
     def get(path: str) -> Any:
         request = urllib.request.Request(
@@ -206,8 +207,10 @@ def spend_figures(admin_url: str) -> dict[str, str]:
 
     [row] = get("/admin/budgets")["budgets"]
     totals = get("/admin/usage")["totals"]
+    # The budget is charged answered calls and, at their worst case, attempts never answered.
+    unanswered = Decimal(totals.get("unanswered", {}).get("possibleCostUSD", "0"))
     return {
-        "ledger_usd": totals["costUSD"],
+        "ledger_usd": str(Decimal(totals["costUSD"]) + unanswered),
         "budget_usd": row["spentUSD"],
         "reserved_usd": row["reservedUSD"],
         "saved_usd": totals["savedUSD"],
