@@ -105,6 +105,12 @@ async def test_503_storm_opens_breaker_and_falls_back_then_recovers(
             assert raw.headers["x-sim-name"] == "primary"
     _, circuits = await sidecar.admin("GET", "/admin/circuits")
     assert {c["provider"]: c["state"] for c in circuits["circuits"]}["primary"] == "closed"
+    metrics = await sidecar.metrics_text()
+    for left, entered in (("closed", "open"), ("open", "half_open"), ("half_open", "closed")):
+        assert (
+            "llm_circuit_breaker_state_changes_total{"
+            f'from_state="{left}",model="m",provider="primary",to_state="{entered}"}} 1.0'
+        ) in metrics
 
 
 async def test_reset_call_closes_an_open_circuit(llm: SimulatedLLM, sidecar_factory) -> None:

@@ -117,6 +117,12 @@ class Metrics:
             ["provider", "model"],
             registry=r,
         )
+        self.breaker_changes = Counter(
+            "llm_circuit_breaker_state_changes",
+            "Circuit breaker state changes, by the state left and the state entered.",
+            ["provider", "model", "from_state", "to_state"],
+            registry=r,
+        )
         self.breaker_rejections = Counter(
             "llm_circuit_breaker_rejections",
             "Attempts a breaker refused at once: open (or half-open with its trial call in"

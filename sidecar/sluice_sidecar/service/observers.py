@@ -66,7 +66,7 @@ class BudgetObserver:
 
 
 class BreakerObserver:
-    """Breaker state and trips as metrics, per provider and model."""
+    """Breaker state, trips and state changes as metrics, per provider and model."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -74,5 +74,6 @@ class BreakerObserver:
     def changed(self, breaker: CircuitBreaker, old: State, new: State) -> None:
         labels = (breaker.key.provider, breaker.key.model)
         self._metrics.breaker_state.labels(*labels).set(int(new))
+        self._metrics.breaker_changes.labels(*labels, old.name.lower(), new.name.lower()).inc()
         if new is State.OPEN:
             self._metrics.breaker_trips.labels(*labels).inc()
