@@ -94,6 +94,7 @@ def sidecar_container(settings: OperatorSettings, workload: str, native: bool) -
                 "name": PodEnv.NAMESPACE,
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
+            *otel_resource_env(workload),
         ],
         "ports": [
             {"name": "sluice-llm", "containerPort": settings.data_port, "protocol": "TCP"},
@@ -126,6 +127,31 @@ def sidecar_container(settings: OperatorSettings, workload: str, native: bool) -
     if native:
         container["restartPolicy"] = "Always"
     return container
+
+
+# Helper variables for the downward API, expanded by the kubelet into OTEL_RESOURCE_ATTRIBUTES
+# as $(VAR) (defined before it: expansion sees earlier entries only), as the OpenTelemetry
+# Operator's injection does. The pod's name is not known at admission (generateName).
+POD_NAME_VAR = "OTEL_RESOURCE_ATTRIBUTES_POD_NAME"
+NAMESPACE_VAR = "OTEL_RESOURCE_ATTRIBUTES_NAMESPACE"
+
+
+def otel_resource_env(workload: str) -> list[dict[str, Any]]:
+    """The Kubernetes resource attributes and service name of the sidecar's OTLP export."""
+    attributes = {
+        "k8s.namespace.name": f"$({NAMESPACE_VAR})",
+        "k8s.pod.name": f"$({POD_NAME_VAR})",
+        "k8s.deployment.name": workload,
+    }
+    return [
+        {"name": POD_NAME_VAR, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": NAMESPACE_VAR, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {
+            "name": "OTEL_RESOURCE_ATTRIBUTES",
+            "value": ",".join(f"{key}={value}" for key, value in attributes.items()),
+        },
+        {"name": "OTEL_SERVICE_NAME", "value": workload},
+    ]
 
 
 def after_native_sidecars(init: list[dict[str, Any]], sidecar: dict[str, Any]) -> list[Any]:

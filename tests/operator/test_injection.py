@@ -118,3 +118,35 @@ def test_except_env_from_leaves_a_container_to_its_own_base_urls_and_names_it() 
     injected = inject(configured, SETTINGS, server_minor=35)
     assert injected["spec"]["containers"][0]["env"] == app["env"]  # nothing added
     assert injected["metadata"]["annotations"]["sluice.dev/base-urls-skipped"] == "app"
+
+
+def kubelet_env(container: dict, pod_fields: dict[str, str]) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: downward-API fields resolved and
+    ``$(VAR)`` expanded from the entries defined before (a later or unknown one stays as is)."""
+    found: dict[str, str] = {}
+    for entry in container["env"]:
+        if "valueFrom" in entry:
+            found[entry["name"]] = pod_fields[entry["valueFrom"]["fieldRef"]["fieldPath"]]
+            continue
+        value = entry["value"]
+        for name, known in found.items():
+            value = value.replace(f"$({name})", known)
+        found[entry["name"]] = value
+    return found
+
+
+def test_the_sidecar_exports_under_the_pods_kubernetes_resource_attributes() -> None:
+    (sidecar,) = inject(pod(), SETTINGS, server_minor=35)["spec"]["initContainers"]
+    fields = {
+        "metadata.name": "studio-7d9f-x2k4p",
+        "metadata.namespace": "team-a",
+        "metadata.uid": "0f3c",
+    }
+    env = kubelet_env(sidecar, fields)
+    resource = dict(item.split("=", 1) for item in env["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+    assert resource == {
+        "k8s.namespace.name": "team-a",
+        "k8s.pod.name": "studio-7d9f-x2k4p",
+        "k8s.deployment.name": "studio",
+    }
+    assert env["OTEL_SERVICE_NAME"] == "studio"

@@ -32,6 +32,12 @@ from tests.support.waiting import wait_until
 pytestmark = NEEDS_COLLECTOR
 MESSAGES = [{"role": "user", "content": "Plan three scenes about a river"}]
 SERVER, CLIENT = 2, 3  # OTLP/JSON span kinds
+K8S_RESOURCE = {
+    "k8s.namespace.name": "team-a",
+    "k8s.pod.name": "studio-7d9f-x2k4p",
+    "k8s.deployment.name": "studio",
+}
+K8S_RESOURCE_TEXT = ",".join(f"{key}={value}" for key, value in K8S_RESOURCE.items())
 
 
 @pytest.fixture
@@ -52,6 +58,8 @@ async def exporting_sidecar(
     endpoint = collector.grpc_endpoint if protocol == "grpc" else collector.http_endpoint
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
     monkeypatch.setenv("OTEL_SERVICE_NAME", "sluice-otel-test")
+    # As the injector sets it, once the kubelet expanded its downward-API variables.
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", K8S_RESOURCE_TEXT)
     document = policy(
         providers=[provider_for(llm, "gpt-direct"), anthropic_provider_for(llm, "claude")]
     )
@@ -124,6 +132,8 @@ async def test_the_sidecar_exports_genai_metrics_and_call_spans(
         "chat gpt-4o-mini",
     ]
     assert {s["resource"]["service.name"] for s in calls} == {"sluice-otel-test"}
+    for item in [*spans, *collector.metrics()]:
+        assert item["resource"].items() >= K8S_RESOURCE.items()
     by_id = {s["spanId"]: s for s in calls}
     assert len(attempts) == 4 and all(a["parentSpanId"] in by_id for a in attempts)
     assert all(a["traceId"] == by_id[a["parentSpanId"]]["traceId"] for a in attempts)
