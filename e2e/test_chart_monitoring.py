@@ -3,6 +3,7 @@ ServiceMonitor and PrometheusRule behind their values (they need the Prometheus 
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 from pathlib import Path
@@ -12,10 +13,13 @@ import pytest
 import yaml
 
 from dashboards import render
+from e2e.harness.controlplane import ControlPlane, KubectlError
 from tests.prometheus.rules import RULES_FILE
 
 pytestmark = pytest.mark.e2e
-CHART = Path(__file__).resolve().parents[1] / "helm" / "sluice"
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "sluice"
+PROMETHEUS_OPERATOR_CRDS = ROOT / "e2e" / "promop" / "build"
 OPERATOR_CRDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
 ALL_ON = [
     "--set",
@@ -115,3 +119,44 @@ def test_schema_rejects_bad_monitoring_values(helm: Path, setting: str, complain
         check=False,
     )
     assert result.returncode != 0 and complaint in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def prometheus_operator_crds(control_plane: ControlPlane) -> ControlPlane:
+    """The Prometheus Operator's own CRDs (generated from its Go API module by
+    e2e/promop/build), installed in the real API server."""
+    built = subprocess.run(
+        [str(PROMETHEUS_OPERATOR_CRDS)], capture_output=True, text=True, timeout=900, check=False
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    directory = subprocess.run(
+        [str(PROMETHEUS_OPERATOR_CRDS), "--print-dir"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    control_plane.kubectl("apply", "--server-side", "-f", directory)
+    for plural in ("podmonitors", "servicemonitors", "prometheusrules"):
+        control_plane.kubectl(
+            "wait", "--for=condition=Established", f"crd/{plural}.monitoring.coreos.com",
+            "--timeout=30s",
+        )  # fmt: skip
+    return control_plane
+
+
+def test_the_monitoring_objects_pass_the_prometheus_operator_schemas(
+    helm: Path, prometheus_operator_crds: ControlPlane, namespace: str
+) -> None:
+    objects = [d for d in rendered(helm, *ALL_ON) if d["kind"] in OPERATOR_CRDS]
+    assert {d["kind"] for d in objects} == OPERATOR_CRDS
+    for document in objects:
+        document["metadata"]["namespace"] = namespace
+        prometheus_operator_crds.kubectl(
+            "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(document)
+        )
+    # The same check refuses an object its schema does not allow: it can fail.
+    [monitor] = of_kind(objects, "PodMonitor")
+    broken = copy.deepcopy(monitor)
+    broken["spec"]["podMetricsEndpoints"][0]["scheme"] = "gopher"
+    with pytest.raises(KubectlError) as refused:
+        prometheus_operator_crds.kubectl(
+            "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(broken)
+        )
+    assert "scheme" in refused.value.stderr
