@@ -21,7 +21,7 @@ import orjson
 from pydantic import ValidationError
 
 from sluice_operator.budget_plan import BudgetUpdate, UsageRows, plan_collection, plan_final_report
-from sluice_operator.kube import Body, Kube
+from sluice_operator.kube import Body, Kube, StatusConflict
 from sluice_operator.pusher import Pusher, PushTarget, target_of
 from sluice_operator.reading import read_workloads
 from sluice_operator.resources import valid_budgets
@@ -31,6 +31,9 @@ from sluice_sidecar.contract.model import config_problems
 from sluice_sidecar.contract.usage import ExternalUsage, FinalUsage, UsageReport
 
 logger = logging.getLogger("sluice.operator.budgets")
+# Each budget write is guarded by the resourceVersion it was planned from; a write another
+# replica beat is planned again from a fresh read, this many times at most.
+WRITE_ATTEMPTS = 5
 EventPoster = Callable[[Body, str, str, str], None]  # body, type, reason, message
 
 
@@ -66,8 +69,17 @@ class BudgetAggregator:
             workloads = await read_workloads(self.kube, namespace, namespace_labels)
             usage = await self._usage(token, workloads.pods())
             plan = plan_collection(budgets, workloads, usage, self.clock())
-            for update in plan.updates:
-                await self._apply(update)
+            for attempt in range(1, WRITE_ATTEMPTS + 1):
+                try:
+                    for update in plan.updates:
+                        await self._apply(update)
+                    break
+                except StatusConflict as conflict:
+                    if attempt == WRITE_ATTEMPTS:
+                        raise
+                    logger.info("%s; planning the collection again", conflict)
+                    budgets = valid_budgets(await self.kube.budgets(namespace))
+                    plan = plan_collection(budgets, workloads, usage, self.clock())
             if token is not None:
                 await asyncio.gather(
                     *(
@@ -87,10 +99,17 @@ class BudgetAggregator:
         if not report.pod_uid:
             return 0
         async with self._locks[namespace]:
-            budgets = valid_budgets(await self.kube.budgets(namespace))
-            updates = plan_final_report(budgets, report, self.clock())
-            for update in updates:
-                await self._apply(update)
+            for attempt in range(1, WRITE_ATTEMPTS + 1):
+                budgets = valid_budgets(await self.kube.budgets(namespace))
+                updates = plan_final_report(budgets, report, self.clock())
+                try:
+                    for update in updates:  # folding a pod again is idempotent: keyed by its UID
+                        await self._apply(update)
+                    break
+                except StatusConflict as conflict:
+                    if attempt == WRITE_ATTEMPTS:
+                        raise
+                    logger.info("%s; folding pod %s again", conflict, report.pod_uid)
         logger.info("final usage of pod %s folded into %d budget(s)", report.pod_uid, len(updates))
         return len(updates)
 
@@ -113,11 +132,16 @@ class BudgetAggregator:
         return rows
 
     async def _apply(self, update: BudgetUpdate) -> None:
-        for event in update.events:
-            self.post_event(event.body, event.type, event.reason, event.message)
         if update.patch is not None:
             meta = update.budget.body["metadata"]
-            await self.kube.patch_budget_status(meta["namespace"], meta["name"], update.patch)
+            await self.kube.patch_budget_status(
+                meta["namespace"],
+                meta["name"],
+                update.patch,
+                resource_version=meta.get("resourceVersion"),
+            )
+        for event in update.events:  # after the write: a write planned again posts them once
+            self.post_event(event.body, event.type, event.reason, event.message)
 
 
 def _usage_report(pod: Body, answer: Any) -> UsageReport | None:

@@ -33,6 +33,10 @@ async def _items(response: Any) -> list[Body]:
         return orjson.loads(await response.read())["items"]
 
 
+class StatusConflict(Exception):
+    """A guarded status write refused: the object changed since it was read."""
+
+
 async def _done(call: Any) -> None:
     """Await a write without building the client's model of the answer (slow, unused).
 
@@ -83,8 +87,20 @@ class Kube:
         )
         return answer["items"]
 
-    async def patch_budget_status(self, namespace: str, name: str, status: Body) -> None:
-        await self._patch_status("llmbudgets", namespace, name, status)
+    async def patch_budget_status(
+        self, namespace: str, name: str, status: Body, *, resource_version: str | None = None
+    ) -> None:
+        """Merge ``status`` into a budget's; with ``resource_version``, only if the budget is
+        still that version (else ``StatusConflict``): spend folded from what was read must not
+        overwrite what another replica wrote since."""
+        try:
+            await self._patch_status("llmbudgets", namespace, name, status, resource_version)
+        except ApiException as error:
+            if error.status == 409:
+                raise StatusConflict(
+                    f"llmbudget {namespace}/{name} changed since it was read"
+                ) from error
+            raise
 
     async def _secret(self, namespace: str, name: str) -> Any | None:
         """A Secret (the client's model), or None when it does not exist."""
@@ -278,7 +294,17 @@ class Kube:
     async def patch_policy_status(self, namespace: str, name: str, status: Body) -> None:
         await self._patch_status("llmpolicies", namespace, name, status)
 
-    async def _patch_status(self, plural: str, namespace: str, name: str, status: Body) -> None:
+    async def _patch_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Body,
+        resource_version: str | None = None,
+    ) -> None:
+        patch: Body = {"status": status}
+        if resource_version is not None:  # a precondition: 409 Conflict when it moved on
+            patch["metadata"] = {"resourceVersion": resource_version}
         await _done(
             self.custom.patch_namespaced_custom_object_status(
                 GROUP,
@@ -286,7 +312,7 @@ class Kube:
                 namespace,
                 plural,
                 name,
-                {"status": status},
+                patch,
                 _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted, not in the stubs
                 _preload_content=False,
             )

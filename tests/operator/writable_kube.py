@@ -18,5 +18,12 @@ class WritableKube(FakeKube):
     async def read_admin_token(self, namespace: str, name: str) -> str | None:
         return TOKEN if namespace == NAMESPACE else None
 
-    async def patch_budget_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def patch_budget_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> None:
         self.patches.append((name, status))
