@@ -95,6 +95,7 @@ def sidecar_container(settings: OperatorSettings, workload: str, native: bool) -
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
             *otel_resource_env(workload),
+            *otel_export_env(settings),
         ],
         "ports": [
             {"name": "sluice-llm", "containerPort": settings.data_port, "protocol": "TCP"},
@@ -152,6 +153,34 @@ def otel_resource_env(workload: str) -> list[dict[str, Any]]:
         },
         {"name": "OTEL_SERVICE_NAME", "value": workload},
     ]
+
+
+OTEL_HEADERS_KEY = "headers"  # the key of settings.otel_headers_secret read as the headers
+
+
+def otel_export_env(settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Where and how the sidecar exports OTLP, from the chart; nothing without an endpoint."""
+    if not settings.otel_endpoint:
+        return []
+    values = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": settings.otel_endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": settings.otel_protocol,
+        "OTEL_METRIC_EXPORT_INTERVAL": settings.otel_metric_export_interval_ms,
+        "OTEL_TRACES_SAMPLER": settings.otel_traces_sampler,
+        "OTEL_TRACES_SAMPLER_ARG": settings.otel_traces_sampler_arg,
+    }
+    env: list[dict[str, Any]] = [
+        {"name": name, "value": str(value)} for name, value in values.items() if value is not None
+    ]
+    if settings.otel_headers_secret:
+        # Optional: a missing Secret costs the export its credentials, never the app's Pod.
+        reference = {
+            "name": settings.otel_headers_secret,
+            "key": OTEL_HEADERS_KEY,
+            "optional": True,
+        }
+        env.append({"name": "OTEL_EXPORTER_OTLP_HEADERS", "valueFrom": {"secretKeyRef": reference}})
+    return env
 
 
 def after_native_sidecars(init: list[dict[str, Any]], sidecar: dict[str, Any]) -> list[Any]:

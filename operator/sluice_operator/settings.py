@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -107,6 +108,37 @@ class OperatorSettings(BaseModel):
     admin_host_override: str | None = Field(
         default=None,
         description="Reach every sidecar at this host instead of its pod IP (tests only).",
+    )
+
+    otel_endpoint: str | None = Field(
+        default=None,
+        description="OTLP endpoint of injected sidecars (OTEL_EXPORTER_OTLP_ENDPOINT); None: "
+        "no OTLP export, and none of the otel_* settings below is set on them.",
+    )
+    otel_protocol: Literal["grpc", "http/protobuf"] | None = Field(
+        default=None, description="OTEL_EXPORTER_OTLP_PROTOCOL; None: the SDK's http/protobuf."
+    )
+    otel_headers_secret: str | None = Field(
+        default=None,
+        description="Secret (in each app namespace) whose key `headers` injected sidecars read "
+        "as OTEL_EXPORTER_OTLP_HEADERS: headers carry tokens, so never a plain value.",
+    )
+    otel_metric_export_interval_ms: int | None = Field(
+        default=None, ge=1, description="OTEL_METRIC_EXPORT_INTERVAL; None: the SDK's 60000."
+    )
+    otel_traces_sampler: (
+        Literal[
+            "always_on",
+            "always_off",
+            "traceidratio",
+            "parentbased_always_on",
+            "parentbased_always_off",
+            "parentbased_traceidratio",
+        ]
+        | None
+    ) = Field(default=None, description="OTEL_TRACES_SAMPLER; None: parentbased_always_on.")
+    otel_traces_sampler_arg: str | None = Field(
+        default=None, description="OTEL_TRACES_SAMPLER_ARG, e.g. 0.1 for a ratio sampler."
     )
 
     @field_validator("sidecar_resources")

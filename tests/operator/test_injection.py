@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from sluice_operator.injection import inject, is_injected, skip_reason, workload_of
-from sluice_operator.settings import OperatorSettings
+from sluice_operator.settings import OperatorSettings, load_operator_settings
 
 SETTINGS = OperatorSettings(sidecar_image="sidecar:test")
 
@@ -150,3 +153,54 @@ def test_the_sidecar_exports_under_the_pods_kubernetes_resource_attributes() -> 
         "k8s.deployment.name": "studio",
     }
     assert env["OTEL_SERVICE_NAME"] == "studio"
+
+
+EXPORT_VARIABLES = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+}
+
+
+def otel_env(settings: OperatorSettings) -> dict[str, dict]:
+    (sidecar,) = inject(pod(), settings, server_minor=35)["spec"]["initContainers"]
+    return {e["name"]: e for e in sidecar["env"] if e["name"] in EXPORT_VARIABLES}
+
+
+def test_the_charts_otlp_settings_reach_the_sidecar_with_the_headers_from_a_secret() -> None:
+    settings = load_operator_settings(
+        {
+            "SLUICE_OPERATOR_OTEL_ENDPOINT": "http://otel-collector.observability:4317",
+            "SLUICE_OPERATOR_OTEL_PROTOCOL": "grpc",
+            "SLUICE_OPERATOR_OTEL_HEADERS_SECRET": "otlp-auth",
+            "SLUICE_OPERATOR_OTEL_METRIC_EXPORT_INTERVAL_MS": "15000",
+            "SLUICE_OPERATOR_OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "SLUICE_OPERATOR_OTEL_TRACES_SAMPLER_ARG": "0.25",
+        }
+    )
+    env = otel_env(settings)
+    assert {name: e.get("value") for name, e in env.items()} == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_HEADERS": None,  # never a plain value: headers carry tokens
+        "OTEL_METRIC_EXPORT_INTERVAL": "15000",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+    }
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"] == {
+        "secretKeyRef": {"name": "otlp-auth", "key": "headers", "optional": True}
+    }
+
+
+def test_without_an_otlp_endpoint_the_sidecar_gets_no_export_settings() -> None:
+    settings = OperatorSettings(otel_protocol="grpc", otel_headers_secret="otlp-auth")
+    assert otel_env(settings) == {}
+
+
+def test_an_unknown_otlp_protocol_or_sampler_is_refused() -> None:
+    for name, value in (("PROTOCOL", "http/json"), ("TRACES_SAMPLER", "sometimes")):
+        with pytest.raises(ValidationError, match=f"otel_{name.lower()}"):
+            load_operator_settings({f"SLUICE_OPERATOR_OTEL_{name}": value})
