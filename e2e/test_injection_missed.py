@@ -9,16 +9,75 @@ the condition ``Injected=False`` (and ``Ready=False``) on the policy that select
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import yaml
 
 from e2e.harness.controlplane import ControlPlane
 from e2e.harness.processes import wait_until
 from e2e.operator_replicas import start_replica
-from e2e.sluice import SluiceDeployment, sidecar_launch
+from e2e.sluice import WEBHOOK_CONFIGURATION, SluiceDeployment, sidecar_launch
 from e2e.workloads import condition, deployment, policy, policy_status
 
 pytestmark = pytest.mark.e2e
+
+
+WEBHOOK = (
+    f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{WEBHOOK_CONFIGURATION}"
+)
+
+
+@contextmanager
+def webhook_unreachable(cp: ControlPlane, sluice: SluiceDeployment) -> Iterator[None]:
+    """The webhook configuration pointed at a closed port while the operator keeps running."""
+    saved = cp.request("GET", WEBHOOK)
+    broken = copy.deepcopy(saved)
+    for hook in broken["webhooks"]:
+        hook["clientConfig"]["url"] = "https://127.0.0.1:1/inject"
+    cp.request("PUT", WEBHOOK, broken)
+    try:
+        wait_until(lambda: not sluice._webhook_active(), 30, what="admissions to skip the webhook")
+        yield
+    finally:
+        current = cp.request("GET", WEBHOOK)
+        for hook, kept in zip(current["webhooks"], saved["webhooks"], strict=True):
+            hook["clientConfig"] = kept["clientConfig"]
+        cp.request("PUT", WEBHOOK, current)
+        wait_until(sluice._webhook_active, 30, what="the injection webhook to answer again")
+
+
+def test_a_pod_admitted_without_the_sidecar_while_the_operator_runs_is_reported_at_once(
+    sluice: SluiceDeployment, control_plane: ControlPlane, namespace: str
+) -> None:
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=policy("studio", "studio"))
+    wait_until(
+        lambda: condition(policy_status(control_plane, namespace, "studio"), "Ready"),
+        30,
+        what="the policy reconciled",
+    )
+    bare = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "solo", "labels": {"app": "studio", "sluice.dev/inject": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/app:1"}]},
+    }
+    with webhook_unreachable(control_plane, sluice):
+        created = control_plane.request("POST", f"/api/v1/namespaces/{namespace}/pods", bare)
+    assert "initContainers" not in created["spec"]  # failurePolicy Ignore: no sidecar
+
+    # Nothing else changes in the namespace: the pod's own appearance must be enough.
+    def warned() -> bool:
+        found = control_plane.request("GET", f"/api/v1/namespaces/{namespace}/events")["items"]
+        return any(
+            e["reason"] == "SidecarMissing" and e["involvedObject"]["name"] == "solo" for e in found
+        )
+
+    wait_until(warned, 30, what="a SidecarMissing Event on the pod")
+    status = policy_status(control_plane, namespace, "studio")
+    assert f"{namespace}/solo" in condition(status, "Injected")["message"]
 
 
 def labelled_deployment(name: str) -> str:

@@ -18,7 +18,7 @@ import kopf
 from sluice_operator.aggregator import BudgetAggregator
 from sluice_operator.budget_plan import budget_feedback
 from sluice_operator.certificates import WebhookTls
-from sluice_operator.injection import INJECTED_LABEL
+from sluice_operator.injection import INJECT_ANNOTATION, INJECTED_LABEL
 from sluice_operator.kube import Body, Kube
 from sluice_operator.metrics import OperatorMetrics, ReconcileKind, start_metrics_server
 from sluice_operator.pusher import Pusher
@@ -30,6 +30,7 @@ from sluice_operator.workloads import (
     VERSION_ANNOTATION,
     Workload,
     opt_in_change,
+    opted_in_by,
     pod_ready,
     pod_workload,
 )
@@ -197,6 +198,23 @@ async def pod_event(
         pod_ready(pod) and workload is not None and (running is None or running != wanted)
     ):
         await _reconcile(memo, namespace, "Pod", f"pod {pod['metadata']['name']} {event['type']}")
+
+
+def _opted_in_itself(labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> bool:
+    """A Pod that asks for the sidecar by its own label or annotation."""
+    return opted_in_by((labels.get(INJECT_ANNOTATION), annotations.get(INJECT_ANNOTATION)), {})
+
+
+@kopf.on.event("", "v1", "pods", labels={INJECTED_LABEL: kopf.ABSENT}, when=_opted_in_itself)
+async def uninjected_pod_event(
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
+) -> None:
+    """An opted-in Pod admitted without the sidecar (the webhook was unreachable) is reported
+    when it appears, not at the namespace's next reconcile. Pods opted in only by their
+    namespace's label are found by that next reconcile."""
+    if namespace is None or event["type"] not in (None, "ADDED"):  # None: the initial listing
+        return
+    await _reconcile(memo, namespace, "Pod", f"pod {body['metadata']['name']} without the sidecar")
 
 
 @kopf.on.mutate("", "v1", "pods", operation="CREATE", id="inject", ignore_failures=True)
