@@ -26,7 +26,7 @@ from sluice_operator.reading import Workloads
 from sluice_operator.resources import Budget
 from sluice_operator.selection import policies_for
 from sluice_operator.spend import BudgetSpend, Spend
-from sluice_operator.status import BudgetStatus, Event
+from sluice_operator.status import PAST_PERIODS_KEPT, BudgetStatus, Event, PastPeriod
 from sluice_operator.workloads import alive
 from sluice_sidecar.contract import LlmBudget, config_problems
 from sluice_sidecar.contract.budget_maths import (
@@ -102,6 +102,7 @@ def budget_update(
         period_start=spend.period_start,
         resets_at=period.resets_at.isoformat() if period.resets_at else None,
         ledger=spend.as_status(),
+        past_periods=_past_periods(budget.status, spend.period_start),
     )
     old = budget.status
     events = []
@@ -129,6 +130,27 @@ def budget_update(
         return BudgetUpdate(budget, status, None, events)
     patch = {**wanted, "ledger": _merge_patch(old.get("ledger") or {}, wanted["ledger"])}
     return BudgetUpdate(budget, status, patch, events)
+
+
+def _past_periods(old: Body, period_start: str) -> list[PastPeriod]:
+    """The kept periods' totals; when a new period starts, the one that ended goes first."""
+    kept = []
+    for entry in old.get("pastPeriods") or []:
+        try:
+            kept.append(PastPeriod.model_validate(entry))
+        except ValidationError:
+            continue  # an entry edited by hand into nonsense is dropped, not fatal
+    ended = old.get("periodStart")
+    if ended not in (None, period_start) and all(p.period_start != ended for p in kept):
+        try:
+            last = PastPeriod.model_validate(
+                {"periodStart": ended, "spentUSD": old.get("spentUSD") or "0",
+                 "tokens": old.get("tokens") or 0}
+            )  # fmt: skip
+            kept.insert(0, last)
+        except ValidationError:
+            pass
+    return kept[:PAST_PERIODS_KEPT]
 
 
 def plan_collection(

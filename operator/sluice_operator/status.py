@@ -92,6 +92,17 @@ class PolicyStatus(StatusModel):
     conditions: list[Condition] = CONDITIONS
 
 
+PAST_PERIODS_KEPT = 12  # as the sidecar keeps them
+
+
+class PastPeriod(StatusModel):
+    """The totals a period ended with, as the operator last folded them."""
+
+    period_start: str = Field(alias="periodStart", json_schema_extra={"format": "date-time"})
+    spent_usd: str = Field(alias="spentUSD", description="Spend of the period (decimal string).")
+    tokens: int = Field(ge=0, description="Input+output tokens of the period.")
+
+
 class BudgetStatus(StatusModel):
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     spent_usd: str | None = Field(
@@ -115,5 +126,11 @@ class BudgetStatus(StatusModel):
         default=None,
         description="Last cumulative spend seen per pod UID, and the spend of pods that "
         "are gone: spentUSD = retired + the sum over pods.",
+    )
+    past_periods: list[PastPeriod] = Field(
+        default_factory=list,
+        alias="pastPeriods",
+        max_length=PAST_PERIODS_KEPT,
+        description="The last periods' totals, newest first (at most 12).",
     )
     conditions: list[Condition] = CONDITIONS

@@ -125,6 +125,28 @@ def test_a_new_period_resets_the_spend_with_an_event() -> None:
     assert update.status.period_start == "2027-01-01T00:00:00+00:00"
     assert update.status.spent_usd == "0.000000"
     assert [e.reason for e in update.events] == ["PeriodReset", "BudgetOK"]
+    assert update.patch is not None
+    assert update.patch["pastPeriods"] == [
+        {"periodStart": "2026-12-01T00:00:00+00:00", "spentUSD": "9.500000", "tokens": 0}
+    ]
+
+
+def test_past_periods_are_kept_newest_first_and_bounded() -> None:
+    status = collect([monthly()], {"uid-a": [row("1")]}, [pod("a", "studio")]).updates[0]
+    current = status.status.patch()
+    for month in range(1, 15):  # fourteen month ends: only the last twelve are kept
+        start = dt.datetime(
+            2027 + (month - 1) // 12, (month - 1) % 12 + 1, 1, 0, 0, 5, tzinfo=dt.UTC
+        )
+        (update,) = collect([monthly(current)], {}, [], start).updates
+        current = {**current, **(update.patch or {})}
+    past = current["pastPeriods"]
+    assert len(past) == 12
+    starts = [p["periodStart"] for p in past]
+    assert starts == sorted(starts, reverse=True)
+    # The last collection is in February 2028: January 2028 ended last, February 2027 is the
+    # oldest of the twelve kept (December 2026 and January 2027 fell off).
+    assert (starts[0], starts[-1]) == ("2028-01-01T00:00:00+00:00", "2027-02-01T00:00:00+00:00")
 
 
 def test_rows_of_other_budgets_and_unselected_workloads_do_not_count() -> None:
