@@ -154,11 +154,20 @@ async def test_the_sidecar_exports_genai_metrics_and_call_spans(
         assert point["_unit"] == "s"
         assert point["gen_ai.operation.name"] == "chat"
         assert point["gen_ai.request.model"] in ("gpt-4o-mini", "claude-sonnet-4-5")
+        # Streams included: read from OpenAI's chunks and Anthropic's message_start.
+        assert point["gen_ai.response.model"] == point["gen_ai.request.model"]
         assert point["server.address"] == "127.0.0.1"
         assert point["server.port"] == urlsplit(llm.url).port
         assert "error.type" not in point
     tokens = points(metrics, "gen_ai.client.token.usage")
     assert {p["gen_ai.token.type"] for p in tokens} == {"input", "output"}
     assert {p["_unit"] for p in tokens} == {"{token}"}
-    assert points(metrics, "gen_ai.client.operation.time_to_first_chunk")
+    first_chunks = points(metrics, "gen_ai.client.operation.time_to_first_chunk")
+    assert {p["gen_ai.response.model"] for p in first_chunks} == {
+        "gpt-4o-mini",
+        "claude-sonnet-4-5",
+    }
+    streamed = [attributes_of(s) for s in calls if attributes_of(s)["gen_ai.request.stream"]]
+    assert len(streamed) == 2
+    assert all(s["gen_ai.response.model"] == s["gen_ai.request.model"] for s in streamed)
     assert points(metrics, "gen_ai.client.operation.time_per_output_chunk")

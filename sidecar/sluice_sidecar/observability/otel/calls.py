@@ -139,8 +139,9 @@ class _LiveHandle(CallHandle):
 
     def attempt(self, provider: ProviderView, model: str | None, number: int) -> Attempt:
         self._provider = provider
+        on_stream = self._streamed if self.call.stream else None
         if self._span is None:
-            return NO_ATTEMPT
+            return NO_ATTEMPT if on_stream is None else Attempt(None, on_stream)
         attributes: dict[str, Any] = {
             attr.OPERATION_NAME: self._operation,
             attr.PROVIDER_NAME: _provider_name(provider.family),
@@ -157,7 +158,11 @@ class _LiveHandle(CallHandle):
             kind=SpanKind.CLIENT,
             attributes=attributes,
         )
-        return Attempt(span)
+        return Attempt(span, on_stream)
+
+    def _streamed(self, first_chunk: bytes) -> None:
+        """A provider's stream began: the model it names (a JSON answer's comes by ``answer``)."""
+        self._response_model = stream_model(first_chunk) or self._response_model
 
     def _event(self, name: str, attributes: dict[str, Any]) -> None:
         if self._span is not None:
@@ -306,6 +311,8 @@ class _LiveHandle(CallHandle):
         }
         if self.call.model:
             found[attr.REQUEST_MODEL] = telemetry.model_value(self.call.model)
+        if self._response_model:
+            found[attr.RESPONSE_MODEL] = telemetry.model_value(self._response_model)
         if provider is not None:
             found[attr.SLUICE_PROVIDER] = provider.name
             if server := telemetry.server(provider.base_url):
@@ -355,3 +362,25 @@ def _provider_name(family: str) -> str:
 def _content(value: Any) -> str:
     text = orjson.dumps(value, default=str).decode()
     return text if len(text) <= CONTENT_LIMIT else text[:CONTENT_LIMIT] + "…"
+
+
+def stream_model(first_chunk: bytes) -> str | None:
+    """``model`` (OpenAI, repeated on every chunk) or ``message.model`` (Anthropic's
+    ``message_start``, the stream's first event) of the first data event in a streamed reply's
+    ``first_chunk``, which the transport hands over holding at least that event; None when it
+    names none or is not JSON."""
+    for line in first_chunk.splitlines():
+        if not line.startswith(b"data:"):
+            continue
+        try:
+            payload = orjson.loads(line[5:])
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(payload, dict):
+            return None
+        if payload.get("type") == "message_start":
+            message = payload.get("message")
+            payload = message if isinstance(message, dict) else {}
+        model = payload.get("model")
+        return model if isinstance(model, str) and model else None
+    return None

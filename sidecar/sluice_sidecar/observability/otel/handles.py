@@ -64,10 +64,11 @@ class UsageView(Protocol):
 class Attempt:
     """One request to a provider: a CLIENT span under the call's span."""
 
-    __slots__ = ("_span",)
+    __slots__ = ("_on_stream", "_span")
 
-    def __init__(self, span: Span | None) -> None:
+    def __init__(self, span: Span | None, on_stream: Callable[[bytes], None] | None = None) -> None:
         self._span = span
+        self._on_stream = on_stream  # given a streamed reply's first chunk (its model)
 
     def inject(self, headers: MutableMapping[str, str]) -> None:
         """Put this attempt's ``traceparent`` (and ``tracestate``) into the provider's headers."""
@@ -77,7 +78,7 @@ class Attempt:
     async def send(self, send: Callable[[R], Awaitable[A]], request: R) -> A:
         """``await send(request)`` as this attempt: the request's headers carry its context; the
         span ends with the answer (a stream's when it closes) or with the error raised."""
-        if self._span is None:
+        if self._span is None and self._on_stream is None:
             return await send(request)
         self.inject(request.headers)  # type: ignore[attr-defined]
         try:
@@ -93,6 +94,8 @@ class Attempt:
             raise
         status = getattr(reply, "status", None)
         if getattr(reply, "streaming", False):
+            if self._on_stream is not None:
+                self._on_stream(getattr(reply, "first_chunk", b""))
             reply.on_close.append(lambda: self.end(status))  # type: ignore[attr-defined]
         else:
             self.end(status)
