@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from e2e.harness.controlplane import ControlPlane
+from sluice_operator.injection import sidecar_container
+from sluice_operator.settings import load_operator_settings
 from sluice_sidecar.contract.pod import ADMIN_PORT, DATA_PORT
 
 pytestmark = pytest.mark.e2e
@@ -88,6 +90,8 @@ def test_chart_ships_the_generated_crds() -> None:
         ("push.attempts=0", "/push/attempts"),
         ("sidecar.resources.request.cpu=1", "/sidecar/resources"),  # requests, not request
         ("replica=1", "additional properties 'replica'"),  # a typo is an error, not ignored
+        ("sidecar.otel.protocol=http/json", "/sidecar/otel/protocol"),
+        ("sidecar.otel.tracesSampler=sometimes", "/sidecar/otel/tracesSampler"),
     ],
 )
 def test_schema_rejects_bad_values(helm: Path, setting: str, complaint: str) -> None:
@@ -118,3 +122,36 @@ def test_images_default_to_the_chart_app_version(helm: Path) -> None:
     # The chart's ports are the contract's (sluice_sidecar.contract.pod): defined once.
     assert env["SLUICE_OPERATOR_DATA_PORT"] == str(DATA_PORT)
     assert env["SLUICE_OPERATOR_ADMIN_PORT"] == str(ADMIN_PORT)
+
+
+def operator_env(helm: Path, *flags: str) -> dict[str, str]:
+    rendered = run_helm(helm, "template", "sluice", str(CHART), "--show-only",
+                        "templates/deployment.yaml", *flags)  # fmt: skip
+    (deployment,) = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def test_otel_values_reach_the_injected_sidecars_environment(helm: Path) -> None:
+    """Chart values → the operator's settings → the OTEL_* variables of every injected sidecar."""
+    values = (
+        "sidecar.otel.endpoint=http://otel-collector.observability:4317,"
+        "sidecar.otel.protocol=grpc,sidecar.otel.headersSecret=otlp-auth,"
+        "sidecar.otel.metricExportIntervalMs=15000,"
+        "sidecar.otel.tracesSampler=parentbased_traceidratio,sidecar.otel.tracesSamplerArg=0.1"
+    )
+    settings = load_operator_settings(operator_env(helm, "--set", values))
+    env = sidecar_container(settings, "studio", native=True)["env"]
+    plain = {e["name"]: e.get("value") for e in env}
+    assert plain["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
+    assert plain["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+    assert plain["OTEL_METRIC_EXPORT_INTERVAL"] == "15000"
+    assert plain["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert plain["OTEL_TRACES_SAMPLER_ARG"] == "0.1"
+    (headers,) = [e for e in env if e["name"] == "OTEL_EXPORTER_OTLP_HEADERS"]
+    assert headers["valueFrom"]["secretKeyRef"]["name"] == "otlp-auth"  # never a literal value
+    # Without an endpoint, nothing of it is set: export stays off.
+    quiet = sidecar_container(load_operator_settings(operator_env(helm)), "studio", native=True)
+    assert not {e["name"] for e in quiet["env"]} & {
+        "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_TRACES_SAMPLER"
+    }  # fmt: skip
