@@ -12,7 +12,6 @@ file is logged and ignored, never fatal.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import orjson
 
 from sluice_sidecar.economics.latency_model import LatencyHistory
-from sluice_sidecar.economics.state_file import _write_atomically
+from sluice_sidecar.economics.saved_file import PeriodicFlush, write_atomically
 from sluice_sidecar.observability.throttled_log import ThrottledLog
 
 logger = logging.getLogger("sluice.latency")
@@ -36,9 +35,8 @@ class LatencyFile:
     ) -> None:
         self.path = directory / FILE_NAME
         self.history = history
-        self._interval_s = interval_s
         self._log = ThrottledLog(logger)
-        self._task: asyncio.Task[None] | None = None
+        self._writer = PeriodicFlush(self.flush, interval_s, "sluice-latency-state")
 
     def load(self) -> int:
         """Restore the history; how many points were restored (0 when there is no file)."""
@@ -66,15 +64,10 @@ class LatencyFile:
         return restored
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="sluice-latency-state")
+        self._writer.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self.flush()
+        await self._writer.close()
 
     async def flush(self) -> None:
         """Write the file when calls were recorded since the last write; never raises."""
@@ -83,17 +76,12 @@ class LatencyFile:
         self.history.dirty = False
         try:
             payload = orjson.dumps({"version": FORMAT_VERSION, "series": self.history.dump()})
-            await asyncio.to_thread(_write_atomically, self.path, payload)
+            await asyncio.to_thread(write_atomically, self.path, payload)
         except Exception as error:
             self.history.dirty = True
             self._log.log(
                 logging.ERROR, "write", "latency history %s not written: %s", self.path, error
             )
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            await self.flush()
 
 
 def history_lifespan(

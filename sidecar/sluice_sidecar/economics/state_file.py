@@ -17,10 +17,8 @@ most once a minute (``ThrottledLog``) and counted in ``sluice_state_write_errors
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import decimal
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import orjson
 
 from sluice_sidecar.economics.budgets import MemoryBudgetStore
+from sluice_sidecar.economics.saved_file import PeriodicFlush, write_atomically
 from sluice_sidecar.observability.throttled_log import ThrottledLog
 
 logger = logging.getLogger("sluice.budget")
@@ -50,9 +49,8 @@ class StateFile:
         self.path = directory / FILE_NAME
         self.store = store
         self._on_error = on_error
-        self._interval_s = interval_s
         self._log = ThrottledLog(logger)
-        self._task: asyncio.Task[None] | None = None
+        self._writer = PeriodicFlush(self.flush, interval_s, "sluice-budget-state")
 
     def load(self) -> None:
         try:
@@ -73,15 +71,10 @@ class StateFile:
         logger.info("budget spend restored from %s", self.path)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="sluice-budget-state")
+        self._writer.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self.flush()
+        await self._writer.close()
 
     async def flush(self) -> None:
         """Write the file when spend changed; never raises (failures are logged and counted)."""
@@ -90,7 +83,7 @@ class StateFile:
         self.store.dirty = False
         try:
             payload = self._encode()
-            await asyncio.to_thread(_write_atomically, self.path, payload)
+            await asyncio.to_thread(write_atomically, self.path, payload)
         except OSError as error:
             self.store.dirty = True  # retried at the next interval
             self._failed("io", "cannot write budget state %s: %s", error)
@@ -112,11 +105,6 @@ class StateFile:
             self._on_error(reason)
         self._log.log(logging.ERROR, reason, message, self.path, detail)
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            await self.flush()
-
 
 def _drop_unencodable_sessions(periods: dict[str, Any]) -> int:
     """Remove session ids that are not valid UTF-8 text (lone surrogates); how many."""
@@ -135,13 +123,3 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
