@@ -166,10 +166,12 @@ class UpstreamError(SluiceError):
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
         retry_after: float | None = None,
+        sent: bool = True,
     ) -> None:
         super().__init__(message, retry_after=retry_after)
         self.reason = reason
         self.upstream_status = upstream_status
+        self.sent = sent  # False: no connection was made, nothing reached the provider
         self.body = body
         self.headers = headers or {}
         if upstream_status is not None:

@@ -17,8 +17,6 @@ from decimal import Decimal
 from sluice_sidecar.economics.pricing import PriceTable
 from sluice_sidecar.errors import UpstreamError
 
-# The transport's wording for a connection that was never made (nothing reached the provider).
-NOT_SENT_PREFIX = "cannot connect"
 NOT_WORKED_ON = frozenset({"redirect"})  # the provider pointed elsewhere and did no work
 
 
@@ -33,7 +31,7 @@ def may_be_billed(error: UpstreamError) -> bool:
     """Whether the provider may have worked on (and bill) an attempt that ended in ``error``."""
     if error.upstream_status is not None or error.reason in NOT_WORKED_ON:
         return False
-    return not error.message.startswith(NOT_SENT_PREFIX)
+    return error.sent
 
 
 @dataclass(frozen=True, slots=True)

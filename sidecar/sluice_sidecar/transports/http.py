@@ -153,6 +153,7 @@ class HttpTransport:
             raise TransientUpstreamError(
                 f"cannot connect to upstream {error.host}:{error.port}: {describe(error, secrets)}",
                 reason="connection error",
+                sent=False,
             ) from error
         except (aiohttp.ClientError, TimeoutError) as error:
             raise TransientUpstreamError(
