@@ -22,7 +22,7 @@ from tests.support.sidecar import (
     policy,
     provider_for,
 )
-from tests.support.simulator import Delay, SimulatedLLM
+from tests.support.simulator import SimulatedLLM
 from tests.support.waiting import wait_until
 
 MESSAGES = [{"role": "user", "content": "Name three rivers"}]
@@ -342,13 +342,14 @@ async def test_a_settlement_redis_missed_is_sent_again(
     )
     store = sidecar.state.budgets.store
     control = redis.asyncio.Redis.from_url(redis_url)
-    llm.enqueue(Delay(0.2))
+    llm.gate = asyncio.Event()  # the provider answers only once Redis has stopped answering
     async with client(sidecar) as c:
         call = asyncio.create_task(
             c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=10)
         )
         await wait_until(lambda: llm.in_flight == 1)  # reserved in Redis, now at the provider
-        await control.execute_command("CLIENT", "PAUSE", 700, "ALL")  # Redis stops answering
+        await control.execute_command("CLIENT", "PAUSE", 1500, "ALL")  # Redis stops answering
+        llm.gate.set()
         answer = await call
         await wait_until(lambda: store.unsent == 1)  # the settlement timed out: kept
         await wait_until(lambda: store.unsent == 0)  # and sent once Redis answers again

@@ -35,7 +35,7 @@ async def test_every_answer_carries_an_estimate_and_history_builds(
         stream = await c.chat.completions.create(model="m", messages=MESSAGES, stream=True)
         [chunk async for chunk in stream]
     status, body = await sidecar.admin(
-        "GET", "/admin/estimate?provider=sim&operation=Completion&promptTokens=1000"
+        "GET", "/admin/estimate?provider=sim&operation=Completion&promptTokens=20"
     )
     assert status == 200 and body["points"] == 13
     assert 0.6 <= body["confidence"] <= 0.8 and body["message"].startswith("usually takes")

@@ -35,10 +35,15 @@ async def test_odd_retry_after_answers_the_provider_status_within_the_deadline(
     wait = caught.value.response.headers.get("retry-after")
     assert wait is None or 0 <= int(wait) <= 60
 
-    # The event loop's timers still fire on time after whatever the sidecar slept.
+    # The event loop's timers still fire on time after whatever the sidecar slept. A broken
+    # timer heap makes every sleep late; a busy machine only some: the best of three counts.
+    assert min([await _timer_lateness(loop) for _ in range(3)]) < TIMER_SLACK_S
+
+
+async def _timer_lateness(loop: asyncio.AbstractEventLoop) -> float:
     before = loop.time()
     await asyncio.sleep(TIMER_S)
-    assert loop.time() - before < TIMER_S + TIMER_SLACK_S
+    return loop.time() - before - TIMER_S
 
 
 async def test_an_unusable_retry_after_falls_back_to_the_schedule_and_the_retry_succeeds(

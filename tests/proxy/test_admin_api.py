@@ -85,7 +85,8 @@ async def test_same_config_again_is_unchanged(sidecar: SidecarHandle) -> None:
 async def test_config_swap_under_200_in_flight_calls_fails_none(
     llm_factory, sidecar_factory
 ) -> None:
-    old = await llm_factory(name="old", latency_s=3)
+    release_old = asyncio.Event()  # the old upstream answers only once the swap is done
+    old = await llm_factory(name="old", gate=release_old)
     new = await llm_factory(name="new")
     sidecar = await sidecar_factory(
         policy(providers=[provider_for(old, name="llm")], circuitBreaker={"maxConcurrent": 1000})
@@ -114,6 +115,7 @@ async def test_config_swap_under_200_in_flight_calls_fails_none(
         )
         assert status == 200 and body["changed"]
         after = await client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+        release_old.set()
         results = await asyncio.gather(*calls, return_exceptions=True)
     failures = [r for r in results if isinstance(r, BaseException)]
     assert failures == []

@@ -73,7 +73,8 @@ class SimulatedLLM:
     ``models``: the models ``/v1/models`` lists; when given, requests for any other model get the
     API's 404. ``error_rate``: share of requests answered 429 (``retry-after: 0.05``) or 503, drawn
     from ``random.Random(seed)``. ``record``: keep every request in ``requests`` (the CLI turns it
-    off so a long run does not grow).
+    off so a long run does not grow). ``gate``: when given, every answer waits until it is set,
+    so a test holds calls in flight for as long as it needs, however slow the machine.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class SimulatedLLM:
         error_rate: float = 0.0,
         seed: int | None = None,
         record: bool = True,
+        gate: asyncio.Event | None = None,
     ) -> None:
         self.name = name
         self.latency_s = latency_s
@@ -96,6 +98,7 @@ class SimulatedLLM:
         self.allowed = frozenset(models) if models is not None else None
         self.error_rate = error_rate
         self.record = record
+        self.gate = gate
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0
         self.disconnected = asyncio.Event()
@@ -205,6 +208,8 @@ class SimulatedLLM:
         behaviour = self._next_behaviour()
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
+        if self.gate is not None:
+            await self.gate.wait()
         content = None
         if isinstance(behaviour, Respond | Delay):
             if behaviour.latency_s:
