@@ -16,10 +16,13 @@ from typing import Any
 import aiohttp
 import orjson
 
+from sluice_operator.injection import SIDECAR_NAME
 from sluice_operator.metrics import OperatorMetrics, PushOutcome
 from sluice_operator.settings import OperatorSettings
 
 logger = logging.getLogger("sluice.operator.push")
+
+ADMIN_PORT_NAME = "sluice-admin"  # the injected sidecar's admin containerPort (injection.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,20 @@ class Pusher:
 
 
 def target_of(pod: dict[str, Any], settings: OperatorSettings) -> PushTarget:
-    """Where a pod's sidecar admin API answers (its pod IP, or the tests' override)."""
+    """Where a pod's sidecar admin API answers: its pod IP (or the tests' override), on the
+    port the injected sidecar declares; the setting for a pod that declares none."""
     host = settings.admin_host_override or pod["status"]["podIP"]
-    return PushTarget(pod["metadata"]["name"], host, settings.admin_port)
+    return PushTarget(pod["metadata"]["name"], host, admin_port(pod) or settings.admin_port)
+
+
+def admin_port(pod: dict[str, Any]) -> int | None:
+    """The container port named ``sluice-admin`` of the pod's sidecar (the injector's name for
+    it): a pod injected under other settings keeps the port it was given."""
+    spec = pod.get("spec") or {}
+    for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        if container.get("name") != SIDECAR_NAME:
+            continue
+        for port in container.get("ports") or []:
+            if port.get("name") == ADMIN_PORT_NAME and isinstance(port.get("containerPort"), int):
+                return int(port["containerPort"])
+    return None
