@@ -147,6 +147,14 @@ class Workload:
     def template_injected(self) -> bool:
         return self.template_annotations.get(INJECT_ANNOTATION) == "true"
 
+    @property
+    def template_opted_out(self) -> bool:
+        """``sluice.dev/inject: "false"`` on the pod template (annotation or label)."""
+        return "false" in (
+            self.template_annotations.get(INJECT_ANNOTATION),
+            self.labels.get(INJECT_ANNOTATION),
+        )
+
     def opted_in(self, namespace_labels: Mapping[str, str]) -> bool:
         """Any gesture: the Deployment's annotation, its pod template's annotation or label,
         or the namespace label."""
@@ -167,7 +175,12 @@ class OptInChange:
 
 
 def opt_in_change(workload: Workload) -> OptInChange | None:
-    """What to patch when the Deployment's annotation and its pod template disagree."""
+    """What to patch when the Deployment's annotation and its pod template disagree.
+
+    The pod template's explicit opt-out wins: its "false" is the user's, neither overwritten
+    by the Deployment's "true" nor removed with the operator's own copy."""
+    if workload.template_opted_out:
+        return None
     managed = workload.annotations.get(MANAGED_ANNOTATION) == "true"
     if workload.wants_injection and not workload.template_injected:
         # Copy the user's gesture into the pod template: a rollout creates injected pods.

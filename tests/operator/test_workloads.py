@@ -68,6 +68,28 @@ def test_the_gesture_is_copied_into_the_template_and_removed_with_it() -> None:
     assert opt_in_change(workload({}, copied)) is None
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        {"annotations": {"sluice.dev/inject": "false"}},
+        {"labels": {"sluice.dev/inject": "false"}},
+    ],
+)
+@pytest.mark.parametrize("managed", [False, True])
+def test_a_pod_template_opt_out_wins_over_the_deployment_annotation(
+    template: dict[str, dict[str, str]], managed: bool
+) -> None:
+    """The template's explicit "false" is never overwritten with the Deployment's "true", nor
+    removed when the Deployment stops asking (with the operator's managed mark or without)."""
+    annotations = {MANAGED_ANNOTATION: "true"} if managed else {}
+    for wants in ({"sluice.dev/inject": "true"}, {}):
+        opted_out = workload(
+            {**annotations, **wants}, template.get("annotations", {}), template.get("labels")
+        )
+        assert opt_in_change(opted_out) is None
+        assert not opted_out.opted_in({"sluice.dev/inject": "enabled"})
+
+
 def test_a_started_sidecar_is_pushed_to_before_its_pod_is_ready() -> None:
     waiting = pod("a", "studio", ready=False)
     waiting["status"]["initContainerStatuses"] = [{"name": "sluice-proxy", "started": True}]
