@@ -135,6 +135,21 @@ class Kube:
         data = await self._secret_data(namespace, name)
         return set(data) if data is not None else None
 
+    async def config_map(self, namespace: str, name: str) -> Body | None:
+        """A ConfigMap as plain JSON, or None when it does not exist."""
+        response: Any = await self.core.read_namespaced_config_map(  # raw: the stubs say model
+            name, namespace, _preload_content=False
+        )
+        async with response:
+            if response.status == 404:
+                return None
+            if response.status >= 400:
+                error = ApiException(status=response.status, reason=response.reason)
+                error.body = await response.text()
+                raise error
+            body: Body = orjson.loads(await response.read())
+            return body
+
     async def namespace_labels(self, namespace: str) -> dict[str, str] | None:
         """The namespace's labels; None when it is gone or being deleted."""
         try:

@@ -145,13 +145,19 @@ def plan_namespace(
     # never Ready.
     for workload in state.workloads.every():
         matched = [(m, report_of[m.identity]) for m in policies_for(workload.labels, valid)]
-        plan = _plan_workload(state, workload, matched, (known or {}).get(workload.name, {}))
-        if isinstance(plan, str):
-            problems.append(plan)
-            for _, report in matched:
-                report.problems.append(plan)
-        else:
-            plans.append(plan)
+        known_here = (known or {}).get(workload.name, {})
+        compiled = _compile(state, workload, [model for model, _ in matched])
+        if isinstance(compiled, SidecarConfig):
+            wanted = Configuration.of(compiled, key_secrets_annotation(m for m, _ in matched))
+            plans.append(_plan_workload(workload, wanted, matched, known_here))
+            continue
+        fallback, what = _fallback(state, workload)
+        problem = f"{compiled}; meanwhile {state.namespace}/{workload.name} {what}"
+        problems.append(problem)
+        for _, report in matched:
+            report.problems.append(problem)
+        # Its sidecars do not run these policies: they count for none of them.
+        plans.append(_plan_workload(workload, fallback, [], known_here))
     missing = []
     for pod in state.missing:
         labels = pod["metadata"].get("labels") or {}
@@ -162,20 +168,30 @@ def plan_namespace(
     return NamespacePlan(state.namespace, reports, plans, problems, missing)
 
 
+@dataclass(frozen=True)
+class Configuration:
+    """What a workload's sidecars are to run, and the provider-key annotation it needs."""
+
+    document: dict[str, Any]  # the SidecarConfig as JSON
+    version: str
+    key_secrets: str | None  # the pod template's provider-key annotation; None: as it is
+
+    @classmethod
+    def of(cls, config: SidecarConfig, key_secrets: str | None) -> Configuration:
+        return cls(
+            config.model_dump(mode="json", by_alias=True), config.content_hash(), key_secrets
+        )
+
+
 def _plan_workload(
-    state: NamespaceState,
     workload: Workload,
+    wanted: Configuration,
     matched: list[tuple[LlmPolicy, PolicyReport]],
     known: Running,
-) -> WorkloadPlan | str:
-    policies = [model for model, _ in matched]
-    config = _compile(state, workload, policies)
-    if isinstance(config, str):
-        return config
-    version = config.content_hash()
-    document = config.model_dump(mode="json", by_alias=True)
-    wanted_keys = key_secrets_annotation(policies)
+) -> WorkloadPlan:
+    version, document = wanted.version, wanted.document
     current_keys = workload.template_annotations.get(KEY_SECRETS_ANNOTATION, "")
+    wanted_keys = current_keys if wanted.key_secrets is None else wanted.key_secrets
     live = [p for p in workload.pods if alive(p)]
     # What each pod runs: its annotation, or what this process pushed and is still
     # annotating in the background (the annotation is what survives a restart).
@@ -212,7 +228,7 @@ def _plan_workload(
 
 
 def _compile(
-    state: NamespaceState, workload: Workload, policies: list[LlmPolicy]
+    state: NamespaceState, workload: Workload, policies: list[LlmPolicy], *, budgets: bool = True
 ) -> SidecarConfig | str:
     """The workload's configuration (built-in defaults when no policy selects it), or why its
     policies and budgets do not compile together."""
@@ -220,13 +236,43 @@ def _compile(
     try:
         return compile_policies(
             policies or [DEFAULT_POLICY],
-            policies_for(workload.labels, [b.model for b in state.budgets]),
+            policies_for(workload.labels, [b.model for b in state.budgets]) if budgets else [],
             workload=WorkloadRef(namespace=namespace, name=workload.name),
         )
     except (CompileError, ValidationError) as error:
         return f"policies selecting {namespace}/{workload.name} do not compile together: " + (
             "; ".join(config_problems(error)) if isinstance(error, ValidationError) else str(error)
         )
+
+
+def _fallback(state: NamespaceState, workload: Workload) -> tuple[Configuration, str]:
+    """What a workload runs while its policies do not compile together: the configuration it
+    last stored (its running pods keep it, new ones start from it), else the built-in
+    defaults with its budgets (without them when they are what does not compile). Never
+    nothing: a new Pod's sidecar without a configuration would never be Ready. The pod
+    template is left as it is (no rollout for a fallback)."""
+    stored = _stored_config(state.stored.get(workload.name))
+    if stored is not None:
+        return Configuration.of(
+            stored, None
+        ), f"keeps its last good configuration {stored.content_hash()}"
+    defaults = _compile(state, workload, [])
+    if isinstance(defaults, SidecarConfig):
+        return Configuration.of(defaults, None), "runs the built-in defaults with its budgets"
+    bare = _compile(state, workload, [], budgets=False)
+    assert isinstance(bare, SidecarConfig), bare  # the built-in defaults always compile
+    return Configuration.of(bare, None), "runs the built-in defaults without its budgets"
+
+
+def _stored_config(config_map: Body | None) -> SidecarConfig | None:
+    """The configuration a stored ConfigMap holds; None when absent or not one (edited)."""
+    text = ((config_map or {}).get("data") or {}).get("config.json")
+    if text is None:
+        return None
+    try:
+        return SidecarConfig.model_validate_json(text)
+    except ValidationError:
+        return None
 
 
 def count_sidecars(plan: NamespacePlan, applied: Mapping[str, int]) -> list[PolicyReport]:

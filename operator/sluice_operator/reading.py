@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sluice_operator.injection import INJECTED_LABEL
+from sluice_operator.injection import INJECTED_LABEL, config_map_name
 from sluice_operator.kube import Body, Kube
 from sluice_operator.resources import Budget, Policy, key_secrets, read_policies, valid_budgets
 from sluice_operator.workloads import Workload, alive, missing_sidecar, pod_workload
@@ -69,6 +69,9 @@ class NamespaceState:
     budgets: list[Budget]
     workloads: Workloads
     missing: list[Body] = field(default_factory=list)  # opted-in pods without the sidecar
+    # workload -> its stored ConfigMap (None: none yet): the last good configuration a
+    # workload keeps while its policies do not compile together
+    stored: Mapping[str, Body | None] = field(default_factory=dict)
 
 
 async def read_namespace(kube: Kube, namespace: str) -> NamespaceState | None:
@@ -85,4 +88,7 @@ async def read_namespace(kube: Kube, namespace: str) -> NamespaceState | None:
     pods = await kube.pods(namespace, "")
     workloads = group_workloads(await kube.deployments(namespace), injected(pods), namespace_labels)
     missing = [p for p in pods if missing_sidecar(p, namespace_labels)]
-    return NamespaceState(namespace, policies, secret_keys, budgets, workloads, missing)
+    stored = {
+        w.name: await kube.config_map(namespace, config_map_name(w.name)) for w in workloads.every()
+    }
+    return NamespaceState(namespace, policies, secret_keys, budgets, workloads, missing, stored)

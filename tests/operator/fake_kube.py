@@ -24,6 +24,7 @@ class FakeKube:
     deployments_: list[Body] = field(default_factory=list)
     pods_: list[Body] = field(default_factory=list)
     secrets: dict[str, set[str]] = field(default_factory=dict)
+    config_maps: dict[str, Body] = field(default_factory=dict)
 
     async def namespace_labels(self, namespace: str) -> dict[str, str] | None:
         return self.namespace_labels_
@@ -43,6 +44,9 @@ class FakeKube:
 
     async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
         return self.secrets.get(name)
+
+    async def config_map(self, namespace: str, name: str) -> Body | None:
+        return self.config_maps.get(name)
 
 
 def _labels(body: Body) -> dict[str, str]:

@@ -117,17 +117,52 @@ async def test_model_invalid_policy_reports_the_models_problems() -> None:
     assert report.problems and "type" in report.problems[0]
 
 
-async def test_policies_that_do_not_compile_together_mark_each_invalid() -> None:
+async def test_policies_that_do_not_compile_together_leave_new_pods_the_defaults() -> None:
+    """Nothing stored for the workload yet: its pods get the built-in defaults (with the
+    budgets that select it), so a new Pod still becomes Ready, and each policy says so."""
     kube = FakeKube(
         policies_=[policy("studio", {"selector": STUDIO, "providers": []})],
+        budgets_=[budget("daily", {"selector": STUDIO, "limits": {"costUSD": "5"}})],
         deployments_=[deployment("studio", {"app": "studio"})],
+        pods_=[pod("studio-1", "studio")],
     )
     plan = await plan_of(kube)
-    assert plan.workloads == []
     assert len(plan.problems) == 1 and "do not compile together" in plan.problems[0]
-    patch, events = statuses(plan, {})["studio"]
-    assert condition(patch, "Valid")["message"] == plan.problems[0]
+    (workload,) = plan.workloads
+    assert [p["name"] for p in workload.document["providers"]] == ["openai", "anthropic"]
+    assert [b["name"] for b in workload.document["budgets"]] == ["daily"]
+    assert workload.config_map.name == "sluice-config-studio"
+    assert [p["metadata"]["name"] for p in workload.stale] == ["studio-1"]
+    assert workload.policies == []  # its sidecars do not run the policy's configuration
+    patch, events = statuses(plan, {"studio": 1})["studio"]
+    valid = condition(patch, "Valid")
+    assert valid["status"] == "False" and "do not compile together" in valid["message"]
+    assert "team-a/studio runs the built-in defaults" in valid["message"]
     assert [e.reason for e in events] == ["InvalidPolicy"]
+
+
+async def test_policies_that_do_not_compile_together_keep_the_last_good_configuration() -> None:
+    good = {"selector": STUDIO, "providers": [OPENAI]}
+    kube = FakeKube(
+        policies_=[policy("studio", good)],
+        deployments_=[deployment("studio", {"app": "studio"})],
+        pods_=[pod("studio-1", "studio")],
+    )
+    (stored,) = (await plan_of(kube)).workloads
+    kube.config_maps[stored.config_map.name] = {
+        "metadata": {"annotations": stored.config_map.annotations},
+        "data": stored.config_map.data,
+    }
+    kube.pods_ = [pod("studio-1", "studio", running=stored.version), pod("studio-2", "studio")]
+    kube.policies_ = [policy("studio", {"selector": STUDIO, "providers": []}, generation=2)]
+    plan = await plan_of(kube)
+    (workload,) = plan.workloads
+    assert (workload.version, workload.document) == (stored.version, stored.document)
+    assert workload.config_map.data == stored.config_map.data
+    assert [p["metadata"]["name"] for p in workload.stale] == ["studio-2"]  # a new pod
+    patch, _ = statuses(plan, {"studio": 1})["studio"]
+    message = condition(patch, "Valid")["message"]
+    assert f"team-a/studio keeps its last good configuration {stored.version}" in message
 
 
 async def test_ready_pods_not_running_the_version_are_pushed_to() -> None:
