@@ -11,6 +11,7 @@ import copy
 import json
 from typing import Any
 
+from sluice_operator.pod_overrides import RESOURCE_ANNOTATIONS
 from sluice_operator.settings import OperatorSettings, report_url
 from sluice_sidecar.contract import pod as contract
 from sluice_sidecar.contract.pod import PodEnv
@@ -193,6 +194,11 @@ def after_native_sidecars(init: list[dict[str, Any]], sidecar: dict[str, Any]) -
     return [*init[:at], sidecar, *init[at:]]
 
 
+BASE_URL_NAMES = frozenset({"OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"})
+PROXY_PREFIX = "sluice.dev/proxy-"
+PROXY_ANNOTATIONS = tuple(sorted(RESOURCE_ANNOTATIONS))
+
+
 def base_url_env(settings: OperatorSettings) -> list[dict[str, str]]:
     return [
         {"name": "OPENAI_BASE_URL", "value": f"http://127.0.0.1:{settings.data_port}/v1"},
@@ -226,6 +232,47 @@ def set_base_urls(
     if skipped:
         metadata.setdefault("annotations", {})[BASE_URLS_SKIPPED_ANNOTATION] = ",".join(skipped)
     return skipped
+
+
+def injection_warnings(pod: Pod, settings: OperatorSettings) -> list[str]:
+    """What ``kubectl apply`` should tell the Pod's author: where the Pod is injected
+    differently from what it seems to ask for (admission warnings: short, and never an env
+    value, which may be a credential)."""
+    metadata, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    annotations = metadata.get("annotations") or {}
+    warnings = [
+        f"{name} is not a sidecar setting and is ignored (known: {', '.join(PROXY_ANNOTATIONS)})"
+        for name in sorted(annotations)
+        if name.startswith(PROXY_PREFIX) and name not in PROXY_ANNOTATIONS
+    ]
+    mode = annotations.get(ENV_OPT_OUT_ANNOTATION)
+    if mode not in (None, "true", "false", EXCEPT_ENV_FROM):
+        warnings.append(
+            f"{ENV_OPT_OUT_ANNOTATION}: {mode!r} is not true, false or {EXCEPT_ENV_FROM};"
+            " base URLs are set as for true"
+        )
+    if mode == "false":
+        return warnings
+    sidecar = base_url_env(settings)
+    for app in spec.get("containers") or []:
+        name = app.get("name", "")
+        own = sorted({e.get("name") for e in app.get("env") or []} & BASE_URL_NAMES)
+        elsewhere = [e for e in app.get("env") or [] if e.get("name") in own and e not in sidecar]
+        if elsewhere:
+            warnings.append(
+                f"container {name!r} sets {', '.join(e['name'] for e in elsewhere)} itself:"
+                " calls through it bypass the sidecar (ungoverned)"
+            )
+        if app.get("envFrom") and mode == EXCEPT_ENV_FROM:
+            warnings.append(
+                f"container {name!r} is left to its envFrom base URLs ({ENV_OPT_OUT_ANNOTATION})"
+            )
+        elif app.get("envFrom") and len(own) < len(BASE_URL_NAMES):
+            warnings.append(
+                f"container {name!r} takes envFrom: the sidecar's base URLs override any set"
+                f" there ({ENV_OPT_OUT_ANNOTATION}: {EXCEPT_ENV_FROM} leaves them)"
+            )
+    return warnings
 
 
 def inject(

@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from sluice_operator.injection import inject, skip_reason, workload_of
+from sluice_operator.injection import inject, injection_warnings, skip_reason, workload_of
 from sluice_operator.kube import Kube
 from sluice_operator.pod_overrides import InjectionRefused, effective_settings
 from sluice_operator.resources import key_secrets, read_policies
@@ -37,8 +37,10 @@ async def mutate_pod(
     settings: OperatorSettings,
     server_minor: int,
     dryrun: bool,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any] | None:
-    """The injected Pod, or None when nothing is to be done."""
+    """The injected Pod, or None when nothing is to be done. ``warnings``: kopf's admission
+    warnings, extended with what the Pod's author should know about its injection."""
     skipped = skip_reason(body)
     if skipped is not None:
         logger.info("not injecting a pod of %s/%s: %s", namespace, workload_of(body), skipped)
@@ -53,5 +55,7 @@ async def mutate_pod(
     if not dryrun:
         await kube.admin_token(namespace, settings.admin_token_secret)
     injected = inject(body, settings, server_minor=server_minor, key_secrets=keys)
+    if warnings is not None:
+        warnings.extend(f"sluice: {warning}" for warning in injection_warnings(body, settings))
     logger.info("injecting the sidecar into a pod of %s/%s", namespace, workload_of(body))
     return injected
