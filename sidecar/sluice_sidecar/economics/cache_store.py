@@ -8,7 +8,9 @@ back-end's clock (``now``), so an entry kept past its TTL for stale-if-error kno
 and honours each entry's TTL.
 ``RedisCache`` stores ``header\\n body`` under ``sluice:cache:<key>`` with the TTL as expiry;
 any Redis error is counted and treated as a miss (reads) or skipped (writes): a Redis outage
-never fails a call. Statistics live in ``CacheStats``, shared by both.
+never fails a call. The errors it catches are handed in with the client, so this module does not
+import redis-py (a sidecar without Redis never loads it). Statistics live in ``CacheStats``,
+shared by both.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 import orjson
-from redis.exceptions import RedisError
 
 logger = logging.getLogger("sluice.cache")
 REDIS_PREFIX = "sluice:cache:"
@@ -148,15 +149,22 @@ class MemoryCache:
 class RedisCache:
     name = "redis"
 
-    def __init__(self, client: Any, stats: CacheStats, on_error: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        client: Any,
+        stats: CacheStats,
+        on_error: Callable[[], None],
+        errors: tuple[type[BaseException], ...],
+    ) -> None:
         self._client = client
         self._stats = stats
         self._on_error = on_error
+        self._errors = errors  # what the client raises for an outage: redis-py's RedisError
 
     async def get(self, key: str) -> CachedAnswer | None:
         try:
             raw = await self._client.get(REDIS_PREFIX + key)
-        except (RedisError, OSError) as error:
+        except self._errors as error:
             self._failed("read", error)
             return None
         if raw is None:
@@ -178,7 +186,7 @@ class RedisCache:
         header = orjson.dumps(meta | {"at": answer.stored_at})
         try:
             await self._client.set(REDIS_PREFIX + key, header + b"\n" + answer.body, ex=ttl_s)
-        except (RedisError, OSError) as error:
+        except self._errors as error:
             self._failed("write", error)
 
     def size(self) -> tuple[int, int]:

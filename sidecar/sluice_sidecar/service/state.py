@@ -6,24 +6,27 @@ holds the stores that outlive a configuration swap and hands them to
 ``apply`` validates a configuration completely (model, keys readable) before it swaps the
 ``runtime`` reference in one assignment; a request holds the runtime it started with, so
 in-flight calls finish under their configuration and are never dropped by a reload.
+
+redis-py and the Redis budget store are imported by name (``REDIS_MODULES``) only when
+``--redis-url`` is set: a sidecar without Redis never loads them (docs/performance.md,
+"Footprint").
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio
 from pydantic import ValidationError
 
 from sluice_sidecar.contract.economics import CacheSpec
 from sluice_sidecar.contract.model import ConfigRejected, SidecarConfig, config_problems
 from sluice_sidecar.economics.batch_stats import BatchStats
-from sluice_sidecar.economics.budget_redis import RedisBudgetStore
 from sluice_sidecar.economics.budgets import BudgetLedger, MemoryBudgetStore
 from sluice_sidecar.economics.cache_store import CacheBackend, CacheStats, MemoryCache, RedisCache
 from sluice_sidecar.economics.latency_model import LatencyHistory
@@ -43,6 +46,7 @@ from sluice_sidecar.transports.base import Transport
 
 logger = logging.getLogger("sluice.config")
 REDIS_TIMEOUT_S = 0.5
+REDIS_MODULES = ("redis.asyncio", "redis.exceptions", "sluice_sidecar.economics.budget_redis")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,18 +129,22 @@ class SidecarState:
             self._start_redis(self.settings.redis_url)
 
     def _start_redis(self, url: str) -> None:
+        client, exceptions, budget_redis = map(importlib.import_module, REDIS_MODULES)
         # The client connects lazily: a Redis outage never blocks start-up.
-        self.redis = redis.asyncio.Redis.from_url(
+        self.redis = client.Redis.from_url(
             url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
         )
-        self.budgets.store = RedisBudgetStore(
+        self.budgets.store = budget_redis.RedisBudgetStore(
             self.redis,
             self.budget_memory,
             on_error=self.metrics.redis_errors.labels("budget").inc,
             observer=self._budget_observer.settled,
         )
         self.redis_cache = RedisCache(
-            self.redis, self.cache_stats, self.metrics.redis_errors.labels("cache").inc
+            self.redis,
+            self.cache_stats,
+            self.metrics.redis_errors.labels("cache").inc,
+            errors=(exceptions.RedisError, OSError),
         )
 
     def cache_backend(self, spec: CacheSpec) -> CacheBackend:

@@ -5,12 +5,17 @@ The only package that imports ``opentelemetry``. Off unless an OTLP endpoint is 
 ``build_call_telemetry`` and closes it with ``close_call_telemetry``; the proxy calls
 ``start(call)`` per call; stages use ``current_call()``. docs/observability.md lists every
 instrument and attribute.
+
+The SDK and its OTLP exporters (grpc, protobuf: about a third of an idle sidecar's memory) are
+in ``providers``, which only ``build_call_telemetry``'s enabling branch imports, by name: a
+sidecar that does not export never loads them (docs/performance.md, "Footprint").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import threading
 from collections.abc import Callable
@@ -30,10 +35,10 @@ from sluice_sidecar.observability.otel.handles import (
     current_call,
     log_ids,
 )
-from sluice_sidecar.observability.otel.providers import build_providers
 
 logger = logging.getLogger("sluice.otel")
 SHUTDOWN_TIMEOUT_S = 5.0
+PROVIDERS_MODULE = "sluice_sidecar.observability.otel.providers"
 
 __all__ = [
     "NO_ATTEMPT",
@@ -56,7 +61,8 @@ def build_call_telemetry(config: OtelConfig, version: str) -> CallTelemetry:
     """The sidecar's telemetry: a do-nothing one when export is off."""
     if not config.enabled:
         return CallTelemetry()
-    return CallTelemetry(build_providers(config, version), capture_content=config.capture_content)
+    providers = importlib.import_module(PROVIDERS_MODULE).build_providers(config, version)
+    return CallTelemetry(providers, capture_content=config.capture_content)
 
 
 async def close_call_telemetry(

@@ -15,7 +15,7 @@ import contextlib
 import contextvars
 import time
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from opentelemetry import context as otel_context
@@ -34,7 +34,9 @@ from sluice_sidecar.observability.otel.handles import (
     UsageView,
 )
 from sluice_sidecar.observability.otel.instruments import Instruments
-from sluice_sidecar.observability.otel.providers import Providers
+
+if TYPE_CHECKING:  # the SDK is imported only when export is on (the package's docstring)
+    from sluice_sidecar.observability.otel.providers import Providers
 
 CONTENT_LIMIT = 16 * 1024  # characters of opt-in prompt/completion content per span attribute
 

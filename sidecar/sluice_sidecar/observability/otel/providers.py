@@ -6,26 +6,16 @@ go through a ``BatchSpanProcessor`` (bounded queue, dropped past it; ``OTEL_BSP_
 metrics through a ``PeriodicExportingMetricReader`` (``OTEL_METRIC_EXPORT_INTERVAL``), both
 exporting from their own threads. Endpoints, headers, timeouts, the resource
 (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``) and the sampler (``OTEL_TRACES_SAMPLER``)
-are read by the SDK itself.
+are read by the SDK itself. Only the exporter of the configured protocol is imported (by name,
+``EXPORTER_PACKAGES``): the gRPC one loads grpc and its C core, which an HTTP export never needs.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-    OTLPMetricExporter as GrpcMetricExporter,
-)
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-    OTLPSpanExporter as GrpcSpanExporter,
-)
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-    OTLPMetricExporter as HttpMetricExporter,
-)
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-    OTLPSpanExporter as HttpSpanExporter,
-)
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -47,6 +37,11 @@ from sluice_sidecar.observability.otel.config import OtelConfig, Protocol
 
 SCOPE = "sluice_sidecar"
 DEFAULT_SERVICE_NAME = "sluice-sidecar"
+# The package of each protocol's exporters (``trace_exporter``, ``metric_exporter`` in it).
+EXPORTER_PACKAGES: dict[Protocol, str] = {
+    "grpc": "opentelemetry.exporter.otlp.proto.grpc",
+    "http/protobuf": "opentelemetry.exporter.otlp.proto.http",
+}
 
 
 @dataclass
@@ -106,8 +101,10 @@ def build_providers(
 
 
 def _span_exporter(protocol: Protocol) -> SpanExporter:
-    return GrpcSpanExporter() if protocol == "grpc" else HttpSpanExporter()
+    exporters = importlib.import_module(EXPORTER_PACKAGES[protocol] + ".trace_exporter")
+    return exporters.OTLPSpanExporter()
 
 
 def _metric_exporter(protocol: Protocol) -> MetricExporter:
-    return GrpcMetricExporter() if protocol == "grpc" else HttpMetricExporter()
+    exporters = importlib.import_module(EXPORTER_PACKAGES[protocol] + ".metric_exporter")
+    return exporters.OTLPMetricExporter()
