@@ -9,9 +9,16 @@ back in order (re-indexed from 0 per caller); the provider's ``prompt_tokens`` a
 in proportion to each caller's input text (largest remainder, so the shares add up to the
 total). A failed merged call fails every caller in it with the same error; so does a merged
 answer that cannot be split back (vectors missing, extra, not objects, or with indexes that are
-not 0..n-1): every caller gets a 502 at once, in its own API format. A caller that leaves
-while the merged call is out takes its attempts along, so the budget and usage stages charge
-its share (the provider bills the whole batch).
+not 0..n-1): every caller gets a 502 at once, in its own API format.
+
+Each caller sees what it would alone: the merged call's provider, attempts and retries, its
+time upstream (``Server-Timing``; the wait for the batch counts as queue time) and its attempts
+sent and never answered, which the budget and usage stages price at this caller's own estimate,
+so the callers' shares add up to the batch's. Each keeps its own deadline: the merged call runs
+until the last of its callers has left (and is cancelled then), so a short ``X-LLM-Timeout``
+cuts no other caller short. A caller that leaves before its batch is sent is taken out of it
+(nothing of it goes upstream, nothing is charged); one that leaves while the merged call is out
+takes the attempts made so far along and is charged as a cancelled call.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ class _Batch:
     done: asyncio.Future[list[UpstreamReply]] | None = None
     timer: asyncio.TimerHandle | None = None
     merged: Call | None = None  # the call sent for the whole batch, once it is made
+    task: asyncio.Task[None] | None = None  # the merged call, once the batch is closed
+    left: int = 0  # callers gone (deadline, disconnect) after their inputs went upstream
 
 
 class BatchingStage:
@@ -64,7 +73,6 @@ class BatchingStage:
             batch.timer = asyncio.get_running_loop().call_later(
                 spec.max_wait_ms / 1000, self._close, key, batch, next_stage
             )
-        index = len(batch.calls)
         batch.calls.append(call)
         batch.inputs.append(inputs)
         batch.size += len(inputs)
@@ -74,11 +82,13 @@ class BatchingStage:
         try:
             replies = await asyncio.shield(batch.done)
         except asyncio.CancelledError:
-            if batch.merged is not None:  # this caller's inputs went upstream with the others
-                call.provider = batch.merged.provider
-                call.attempts, call.retries = batch.merged.attempts, batch.merged.retries
+            self._leave(key, batch, call)
             raise
-        return replies[index]
+        except BaseException:
+            _take_outcome(call, batch.merged)
+            raise
+        _take_outcome(call, batch.merged)
+        return replies[_position(batch, call)]
 
     def _close(self, key: str, batch: _Batch, next_stage: Next) -> None:
         if self._open.get(key) is batch:
@@ -87,18 +97,40 @@ class BatchingStage:
             batch.timer.cancel()
             batch.timer = None
         task = asyncio.get_running_loop().create_task(self._send(batch, next_stage))
+        batch.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _leave(self, key: str, batch: _Batch, call: Call) -> None:
+        """A caller gone while it waited (its deadline, or it disconnected)."""
+        if batch.merged is None:  # not sent yet: its inputs stay out of the merged call
+            position = _position(batch, call)
+            del batch.calls[position]
+            batch.size -= len(batch.inputs.pop(position))
+            if not batch.calls and self._open.get(key) is batch:
+                del self._open[key]
+                if batch.timer is not None:
+                    batch.timer.cancel()
+            return
+        # Its inputs went upstream with the others: it takes the attempts made so far along,
+        # so the budget and usage stages charge its share (the provider bills the batch).
+        _take_outcome(call, batch.merged)
+        batch.left += 1
+        if batch.left == len(batch.calls) and batch.task is not None:
+            batch.task.cancel()  # nobody is waiting for the answer any more
+
     async def _send(self, batch: _Batch, next_stage: Next) -> None:
-        """Make the merged call; whatever happens, every caller's future is resolved."""
+        """Make the merged call; whatever happens, every caller's future is resolved.
+
+        Not bounded by a deadline of its own: each caller leaves at its own deadline, and the
+        last one to leave cancels it, so one caller's short timeout cuts no other caller short.
+        """
         assert batch.done is not None
-        deadline = min(c.deadline for c in batch.calls)
         try:
-            # Bounded like any call: the callers' shield() keeps their own deadlines from
-            # cancelling it, so without this a stalled upstream would hold it open for good.
-            async with asyncio.timeout_at(deadline):
-                replies = await self._merged(batch, next_stage)
+            replies = await self._merged(batch, next_stage)
+        except asyncio.CancelledError:
+            batch.done.cancel()  # every caller has gone already
+            raise
         except BaseException as error:
             if not batch.done.done():
                 batch.done.set_exception(error)
@@ -108,6 +140,8 @@ class BatchingStage:
             batch.done.set_result(replies)
 
     async def _merged(self, batch: _Batch, next_stage: Next) -> list[UpstreamReply]:
+        if not batch.calls:  # every caller left before the batch was sent
+            return []
         leader = batch.calls[0]
         if len(batch.calls) == 1:
             batch.merged = leader
@@ -118,9 +152,11 @@ class BatchingStage:
             leader,
             body=body,
             raw_body=orjson.dumps(body),
-            deadline=min(c.deadline for c in batch.calls),  # also the task's own timeout
+            # The latest caller's: retries are planned for whoever still waits.
+            deadline=max(c.deadline for c in batch.calls),
             prepared_bodies={},
             response_headers={},
+            lost_attempts=[],
         )
         batch.merged = merged
         self._stats.batches += 1
@@ -131,12 +167,27 @@ class BatchingStage:
         self._metrics.batched.labels("embeddings").inc(len(batch.calls))
         reply = await next_stage(merged)
         try:
-            for call in batch.calls:
-                call.provider = merged.provider
-                call.attempts, call.retries = merged.attempts, merged.retries
             return _split(reply, batch)
         finally:
             reply.close()
+
+
+def _take_outcome(call: Call, merged: Call | None) -> None:
+    """What the merged call did, as this caller's own: the provider, attempts and retries
+    (headers, stats, log line), the time upstream (Server-Timing) and the attempts sent and
+    never answered, priced at this caller's estimate (its share of what may be billed)."""
+    if merged is None or merged is call:
+        return
+    call.provider = merged.provider
+    call.attempts, call.retries = merged.attempts, merged.retries
+    call.first_attempt_at, call.upstream_s = merged.first_attempt_at, merged.upstream_s
+    call.lost_attempts[:] = merged.lost_attempts
+    call.response_headers.update(merged.response_headers)
+
+
+def _position(batch: _Batch, call: Call) -> int:
+    """Where ``call`` is in its batch, by identity (two callers may send equal calls)."""
+    return next(i for i, member in enumerate(batch.calls) if member is call)
 
 
 def _inputs(call: Call) -> list[Any] | None:
