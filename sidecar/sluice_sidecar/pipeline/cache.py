@@ -80,7 +80,9 @@ class CacheStage:
         try:
             reply = await next_stage(call)
         except (TransientUpstreamError, Refused):
-            if found is None:  # nothing kept past its TTL (or the operation keeps nothing)
+            # Nothing kept past its TTL, or kept longer than this operation's bound (by a
+            # replica or a configuration that keeps answers longer: Redis is shared).
+            if found is None or backend.now() - found.stored_at > _kept_for(call):
                 raise
             return self._stale(call, found, backend.now() - found.stored_at)
         if 200 <= reply.status < 300:
