@@ -1,4 +1,5 @@
-"""Cost & budgets: spend rate and where it goes, budget utilization against its thresholds."""
+"""Cost & budgets: spend rate and where it goes, budget utilization against its thresholds,
+degradations and threshold crossings, and what unanswered attempts may cost."""
 
 from __future__ import annotations
 
@@ -78,6 +79,43 @@ def build() -> dashboard.Dashboard:
                 "{{budget}} {{reason}} ({{enforcement}})",
             ),
             description="hard: refused with 429; soft: let through and counted.",
+        ),
+        graph(
+            "Calls degraded by a budget",
+            "reqps",
+            (
+                f"sum by (budget, operation) (rate(llm_budget_degradations_total{{{W}}}{RATE}))",
+                "{{budget}} {{operation}}",
+            ),
+            description="Calls a budget past its degrade threshold moved to a cheaper model or"
+            " a leaner preset (the answer's x-sluice-degraded header says how).",
+        ),
+        graph(
+            "Budget threshold crossings",
+            "short",
+            (
+                f"sum by (budget, level) "
+                f"(increase(llm_budget_threshold_crossings_total{{{W}}}{RANGE}))",
+                "{{budget}} {{level}}",
+            ),
+            description="Times a budget's utilization crossed its warning or alert threshold or"
+            " its limit (each also a warning in the sidecar's log), in the time range.",
+        ),
+        graph(
+            "Attempts never answered and what they may cost",
+            "currencyUSD",
+            (
+                f"sum by (provider, model) (rate(llm_unanswered_cost_usd_total{{{T}}}{RATE}))"
+                " * 3600",
+                "{{provider}} {{model}} possible cost per hour",
+            ),
+            (
+                f"sum by (provider, model) (rate(llm_unanswered_attempts_total{{{T}}}{RATE}))",
+                "{{provider}} {{model}} attempts per second",
+            ),
+            description="Attempts sent and never answered (dropped, invalid, timed out): the"
+            " provider may bill them; charged to budgets at their worst case, kept apart from"
+            " answered spend (unanswered in /admin/usage).",
         ),
         graph(
             "Calls charged on an estimate",

@@ -1,4 +1,5 @@
-"""Overview: traffic, latency, time to first token, errors, by provider, model and operation."""
+"""Overview: traffic, latency and its anomalies, time to first token, errors, by provider, model
+and operation."""
 
 from __future__ import annotations
 
@@ -47,6 +48,17 @@ def build() -> dashboard.Dashboard:
             "Time to first token (streams)",
             "s",
             *quantiles("llm_time_to_first_token_seconds", T),
+        ),
+        graph(
+            "Latency anomalies by provider and operation",
+            "reqps",
+            (
+                f"sum by (provider, operation) (rate(llm_latency_anomalies_total{{{W}, "
+                f'provider=~"$provider"}}{RATE}))',
+                "{{provider}} {{operation}}",
+            ),
+            description="Calls slower than the top of their predicted range times"
+            " latency.anomalyFactor, and by more than a second (alert LlmLatencyAnomalies).",
         ),
         graph(
             "Calls by status",

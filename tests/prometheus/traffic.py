@@ -1,8 +1,9 @@
 """Synthetic traffic that gives every dashboard panel something to show.
 
 Two sidecars, as two workloads: "studio" (two providers, retries, a breaker, fallback, the
-cache, embeddings batching, budgets, streams, a deadline, a boundary limit) and "batch" (a
-slow provider behind the priority queue, with coalescing and a stream cut short). Each round
+cache, embeddings batching, budgets and a degradation, streams, a deadline, a latency anomaly,
+a boundary limit) and "batch" (a slow provider behind the priority queue, with coalescing, a
+stream cut short and an attempt dropped unanswered). Each round
 uses its own prompts, so a second round adds misses, hits, merges and trips of its own and the
 counters' rates are above zero.
 """
@@ -18,11 +19,13 @@ import pytest
 from sluice_sidecar.contract import LlmPolicy, compile_policies
 from sluice_sidecar.contract.model import LlmBudget, SidecarConfig
 from tests.support.sidecar import SidecarHandle, policy, provider_for
-from tests.support.simulator import BreakStream, Fail, Hang, SimulatedLLM
+from tests.support.simulator import BreakStream, Delay, Fail, Hang, SimulatedLLM
 from tests.support.waiting import wait_until
 
 NEAR_LIMIT_USD = 10
 NEAR_EXTERNAL_USD = "9.30"  # the other replicas' spend the operator pushed: 93 % used
+# Over the predicted top (a few ms from the calls before it) by more than the anomaly floor (1 s).
+ANOMALY_DELAY_S = 1.25
 
 
 def budget(name: str, **spec: Any) -> LlmBudget:
@@ -42,10 +45,16 @@ def studio_config(primary: SimulatedLLM, backup: SimulatedLLM) -> SidecarConfig:
         circuitBreaker={"failureThreshold": 2, "openSeconds": 30},
         cache={"enabled": True, "maxEntries": 2},
         batching={"embeddings": {"enabled": True, "maxBatchSize": 4, "maxWaitMs": 1000}},
-        operations={"Slow": {"timeoutSeconds": 0.4, "warningThreshold": 0.5}},
+        operations={"Slow": {"timeoutSeconds": 0.4, "warningThreshold": 0.5}, "Drafts": {}},
     )
     budgets = [
-        budget("near", limits={"costUSD": NEAR_LIMIT_USD}, enforcement="soft"),
+        # Past its alert threshold once the external spend is pushed: Drafts calls degrade.
+        budget(
+            "near",
+            limits={"costUSD": NEAR_LIMIT_USD},
+            enforcement="soft",
+            degrade={"operations": ["Drafts"], "maxTokens": 20},
+        ),
         # Any gpt-4o-mini call's worst case is over it: refused (429) before it is sent.
         budget("tight", scope={"model": "gpt-4o-mini"}, limits={"costUSD": "0.000001"}),
     ]
@@ -91,6 +100,14 @@ async def studio_round(
         for i in range(3):  # three misses; the cache keeps two, so one is evicted
             await chat(c, f"round {n} scene {i}")
         await chat(c, f"round {n} scene 2")  # a hit
+        primary.enqueue(Delay(ANOMALY_DELAY_S))  # far slower than the calls before it
+        await chat(c, f"round {n} lags")
+        degraded = await c.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": f"round {n} draft"}],
+            extra_headers={"X-LLM-Operation": "Drafts"},
+        )
+        assert "maxTokens=20" in degraded.headers["x-sluice-degraded"]
         stream = await chat(c, f"round {n} stream", stream=True, temperature=0.9)
         assert [chunk async for chunk in stream]
         primary.enqueue(Fail(429, retry_after=0.01))  # retried on the same provider
@@ -129,6 +146,8 @@ async def batch_round(batch: SidecarHandle, slow: SimulatedLLM, n: int) -> None:
             await chat(c, f"round {n} no room")
         assert full.value.code == "queue_full"
         await asyncio.gather(busy, waiting)
+        slow.enqueue(BreakStream())  # dropped without an answer (it may be billed), retried
+        await chat(c, f"round {n} dropped once")
         slow.enqueue(BreakStream(after_chunks=2))  # charged on its estimate: usage never came
         with pytest.raises(openai.APIError):
             stream = await chat(c, f"round {n} cut", stream=True, temperature=0.9)
