@@ -142,9 +142,10 @@ async def resource_event(
     if namespace is None:
         return
     meta, status = body.get("metadata") or {}, body.get("status") or {}
-    if event["type"] == "MODIFIED" and meta.get("generation") == status.get("observedGeneration"):
-        return  # our own status write
     kind: ReconcileKind = "LlmBudget" if body.get("kind") == "LlmBudget" else "LlmPolicy"
+    if event["type"] == "MODIFIED" and meta.get("generation") == status.get("observedGeneration"):
+        memo.metrics.event_ignored(kind)
+        return  # our own status write
     if kind == "LlmBudget" and event["type"] != "DELETED":
         await _report_budget(memo, namespace, dict(body))
     await _reconcile(memo, namespace, kind, f"{kind} {meta.get('name')} {event['type']}")
@@ -169,8 +170,16 @@ async def collect_usage(namespace: str | None, memo: Any, **_: Any) -> None:
 async def deployment_event(
     event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    """Copy the opt-in gesture into the pod template (or remove it); reconcile opted-in ones."""
-    if event["type"] == "DELETED" or namespace is None:
+    """Copy the opt-in gesture into the pod template (or remove it); reconcile opted-in ones
+    when something a plan reads changed (not on the status updates of each rollout)."""
+    if namespace is None:
+        return
+    reconciler: Reconciler = memo.reconciler
+    if event["type"] == "DELETED":
+        reconciler.deployment_deleted(body)
+        return
+    if not reconciler.deployment_changed(body):
+        memo.metrics.event_ignored("Deployment")
         return
     workload = Workload.from_deployment(dict(body))
     change = opt_in_change(workload)
@@ -179,6 +188,7 @@ async def deployment_event(
         logger.info("deployment %s/%s %s", namespace, workload.name, change.description)
     if workload.wants_injection or workload.template_injected:
         await _reconcile(memo, namespace, "Deployment", f"deployment {workload.name}")
+    reconciler.deployment_reconciled(body)
 
 
 @kopf.on.event("", "v1", "pods", labels={INJECTED_LABEL: "true"})
@@ -198,6 +208,8 @@ async def pod_event(
         pod_ready(pod) and workload is not None and (running is None or running != wanted)
     ):
         await _reconcile(memo, namespace, "Pod", f"pod {pod['metadata']['name']} {event['type']}")
+    else:
+        memo.metrics.event_ignored("Pod")  # not ready yet, or already runs what is wanted
 
 
 def _opted_in_itself(labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> bool:
@@ -217,7 +229,7 @@ async def uninjected_pod_event(
     await _reconcile(memo, namespace, "Pod", f"pod {body['metadata']['name']} without the sidecar")
 
 
-@kopf.on.mutate("", "v1", "pods", operation="CREATE", id="inject", ignore_failures=True)
+@kopf.on.mutate("", "v1", "pods", operations={"CREATE"}, id="inject", ignore_failures=True)
 async def inject_sidecar(
     body: kopf.Body, patch: kopf.Patch, namespace: str | None, memo: Any, dryrun: bool, **_: Any
 ) -> None:

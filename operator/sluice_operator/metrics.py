@@ -56,6 +56,14 @@ class OperatorMetrics:
             ["kind", "result"],
             registry=r,
         )
+        self.events_ignored = Counter(
+            "sluice_operator_events_ignored",
+            "Watch events that cannot change what a reconcile plans, so not reconciled: the "
+            "operator's own status writes, status-only Deployment changes, pods already "
+            "running the wanted configuration or not ready yet.",
+            ["kind"],
+            registry=r,
+        )
         self.reconcile_duration = Histogram(
             "sluice_operator_reconcile_duration_seconds",
             "From a reconcile request to its namespace being in line (includes waiting for "
@@ -123,6 +131,9 @@ class OperatorMetrics:
         self.reconciles.labels(kind, result).inc()
         if not outcome.coalesced:
             self.reconcile_duration.labels(kind).observe(time.perf_counter() - started)
+
+    def event_ignored(self, kind: ReconcileKind) -> None:
+        self.events_ignored.labels(kind).inc()
 
     def push(self, result: PushOutcome, seconds: float) -> None:
         self.pushes.labels(result).inc()

@@ -6,6 +6,11 @@ after a successful push), so an operator restart loses nothing. ``plan.plan_name
 (pure); this module writes the ConfigMaps, rolls pod templates, pushes, annotates, and writes
 each policy's status (``plan.policy_status``). Runs for one namespace never overlap, and
 requests that arrive while a run is in progress are folded into one follow-up run.
+
+A request first waits for its namespace's burst to end: until no other request came for
+``reconcile_debounce_s``, at most ``reconcile_debounce_max_s`` after the oldest waiting one.
+A watch of every Pod and Deployment sees a scale-up or a rollout as dozens of events a
+second; one run then covers them all instead of one run (a full read of the namespace) each.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,9 +48,14 @@ __all__ = ["PolicyReport", "Reconciler"]
 
 @dataclass
 class _Runs:
+    """One namespace's reconcile requests, numbered in arrival order."""
+
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     requested: int = 0
+    taken: int = 0  # the newest request the run in progress (or the last one) covers
     done: int = 0
+    oldest_waiting: float | None = None  # loop time of the oldest request no run has taken
+    newest: float = 0.0  # loop time of the newest request
 
 
 class Reconciler:
@@ -67,6 +77,8 @@ class Reconciler:
         self._background: set[asyncio.Task[None]] = set()
         # namespace -> UIDs of the pods already warned about missing the sidecar (once each)
         self._missing_warned: dict[str, set[str]] = {}
+        # Deployment UID -> what a plan reads of it, as of its last reconcile
+        self._deployments: dict[str, tuple[object, ...]] = {}
 
     def pushed(self, namespace: str, workload: str | None, uid: str) -> str | None:
         """The version this process pushed to a pod (its annotation may still be on the way)."""
@@ -76,18 +88,47 @@ class Reconciler:
         """The version the last reconcile compiled for a workload."""
         return self.versions.get((namespace, workload or ""))
 
+    def deployment_changed(self, body: Mapping[str, Any]) -> bool:
+        """Whether a Deployment event can change a plan: its spec (the pod template, by its
+        generation) or its annotations (the opt-in gesture) changed since it was last
+        reconciled. Its status changes many times in each rollout, and no plan reads it."""
+        return self._deployments.get(body["metadata"]["uid"]) != _plan_inputs(body)
+
+    def deployment_reconciled(self, body: Mapping[str, Any]) -> None:
+        """Remember what was reconciled (only once it was: a failed run is tried again on
+        the next event)."""
+        self._deployments[body["metadata"]["uid"]] = _plan_inputs(body)
+
+    def deployment_deleted(self, body: Mapping[str, Any]) -> None:
+        self._deployments.pop(body["metadata"]["uid"], None)
+
     async def reconcile(self, namespace: str) -> list[PolicyReport] | None:
         """Bring the namespace in line; None when a concurrent run already covered this call."""
         runs = self._runs[namespace]
         runs.requested += 1
         mine = runs.requested
+        await self._burst_ended(runs, mine)
         async with runs.lock:
             if runs.done >= mine:
                 return None
-            target = runs.requested
+            runs.taken, runs.oldest_waiting = runs.requested, None
             reports = await self._reconcile(namespace)
-            runs.done = target
+            runs.done = runs.taken
             return reports
+
+    async def _burst_ended(self, runs: _Runs, mine: int) -> None:
+        """Wait until the namespace's requests pause (or the oldest waited long enough), or
+        until a run that covers this request has started."""
+        quiet, bound = self.settings.reconcile_debounce_s, self.settings.reconcile_debounce_max_s
+        clock = asyncio.get_running_loop().time
+        runs.newest = clock()
+        if runs.oldest_waiting is None:
+            runs.oldest_waiting = runs.newest
+        while runs.taken < mine and runs.oldest_waiting is not None:
+            due = min(runs.newest + quiet, runs.oldest_waiting + bound)
+            if clock() >= due:
+                return
+            await asyncio.sleep(due - clock())
 
     async def _reconcile(self, namespace: str) -> list[PolicyReport]:
         started = asyncio.get_running_loop().time()
@@ -212,3 +253,15 @@ class Reconciler:
                 isinstance(result, ApiException) and result.status == 404
             ):
                 logger.warning("cannot annotate pod %s/%s: %s", namespace, pod, result)
+
+
+def _plan_inputs(deployment: Mapping[str, Any]) -> tuple[object, ...]:
+    """What ``reading``/``plan`` read of a Deployment: its template (which bumps the
+    generation), its annotations and whether it is being deleted."""
+    metadata = deployment["metadata"]
+    annotations = metadata.get("annotations") or {}
+    return (
+        metadata.get("generation"),
+        tuple(sorted(annotations.items())),
+        metadata.get("deletionTimestamp"),
+    )

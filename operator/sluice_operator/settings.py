@@ -38,6 +38,18 @@ class OperatorSettings(BaseModel):
     push_attempts: int = Field(default=5, ge=1, description="Attempts per sidecar and push.")
     push_timeout_s: float = Field(default=5.0, gt=0, description="One push request's timeout.")
     push_backoff_s: float = Field(default=0.2, gt=0, description="First retry delay; doubles.")
+    reconcile_debounce_s: float = Field(
+        default=0.05,
+        ge=0,
+        description="A namespace's reconcile waits until its requests pause this long, so a "
+        "burst of changes costs one run; 0: no wait.",
+    )
+    reconcile_debounce_max_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="The longest a reconcile request waits for its burst to end: a steady "
+        "stream of changes still reconciles at least this often.",
+    )
     namespace: str = Field(default="sluice-system", description="Where the operator runs.")
     webhook_enabled: bool = Field(default=True, description="Serve the injection webhook.")
     webhook_addr: str = Field(default="0.0.0.0", description="Webhook listen address.")
