@@ -49,35 +49,51 @@ def webhook_unreachable(cp: ControlPlane, sluice: SluiceDeployment) -> Iterator[
         wait_until(sluice._webhook_active, 30, what="the injection webhook to answer again")
 
 
-def test_a_pod_admitted_without_the_sidecar_while_the_operator_runs_is_reported_at_once(
-    sluice: SluiceDeployment, control_plane: ControlPlane, namespace: str
+def bare_pod_missed_while_the_operator_runs(
+    sluice: SluiceDeployment, cp: ControlPlane, namespace: str, labels: dict[str, str]
 ) -> None:
-    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=policy("studio", "studio"))
+    """A bare Pod ``solo`` admitted without the sidecar, beside a reconciled policy; then it
+    must be reported, though nothing else changes in the namespace: the pod's own appearance
+    must be enough."""
+    cp.kubectl("apply", "-n", namespace, "-f", "-", input=policy("studio", "studio"))
     wait_until(
-        lambda: condition(policy_status(control_plane, namespace, "studio"), "Ready"),
+        lambda: condition(policy_status(cp, namespace, "studio"), "Ready"),
         30,
         what="the policy reconciled",
     )
     bare = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "solo", "labels": {"app": "studio", "sluice.dev/inject": "true"}},
+        "metadata": {"name": "solo", "labels": {"app": "studio", **labels}},
         "spec": {"containers": [{"name": "app", "image": "registry.local/app:1"}]},
     }
-    with webhook_unreachable(control_plane, sluice):
-        created = control_plane.request("POST", f"/api/v1/namespaces/{namespace}/pods", bare)
+    with webhook_unreachable(cp, sluice):
+        created = cp.request("POST", f"/api/v1/namespaces/{namespace}/pods", bare)
     assert "initContainers" not in created["spec"]  # failurePolicy Ignore: no sidecar
 
-    # Nothing else changes in the namespace: the pod's own appearance must be enough.
     def warned() -> bool:
-        found = control_plane.request("GET", f"/api/v1/namespaces/{namespace}/events")["items"]
+        found = cp.request("GET", f"/api/v1/namespaces/{namespace}/events")["items"]
         return any(
             e["reason"] == "SidecarMissing" and e["involvedObject"]["name"] == "solo" for e in found
         )
 
     wait_until(warned, 30, what="a SidecarMissing Event on the pod")
-    status = policy_status(control_plane, namespace, "studio")
+    status = policy_status(cp, namespace, "studio")
     assert f"{namespace}/solo" in condition(status, "Injected")["message"]
+
+
+def test_a_pod_admitted_without_the_sidecar_while_the_operator_runs_is_reported_at_once(
+    sluice: SluiceDeployment, control_plane: ControlPlane, namespace: str
+) -> None:
+    labels = {"sluice.dev/inject": "true"}
+    bare_pod_missed_while_the_operator_runs(sluice, control_plane, namespace, labels)
+
+
+def test_a_pod_opted_in_by_its_namespace_label_and_missed_is_reported_at_once(
+    sluice: SluiceDeployment, control_plane: ControlPlane, namespace: str
+) -> None:
+    control_plane.kubectl("label", "namespace", namespace, "sluice.dev/inject=enabled")
+    bare_pod_missed_while_the_operator_runs(sluice, control_plane, namespace, {})
 
 
 def labelled_deployment(name: str) -> str:

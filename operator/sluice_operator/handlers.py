@@ -27,6 +27,7 @@ from sluice_operator.settings import OperatorSettings, load_operator_settings
 from sluice_operator.usage_server import start_usage_server
 from sluice_operator.webhook import mutate_pod
 from sluice_operator.workloads import (
+    NAMESPACE_INJECT_LABEL,
     VERSION_ANNOTATION,
     Workload,
     opt_in_change,
@@ -212,18 +213,31 @@ async def pod_event(
         memo.metrics.event_ignored("Pod")  # not ready yet, or already runs what is wanted
 
 
-def _opted_in_itself(labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> bool:
-    """A Pod that asks for the sidecar by its own label or annotation."""
-    return opted_in_by((labels.get(INJECT_ANNOTATION), annotations.get(INJECT_ANNOTATION)), {})
+@kopf.index("", "v1", "namespaces", labels={NAMESPACE_INJECT_LABEL: "enabled"})
+def injecting_namespaces(name: str, **_: Any) -> dict[str, bool]:
+    """The namespaces whose every pod opts in (kopf keeps the index as their labels change,
+    and fills it before any other handler runs)."""
+    return {name: True}
 
 
-@kopf.on.event("", "v1", "pods", labels={INJECTED_LABEL: kopf.ABSENT}, when=_opted_in_itself)
+def _opted_in(
+    labels: kopf.Labels, annotations: kopf.Annotations, namespace: str | None, **kwargs: Any
+) -> bool:
+    """A Pod that asks for the sidecar by its own label or annotation, or by its namespace's
+    label (and does not opt out)."""
+    injecting: kopf.Index[str, bool] = kwargs["injecting_namespaces"]  # kopf passes indices
+    enabled = namespace is not None and namespace in injecting
+    namespace_labels = {NAMESPACE_INJECT_LABEL: "enabled"} if enabled else {}
+    gestures = (labels.get(INJECT_ANNOTATION), annotations.get(INJECT_ANNOTATION))
+    return opted_in_by(gestures, namespace_labels)
+
+
+@kopf.on.event("", "v1", "pods", labels={INJECTED_LABEL: kopf.ABSENT}, when=_opted_in)
 async def uninjected_pod_event(
     event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
     """An opted-in Pod admitted without the sidecar (the webhook was unreachable) is reported
-    when it appears, not at the namespace's next reconcile. Pods opted in only by their
-    namespace's label are found by that next reconcile."""
+    when it appears, not at the namespace's next reconcile."""
     if namespace is None or event["type"] not in (None, "ADDED"):  # None: the initial listing
         return
     await _reconcile(memo, namespace, "Pod", f"pod {body['metadata']['name']} without the sidecar")
