@@ -229,6 +229,35 @@ async def test_a_stream_silent_past_the_idle_limit_is_broken(
         reply.close()
 
 
+async def test_a_slow_reader_of_a_steady_stream_is_not_cut_by_the_idle_limit(
+    make_transport: Factory, upstream: Upstream
+) -> None:
+    """Silence is the upstream's, counted while a chunk is awaited: a caller slower than the
+    idle limit, reading chunks already received, keeps its stream."""
+    transport = await make_transport(stream_idle_timeout_s=0.2)
+    reply = await transport.send(post(upstream.url + "/sse", stream=True))
+    try:
+        assert reply.chunks is not None
+        await upstream.sse_steps.put(SSE_NEXT)
+        await upstream.sse_steps.put(SSE_END)
+        await asyncio.sleep(0.5)  # the slow caller itself: there is nothing to await
+        rest = [chunk async for chunk in reply.chunks]
+        assert b"".join(rest) == SSE_NEXT + SSE_END
+    finally:
+        reply.close()
+
+
+async def test_the_upstream_gets_the_callers_user_agent_and_never_the_transports(
+    make_transport: Factory, upstream: Upstream
+) -> None:
+    transport = await make_transport()
+    await transport.send(post(upstream.url + "/json"))
+    request = post(upstream.url + "/json")
+    request.headers["user-agent"] = "AsyncOpenAI/Python 1.0"
+    await transport.send(request)
+    assert upstream.seen.user_agents == [None, "AsyncOpenAI/Python 1.0"]
+
+
 async def test_a_stream_closed_mid_way_closes_its_upstream_connection(
     make_transport: Factory, upstream: Upstream
 ) -> None:

@@ -29,6 +29,7 @@ class Seen:
     peers: list[int] = field(default_factory=list)  # client port of each request
     accept_encoding: list[str] = field(default_factory=list)
     bodies: list[int] = field(default_factory=list)  # request body sizes
+    user_agents: list[str | None] = field(default_factory=list)
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -71,6 +72,7 @@ class Upstream:
         self.seen.peers.append(peer[1] if peer else 0)
         self.seen.accept_encoding.append(request.headers.get("Accept-Encoding", ""))
         self.seen.bodies.append(len(body))
+        self.seen.user_agents.append(request.headers.get("User-Agent"))
         return body
 
     async def _json(self, request: web.Request) -> web.Response:

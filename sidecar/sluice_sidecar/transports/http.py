@@ -71,6 +71,7 @@ END_GRACE_S = 0.1  # after a stream's terminator, the wait for its HTTP answer t
 EVENT_STREAM = "text/event-stream"
 DEFAULT_CONNECTION_LIMIT = 1000  # calls in flight at once, streams included
 LIMIT_RETRY_AFTER_S = 1.0
+NO_USER_AGENT = ("User-Agent",)
 
 
 def relayable_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:
@@ -109,7 +110,6 @@ class HttpTransport:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),
             auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
             # A proxy keeps no cookies: one caller's Set-Cookie must never reach another, and
             # the jar's per-request filtering is wasted work.
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -184,6 +184,9 @@ async def _request(
         data=request.body,
         allow_redirects=False,
         proxy=proxy,
+        # aiohttp's own User-Agent is never sent; skipping it costs a header copy per call,
+        # paid only when the caller sent none (SDKs always send theirs).
+        skip_auto_headers=None if "user-agent" in request.headers else NO_USER_AGENT,
     )
 
 
@@ -323,22 +326,67 @@ async def _json_reply(response: aiohttp.ClientResponse, limit: int) -> UpstreamR
     )
 
 
-async def _next_chunk(chunks: AsyncIterator[bytes], idle_s: float, started: bool) -> bytes | None:
-    """The stream's next chunk, None at its end; silence past ``idle_s`` is an error."""
+class _Silence(Exception):
+    """Set on a stream's reader by its idle limit: the pending read raises it."""
+
+
+class IdleLimit:
+    """A stream's idle limit: one timer for the whole stream, not a timeout scope per chunk.
+
+    Silence is counted from when the relay asked for the next chunk (``reading``), as a scope
+    around each read would count it, so a chunk costs one clock read. The timer is re-armed
+    only when it fires before the limit (every ``idle_s`` at most); past it, the pending read
+    raises ``_Silence``.
+    """
+
+    __slots__ = ("_clock", "_content", "_handle", "_loop", "idle_s", "since")
+
+    def __init__(self, content: aiohttp.StreamReader, idle_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._clock = self._loop.time
+        self._content = content
+        self.idle_s = idle_s
+        self.since: float | None = None  # when the read under way started; None: no read
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(idle_s, self._fire)
+
+    def reading(self) -> None:
+        self.since = self._clock()
+
+    def _fire(self) -> None:
+        now = self._clock()
+        since = self.since
+        if since is not None and now - since >= self.idle_s:
+            self._handle = None
+            self._content.set_exception(_Silence())
+            return
+        self._handle = self._loop.call_at(
+            (now if since is None else since) + self.idle_s, self._fire
+        )
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+async def _next_chunk(
+    content: aiohttp.StreamReader, idle: IdleLimit, started: bool
+) -> bytes | None:
+    """The stream's next chunk, None at its end; silence past the idle limit is an error."""
+    idle.reading()
     try:
-        async with asyncio.timeout(idle_s):
-            return await chunks.__anext__()
-    except StopAsyncIteration:
-        return None
-    except TimeoutError as error:
+        return await content.readany() or None
+    except _Silence as error:
         raise TransientUpstreamError(
-            f"upstream stream sent nothing for {idle_s:g}s", reason="stream idle"
+            f"upstream stream sent nothing for {idle.idle_s:g}s", reason="stream idle"
         ) from error
     except (aiohttp.ClientError, asyncio.IncompleteReadError) as error:
         where = "mid-way" if started else "before its first event"
         raise TransientUpstreamError(
             f"upstream stream broke {where}: {describe(error)}", reason="broken stream"
         ) from error
+    finally:
+        idle.since = None
 
 
 def _invalid_stream(detail: str) -> NoReturn:
@@ -352,11 +400,33 @@ async def _stream_reply(response: aiohttp.ClientResponse, idle_s: float) -> Upst
     # answer to stream: true is a broken upstream, retried like one.
     if response.content_type != EVENT_STREAM:
         _invalid_stream(f"{response.content_type!r}, not {EVENT_STREAM}")
-    chunks = response.content.iter_any().__aiter__()
+    content = response.content
+    idle = IdleLimit(content, idle_s)
+    try:
+        check, first_chunk = await _first_event(content, idle)
+    except BaseException:
+        idle.cancel()
+        raise
+
+    def close() -> None:
+        idle.cancel()
+        _finish(response)
+
+    return UpstreamReply(
+        status=response.status,
+        headers=relayable_headers(response.headers),
+        first_chunk=first_chunk,
+        chunks=_rest(content, check, idle),
+        on_close=[close],
+    )
+
+
+async def _first_event(content: aiohttp.StreamReader, idle: IdleLimit) -> tuple[StreamCheck, bytes]:
+    """The bytes up to and including the stream's first data event, checked."""
     check = StreamCheck()
     received = bytearray()
     while not check.data_events:
-        chunk = await _next_chunk(chunks, idle_s, started=False)
+        chunk = await _next_chunk(content, idle, started=False)
         if chunk is None:
             if not received:
                 raise TransientUpstreamError(
@@ -369,13 +439,7 @@ async def _stream_reply(response: aiohttp.ClientResponse, idle_s: float) -> Upst
             _invalid_stream("bytes that are not a well-formed event stream")
         if len(received) > MAX_FIRST_EVENT_BYTES and not check.data_events:
             _invalid_stream(f"no event in its first {MAX_FIRST_EVENT_BYTES} bytes")
-    return UpstreamReply(
-        status=response.status,
-        headers=relayable_headers(response.headers),
-        first_chunk=bytes(received),
-        chunks=_rest(chunks, check, idle_s),
-        on_close=[lambda: _finish(response)],
-    )
+    return check, bytes(received)
 
 
 def _finish(response: aiohttp.ClientResponse) -> None:
@@ -387,7 +451,9 @@ def _finish(response: aiohttp.ClientResponse) -> None:
         response.close()
 
 
-async def _rest(chunks: AsyncIterator[bytes], check: StreamCheck, idle_s: float):
+async def _rest(
+    content: aiohttp.StreamReader, check: StreamCheck, idle: IdleLimit
+) -> AsyncIterator[bytes]:
     """Relay the chunks after the first event; a stream that stops short is an error.
 
     A connection that breaks, a silence past the idle limit, or an end without the
@@ -397,7 +463,7 @@ async def _rest(chunks: AsyncIterator[bytes], check: StreamCheck, idle_s: float)
     the upstream also ends its HTTP answer (SDKs read to the end after ``[DONE]``).
     """
     while not check.terminated:
-        chunk = await _next_chunk(chunks, idle_s, started=True)
+        chunk = await _next_chunk(content, idle, started=True)
         if chunk is None:
             raise TransientUpstreamError(
                 "upstream stream ended without its final event ([DONE] or message_stop)",
@@ -407,5 +473,7 @@ async def _rest(chunks: AsyncIterator[bytes], check: StreamCheck, idle_s: float)
         yield chunk
     # The end of the HTTP answer normally follows at once; waiting a moment for it lets the
     # connection be reused. Whatever comes instead (data after the end, silence) is dropped.
-    with contextlib.suppress(TransientUpstreamError):
-        await _next_chunk(chunks, END_GRACE_S, started=True)
+    idle.cancel()
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError, asyncio.IncompleteReadError):
+        async with asyncio.timeout(END_GRACE_S):
+            await content.readany()
