@@ -29,6 +29,19 @@ class StreamCheck:
         self.terminated = False
 
     def feed(self, chunk: bytes) -> None:
+        if (
+            not self._pending
+            and not self._carried_cr
+            and not self._skipping
+            and chunk.endswith(b"\n\n")
+            and not chunk.endswith(b"\n\n\n")
+            and b"\r" not in chunk
+        ):
+            # The usual chunk: whole events and nothing after them. Cut where the loop below
+            # would (the leftmost separators), without copying into the pending buffer.
+            for event in chunk[:-2].split(b"\n\n"):
+                self._event(event)
+            return
         # Work on the new bytes only: a stream sent one byte at a time must cost linear time.
         if self._carried_cr:
             chunk = b"\r" + chunk
@@ -58,6 +71,11 @@ class StreamCheck:
         return self.well_formed and self.terminated and not self._pending.strip()
 
     def _event(self, event: bytes) -> None:
+        # The usual events first: one data line, after an event line (Anthropic) or not.
+        single = event.partition(b"\n")[2] if event.startswith(b"event:") else event
+        if single.startswith(b"data: ") and b"\n" not in single:
+            self._data(single[6:])
+            return
         data: list[bytes] = []
         for line in event.lstrip(b"\n").split(b"\n"):
             if line.startswith(b":"):
@@ -68,10 +86,11 @@ class StreamCheck:
                 continue
             if name == b"data":
                 data.append(value[1:] if value.startswith(b" ") else value)
-        if not data:
-            return
+        if data:
+            self._data(b"\n".join(data))
+
+    def _data(self, payload: bytes) -> None:
         self.data_events += 1
-        payload = b"\n".join(data)
         self.terminated = payload.strip() == OPENAI_TERMINATOR
         if self.terminated:
             return
