@@ -54,7 +54,7 @@ async def test_a_hung_attempt_is_abandoned_at_the_learned_latency_and_retried(
     assert 0.2 <= elapsed < 1.0  # the floor, then a fast retry; the deadline is 1.5 s
     await llm.disconnected.wait()  # the hung attempt was closed upstream
     metrics = await sidecar.metrics_text()
-    assert 'reason="attempt timeout"' in metrics
+    assert 'reason="attempt_timeout"' in metrics
 
 
 async def test_without_adaptive_timeouts_the_hung_attempt_runs_to_the_deadline(

@@ -38,7 +38,7 @@ async def test_rate_limit_retry_honours_retry_after(
         in caplog.text
     )
     assert (
-        'llm_retries_total{provider="sim",reason="rate limit exceeded",strategy="exponential"} 1.0'
+        'llm_retries_total{provider="sim",reason="rate_limit_exceeded",strategy="exponential"} 1.0'
         in (await sidecar.metrics_text())
     )
 

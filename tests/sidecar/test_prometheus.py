@@ -87,3 +87,66 @@ def test_model_labels_are_bounded() -> None:
     metrics = Metrics()
     labels = {metrics.model_label(f"model-{i}") for i in range(MAX_MODELS + 50)}
     assert len(labels) == MAX_MODELS + 1 and "other" in labels
+
+
+def budget(metrics: Metrics, name: str, *, limit_usd: float | None = 10) -> None:
+    metrics.budget(
+        name,
+        spent_usd=1.0,
+        limit_usd=limit_usd,
+        tokens=10,
+        token_limit=1000,
+        thresholds={"warning": 0.75, "alert": 0.9},
+    )
+
+
+def budget_series(metrics: Metrics) -> set[str]:
+    names = ("spent_usd", "limit_usd", "spent_tokens", "limit_tokens", "threshold_ratio")
+    return {
+        f"{name} {dict(key)['budget']}"
+        for name in names
+        for key in samples(metrics, f"llm_budget_{name}")
+    }
+
+
+def test_a_budget_the_configuration_dropped_loses_its_gauges() -> None:
+    metrics = Metrics()
+    budget(metrics, "shop/monthly")
+    budget(metrics, "shop/daily")
+    metrics.budget_refusals.labels("shop/daily", "cost", "hard").inc()
+    metrics.keep_budgets(["shop/monthly"])
+    assert budget_series(metrics) == {
+        f"{name} shop/monthly"
+        for name in ("spent_usd", "limit_usd", "spent_tokens", "limit_tokens", "threshold_ratio")
+    }
+    # Counters keep their totals; a budget applied again gets its gauges back.
+    assert samples(metrics, "llm_budget_refusals_total")
+    budget(metrics, "shop/daily")
+    assert "spent_usd shop/daily" in budget_series(metrics)
+    metrics.keep_budgets([])
+    assert budget_series(metrics) == set()
+
+
+def test_a_limit_a_budget_no_longer_has_loses_its_gauge() -> None:
+    metrics = Metrics()
+    budget(metrics, "shop/monthly", limit_usd=10)
+    budget(metrics, "shop/monthly", limit_usd=None)
+    assert "limit_usd shop/monthly" not in budget_series(metrics)
+    assert "limit_tokens shop/monthly" in budget_series(metrics)
+
+
+@pytest.mark.parametrize(
+    ("reason", "label"),
+    [
+        ("rate limit exceeded", "rate_limit_exceeded"),
+        ("connection error", "connection_error"),
+        ("stream idle", "stream_idle"),
+        ("HTTP 418", "http_418"),
+    ],
+)
+def test_retry_reasons_are_snake_case_identifiers(reason: str, label: str) -> None:
+    metrics = Metrics()
+    metrics.retried("openai", reason, "exponential")
+    assert samples(metrics, "llm_retries_total") == {
+        (("provider", "openai"), ("reason", label), ("strategy", "exponential")): 1.0
+    }

@@ -67,7 +67,7 @@ class CircuitStage:
             else:
                 breaker.record_success()
             outcome = "transient_error" if transient else "permanent_error"
-            self._metrics.attempts.labels(provider.name, model, outcome).inc()
+            self._metrics.attempt(provider.name, model, outcome).inc()
             raise
         except asyncio.CancelledError:
             breaker.release()
@@ -76,7 +76,7 @@ class CircuitStage:
                 breaker.record_failure()
             else:
                 breaker.record_neutral()
-            self._metrics.attempts.labels(
+            self._metrics.attempt(
                 provider.name, model, "timeout" if timed_out else "cancelled"
             ).inc()
             raise
@@ -85,7 +85,7 @@ class CircuitStage:
             breaker.record_neutral()
             raise
         breaker.record_success()
-        self._metrics.attempts.labels(provider.name, model, "success").inc()
+        self._metrics.attempt(provider.name, model, "success").inc()
         if reply.streaming:
             reply.on_close.append(breaker.release)
         else:

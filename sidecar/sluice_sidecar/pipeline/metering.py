@@ -113,15 +113,15 @@ class MeteringStage:
         elif estimated is not None:  # tokens nobody reported: only the spend is counted
             self._metrics.usage_estimated.labels(provider, model, estimated).inc()
             if cost is not None:
-                self._metrics.cost.labels(provider, model, operation).inc(float(cost))
+                self._metrics.cost_of(provider, model, operation).inc(float(cost))
         elif not hit:
-            m = self._metrics.tokens
-            m.labels(provider, model, operation, "input").inc(usage.input_tokens)
-            m.labels(provider, model, operation, "output").inc(usage.output_tokens)
+            tokens = self._metrics.tokens_of
+            tokens(provider, model, operation, "input").inc(usage.input_tokens)
+            tokens(provider, model, operation, "output").inc(usage.output_tokens)
             if usage.cached_input_tokens:
-                m.labels(provider, model, operation, "cached_input").inc(usage.cached_input_tokens)
+                tokens(provider, model, operation, "cached_input").inc(usage.cached_input_tokens)
             if cost is not None:
-                self._metrics.cost.labels(provider, model, operation).inc(float(cost))
+                self._metrics.cost_of(provider, model, operation).inc(float(cost))
         if usage is not None and not priced:
             self._metrics.unpriced.labels(provider, model).inc()
             if call.model_name not in self._warned and len(self._warned) < MAX_WARNED_MODELS:

@@ -64,7 +64,7 @@ class RetryStage:
                         delay_ms,
                     )
                     raise
-                self._metrics.retries.labels(provider.name, error.reason, spec.strategy).inc()
+                self._metrics.retried(provider.name, error.reason, spec.strategy)
                 model = self._metrics.model_label(call.model_name)
                 self._metrics.error(error, provider.name, model, retried=True)
                 logger.warning(
