@@ -46,7 +46,7 @@ from sluice_sidecar.errors import (
     UpstreamError,
     render_error,
 )
-from sluice_sidecar.observability import otel
+from sluice_sidecar.observability import call_log, otel
 from sluice_sidecar.observability.call_log import Completed, log_completed
 from sluice_sidecar.pipeline.call import Call, RouteKind
 from sluice_sidecar.pipeline.runtime import Operation
@@ -145,7 +145,8 @@ async def _proxy(request: web.Request, api: ApiFamily, kind: RouteKind) -> web.S
             state.stats.record(
                 provider, operation_name, ok=status < 400, retries=call.retries, latency_s=elapsed
             )
-            _log_completed(call, status, elapsed)
+            if call_log.enabled():
+                _log_completed(call, status, elapsed)
 
 
 async def _read_call(
@@ -223,7 +224,7 @@ async def _run(
                 raise SluiceError(f"{operation.name}: the provider's answer was not a stream")
             if stream is None:
                 stream = await _start_stream(request, reply, call)
-            state.metrics.first_token.labels(
+            state.metrics.first_token_of(
                 call.provider.name if call.provider else "none",
                 state.metrics.model_label(call.model_name),
                 operation.name,

@@ -60,8 +60,13 @@ class Completed:
         }
 
 
+def enabled() -> bool:
+    """Whether the line is written at all; when not, the caller builds nothing for it."""
+    return logger.isEnabledFor(logging.INFO)
+
+
 def log_completed(done: Completed) -> None:
-    if not logger.isEnabledFor(logging.INFO):
+    if not enabled():
         return
     outcome = "completed" if done.status < 400 else "failed"
     logger.info(
