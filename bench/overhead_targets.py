@@ -279,14 +279,28 @@ def start_passthrough(
 
 
 def start_sidecar(
-    fleet: Fleet, upstream: Server, name: str = "sidecar", env: dict[str, str] | None = None
+    fleet: Fleet,
+    upstream: Server,
+    name: str = "sidecar",
+    env: dict[str, str] | None = None,
+    tree: Path = REPO,
+    profile: Path | None = None,
 ) -> Server:
+    """The sidecar of ``tree``'s sources (this checkout by default, not whichever one the
+    venv's editable install points at), so two trees can be measured side by side.
+
+    With ``profile`` it runs under pyinstrument, which writes its session there on exit.
+    """
+    env = {"PYTHONPATH": os.pathsep.join([str(tree / "sidecar"), str(tree)]), **(env or {})}
     policy_dir = fleet.workdir / f"policies-{name}"
     policy_dir.mkdir()
     (policy_dir / "bench.yaml").write_text(POLICY.format(upstream=upstream.base_url))
     data_port, admin_port = free_port(), free_port()
     argv = [str(VENV_BIN / "sluice-sidecar"), "--policy-dir", str(policy_dir), "--host", HOST,
             "--data-port", str(data_port), "--admin-port", str(admin_port)]  # fmt: skip
+    if profile is not None:
+        argv[:1] = [str(VENV_BIN / "python"), "-m", "pyinstrument", "-r", "session",
+                    "-o", str(profile), "-m", "sluice_sidecar"]  # fmt: skip
     started = time.monotonic()
     proc, log = fleet.spawn(name, argv, env=env)
     server = Server(name, proc, f"http://{HOST}:{data_port}/v1", log)

@@ -81,12 +81,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also measure the sidecar exporting OTLP (gRPC) to a real OpenTelemetry Collector",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also measure the sidecar of this source tree (another checkout, e.g. of the"
+        " commit before a change) beside this one's, as sidecar-baseline",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run the sidecars under pyinstrument; their sessions are written in this folder",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     args = parser.parse_args(argv)
     args.connections = [int(c) for c in args.connections.split(",") if c.strip()]
     if not 1 <= args.duration <= 60 or not 0 <= args.warmup <= 30 or not 1 <= args.rounds <= 10:
         parser.error("--duration must be 1..60 s, --warmup 0..30 s, --rounds 1..10")
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / "sidecar" / "sluice_sidecar" / "__main__.py").exists():
+            parser.error(f"--baseline {args.baseline} has no sidecar/sluice_sidecar")
+    if args.profile is not None:
+        args.profile = args.profile.resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
     return args
 
 
@@ -215,6 +233,11 @@ def ratios(rows: list[dict[str, Any]], low: int, high: int) -> dict[str, float |
     found["sidecar_vs_litellm_cpu_per_request"] = div(
         get("sidecar", high, "cpu_us_per_req"), get("litellm", high, "cpu_us_per_req")
     )
+    for conns in sorted({low, high}):
+        found[f"sidecar_vs_baseline_cpu_per_request_{conns}c"] = div(
+            get("sidecar", conns, "cpu_us_per_req"),
+            get("sidecar-baseline", conns, "cpu_us_per_req"),
+        )
     return found
 
 
@@ -222,7 +245,20 @@ def render(report: dict[str, Any]) -> str:
     def ms(value: float | None) -> str:
         return "" if value is None else f"{value:+.2f}"
 
+    meta = report.get("meta")
+    # The load average goes with the figures: on a shared machine it says how far to trust them.
+    heading = (
+        [
+            f"commit {meta['commit']}, load average {meta['loadavg_before']} before and"
+            f" {meta['loadavg_after']} after, {meta['rounds']} round(s) x {meta['duration_s']} s,"
+            " medians",
+            "",
+        ]
+        if meta
+        else []
+    )
     lines = [
+        *heading,
         "| target | conns | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
         "| CPU µs/req | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -280,7 +316,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name, loop, client in FLOORS:
                 started.append((name, targets.start_passthrough(fleet, sim, name, loop, client)))
         if (reason := targets.sidecar_missing()) is None:
-            started.append(("sidecar", targets.start_sidecar(fleet, sim)))
+
+            def profile(name: str) -> Path | None:
+                return args.profile / f"{name}.pyisession" if args.profile else None
+
+            server = targets.start_sidecar(fleet, sim, profile=profile("sidecar"))
+            started.append(("sidecar", server))
+            if args.baseline is not None:
+                server = targets.start_sidecar(
+                    fleet, sim, "sidecar-baseline", tree=args.baseline, profile=profile("baseline")
+                )
+                started.append(("sidecar-baseline", server))
             if args.loops:
                 asyncio_env = {"SLUICE_EVENT_LOOP": "asyncio"}
                 server = targets.start_sidecar(fleet, sim, "sidecar-asyncio", asyncio_env)
@@ -323,6 +369,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "warmup_s": args.warmup,
             "rounds": args.rounds,
             "loadavg_before": round(load, 2),
+            "loadavg_after": round(os.getloadavg()[0], 2),
+            "baseline": str(args.baseline) if args.baseline else None,
             "request": wrk.REQUEST_BODY,
             "versions": targets.versions(litellm),
         },

@@ -121,8 +121,10 @@ async def start_sidecar(
     name: str,
     env: dict[str, str],
     profile: Path | None = None,
+    tree: Path = REPO,
 ) -> targets.Server:
-    """The sidecar of this tree (``python -m sluice_sidecar``), with ``env`` for its settings.
+    """The sidecar of ``tree`` (``python -m sluice_sidecar``; by default this checkout's), with
+    ``env`` for its settings.
 
     With ``profile``, it runs under pyinstrument (a sampling profiler), which writes its text
     report there when the sidecar stops.
@@ -147,7 +149,7 @@ async def start_sidecar(
     ]
     if profile is not None:
         argv[1:1] = ["-m", "pyinstrument", "-r", "session", "-o", str(profile)]
-    pythonpath = os.pathsep.join([str(REPO / "sidecar"), str(REPO)])
+    pythonpath = os.pathsep.join([str(tree / "sidecar"), str(tree)])
     started = time.monotonic()
     proc, log = fleet.spawn(name, argv, env={"PYTHONPATH": pythonpath, **env})
     server = targets.Server(name, proc, f"http://{HOST}:{data_port}", log)

@@ -75,13 +75,13 @@ Starter = Callable[[targets.Fleet, str, Path | None], Awaitable[targets.Server]]
 SIDECAR_ENV = {"SLUICE_ADMIN_TOKEN": "bench"}
 
 
-def _sidecar(loop: str) -> Starter:
-    name = f"sidecar-{loop}"
+def _sidecar(loop: str, name: str = "", tree: Path = targets.REPO) -> Starter:
+    name = name or f"sidecar-{loop}"
     env = SIDECAR_ENV | {"SLUICE_EVENT_LOOP": loop}
 
     def start(fleet: targets.Fleet, upstream: str, profiles: Path | None):  # type: ignore[no-untyped-def]
         profile = profiles / f"{name}.pyisession" if profiles else None
-        return stream_targets.start_sidecar(fleet, upstream, name, env, profile)
+        return stream_targets.start_sidecar(fleet, upstream, name, env, profile, tree)
 
     return start
 
@@ -112,6 +112,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--targets", default="direct," + ",".join(TARGETS), help="comma-separated targets"
     )
     parser.add_argument("--streams", default="", help="only the scenarios with these N")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also measure the sidecar (uvloop) of this source tree, e.g. a checkout of the"
+        " commit before a change, as the target sidecar-baseline",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
@@ -121,8 +127,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.profile:
         args.profile = args.profile.resolve()
         args.profile.mkdir(parents=True, exist_ok=True)
+    args.starters = dict(TARGETS)
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / "sidecar" / "sluice_sidecar" / "__main__.py").exists():
+            parser.error(f"--baseline {args.baseline} has no sidecar/sluice_sidecar")
+        baseline = _sidecar("uvloop", "sidecar-baseline", args.baseline)
+        args.starters["sidecar-baseline"] = baseline
+        if "--targets" not in " ".join(argv or sys.argv):
+            args.targets += ",sidecar-baseline"
     args.targets = [t for t in args.targets.split(",") if t]
-    unknown = set(args.targets) - {"direct", *TARGETS}
+    unknown = set(args.targets) - {"direct", *args.starters}
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     args.scenarios = QUICK if args.quick else FULL
@@ -301,16 +316,23 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Sidecar over the bare relay on the same loop, per scenario: CPU per chunk."""
+    """CPU per chunk, per scenario: each sidecar over the bare relay on the same loop, and the
+    sidecar (uvloop) over the baseline tree's (``--baseline``)."""
     found: dict[str, float] = {}
     by_key = {(r["scenario"], r["target"]): r for r in rows}
     for (scenario, target), row in by_key.items():
-        if not target.startswith("sidecar-"):
+        if not target.startswith("sidecar-") or not row.get("cpu_us_per_chunk"):
             continue
-        relay = by_key.get((scenario, "relay-" + target.removeprefix("sidecar-")))
-        if relay and relay.get("cpu_us_per_chunk") and row.get("cpu_us_per_chunk"):
-            key = f"{target}/relay cpu per chunk, {scenario}"
-            found[key] = round(row["cpu_us_per_chunk"] / relay["cpu_us_per_chunk"], 2)
+        loop = "uvloop" if target == "sidecar-baseline" else target.removeprefix("sidecar-")
+        below = {"relay": "relay-" + loop}
+        if target == "sidecar-uvloop":
+            below["baseline"] = "sidecar-baseline"
+        for label, other in below.items():
+            under = by_key.get((scenario, other))
+            if under and under.get("cpu_us_per_chunk"):
+                found[f"{target}/{label} cpu per chunk, {scenario}"] = round(
+                    row["cpu_us_per_chunk"] / under["cpu_us_per_chunk"], 2
+                )
     return found
 
 
@@ -348,7 +370,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for name in args.targets:
                 if name != "direct":
                     echo(f"starting {name}")
-                    proxies[name] = await TARGETS[name](fleet, up_url, args.profile)
+                    proxies[name] = await args.starters[name](fleet, up_url, args.profile)
             for round_no in range(args.rounds):
                 rows = []
                 for scenario in args.scenarios:
