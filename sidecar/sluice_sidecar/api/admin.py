@@ -29,6 +29,7 @@ from sluice_sidecar.api.admin_queries import (
 from sluice_sidecar.api.keys import STATE
 from sluice_sidecar.contract.model import ConfigRejected
 from sluice_sidecar.observability.prometheus import CONTENT_TYPE_LATEST
+from sluice_sidecar.service.provider_keys import missing_keys, missing_keys_of
 from sluice_sidecar.service.state import SidecarState
 
 ADMIN_BODY_LIMIT = 1024 * 1024
@@ -143,6 +144,8 @@ async def put_config(request: web.Request) -> web.Response:
         document = orjson.loads(await request.read())
     except orjson.JSONDecodeError as error:
         return _json({"error": "invalid configuration", "problems": [f"not JSON: {error}"]}, 400)
+    # The answers name the keys the configuration needs that this Pod has not mounted.
+    secrets_dir = state.settings.secrets_dir
     try:
         result = state.apply_document(document, source="PUT /admin/config")
     except ConfigRejected as error:
@@ -151,16 +154,19 @@ async def put_config(request: web.Request) -> web.Response:
                 "error": "invalid configuration",
                 "problems": error.problems,
                 "activeVersion": state.version,
+                "missingKeys": [k.as_json() for k in missing_keys_of(document, secrets_dir)],
             },
             status=400,
         )
-    return _json(
-        {
-            "version": result.version,
-            "previousVersion": result.previous_version,
-            "changed": result.changed,
-        }
-    )
+    answer: dict[str, Any] = {
+        "version": result.version,
+        "previousVersion": result.previous_version,
+        "changed": result.changed,
+    }
+    assert state.runtime is not None  # just applied
+    if missing := missing_keys(state.runtime.config, secrets_dir):  # only when some are
+        answer["missingKeys"] = [k.as_json() for k in missing]
+    return _json(answer)
 
 
 async def get_stats(request: web.Request) -> web.Response:
@@ -181,7 +187,10 @@ async def get_usage(request: web.Request) -> web.Response:
     budgets = [row.as_json() for row in await state.budgets.status(rules)]
     prices = state.runtime.prices.describe() if state.runtime else None
     report = {"workload": workload, **state.usage.snapshot(), "budgets": budgets}
-    return _json({**report, "prices": prices})
+    missing = (
+        missing_keys(state.runtime.config, state.settings.secrets_dir) if state.runtime else []
+    )
+    return _json({**report, "prices": prices, "missingKeys": [k.as_json() for k in missing]})
 
 
 async def get_budgets(request: web.Request) -> web.Response:
