@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from e2e.harness.controlplane import ControlPlane, KubectlError
 from e2e.harness.processes import wait_until
@@ -147,6 +148,58 @@ def test_the_operator_may_patch_only_its_own_labels_and_annotations(
     # The admin is not bound by it.
     cp.kubectl("patch", "-n", namespace, "deployment/app", "--type=merge", "-p",
                json.dumps({"spec": {"replicas": 0}}))  # fmt: skip
+
+
+@pytest.fixture
+def secrets_policy(control_plane: ControlPlane, helm: Path) -> Iterator[None]:
+    rendered = subprocess.run(
+        [str(helm), "template", "sluice", str(CHART), "-n", OPERATOR_NAMESPACE,
+         "--show-only", "templates/rbac.yaml"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    policies = [d for d in yaml.safe_load_all(rendered) if d and "AdmissionPolicy" in d["kind"]]
+    assert [d["kind"] for d in policies] == [
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
+    control_plane.apply(yaml.safe_dump_all(policies))
+    yield
+    for kind in ("validatingadmissionpolicybindings", "validatingadmissionpolicies"):
+        control_plane.kubectl("delete", kind, "sluice-operator-secrets", check=False)
+
+
+def test_the_operator_may_create_only_its_own_secrets(
+    sluice: SluiceDeployment, control_plane: ControlPlane, namespace: str, secrets_policy: None
+) -> None:
+    """``create`` cannot be limited by name in RBAC: without the policy, a stolen operator
+    token could create a ServiceAccount-token Secret under a name it may read, and read it."""
+    cp = control_plane
+
+    def refused(
+        name: str, where: str = namespace, kind: str = "Opaque", labelled: bool = True
+    ) -> bool:
+        metadata: dict = {"name": name}
+        if labelled:
+            metadata["labels"] = {"app.kubernetes.io/managed-by": "sluice"}
+        if kind == "kubernetes.io/service-account-token":
+            metadata["annotations"] = {"kubernetes.io/service-account.name": "default"}
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": kind}
+        try:
+            cp.kubectl("create", "-n", where, "--dry-run=server", "-f", "-",
+                       input=json.dumps(secret), kubeconfig=sluice.kubeconfig)  # fmt: skip
+        except KubectlError as error:
+            return "sluice-operator-secrets" in str(error)
+        return False
+
+    token = "kubernetes.io/service-account-token"
+    # Dry runs until the API server has loaded the policy: admission runs, nothing is stored.
+    wait_until(lambda: refused("sluice-sidecar-admin", kind=token), 30, what="the policy in force")
+    assert refused("openai-key")  # a Secret a policy names, planted with a chosen key
+    assert refused("sluice-webhook-tls")  # the certificate only in the operator's namespace
+    assert refused("sluice-sidecar-admin", labelled=False)
+    # What the operator does: its admin token in an app namespace, its certificate in its own.
+    assert not refused("sluice-sidecar-admin")
+    assert not refused("sluice-webhook-tls", OPERATOR_NAMESPACE)
 
 
 def test_network_policies_admit_only_the_operator_and_the_sidecars(
