@@ -5,7 +5,8 @@ Later tests import the public surface from here; the modules behind it each do o
 ``binaries`` finds the built programs, ``certs`` makes the throwaway PKI, ``processes``
 runs and reaps child process groups, ``controlplane`` starts the components, ``client``
 talks JSON to the API server, ``kubeconfig`` and ``rbac`` hand out credentials, and
-``kubelet`` plays kubelet for Pods.
+``kubelet`` plays kubelet for Pods, ``standins`` serves the admin API of hundreds of injected
+sidecars from one thread (for the operator benchmark).
 """
 
 from e2e.harness.binaries import Binaries, BinariesUnavailable, find_binaries

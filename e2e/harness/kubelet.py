@@ -40,7 +40,9 @@ class Launch:
 
     ``ports``: TCP ports on the Pod IP that must accept connections before the Pod is
     reported Ready; ``None`` means the containerPorts the Pod declares. ``on_stop``: called
-    once the process has stopped (e.g. to remove the container it ran in).
+    once the process has stopped (e.g. to remove the container it ran in). An empty ``argv``
+    runs nothing: the launch callable serves the Pod's ports itself (``standins``, hundreds of
+    pods without a process each) and ``on_stop`` ends that.
     """
 
     argv: Sequence[str]
@@ -79,12 +81,13 @@ class IpAllocator:
 @dataclass
 class _RunningPod:
     slot: PodSlot
-    process: processes.ManagedProcess
+    process: processes.ManagedProcess | None  # None: served in this process (empty argv)
     launch: Launch
 
     def stop(self) -> None:
         try:
-            self.process.stop(timeout=5)
+            if self.process is not None:
+                self.process.stop(timeout=5)
         finally:
             if self.launch.on_stop is not None:
                 self.launch.on_stop()
@@ -209,21 +212,23 @@ class FakeKubelet:
         meta = pod["metadata"]
         slot = PodSlot(meta["name"], self.namespace, self.ips.allocate(), pod)
         launch = self.launch(slot)
-        proc = processes.ManagedProcess(
-            f"pod-{self.namespace}-{slot.name}",
-            launch.argv,
-            self.log_dir / f"pod-{self.namespace}-{slot.name}.log",
-            env={
-                "POD_NAME": slot.name,
-                "POD_NAMESPACE": self.namespace,
-                "POD_IP": slot.ip,
-                **launch.env,
-            },
-            cwd=launch.cwd,
-            # The watch thread outlives its processes (stop() ends them first), so the
-            # kernel only uses this when the test process is killed outright.
-            die_with_parent=True,
-        )
+        proc = None
+        if launch.argv:
+            proc = processes.ManagedProcess(
+                f"pod-{self.namespace}-{slot.name}",
+                launch.argv,
+                self.log_dir / f"pod-{self.namespace}-{slot.name}.log",
+                env={
+                    "POD_NAME": slot.name,
+                    "POD_NAMESPACE": self.namespace,
+                    "POD_IP": slot.ip,
+                    **launch.env,
+                },
+                cwd=launch.cwd,
+                # The watch thread outlives its processes (stop() ends them first), so the
+                # kernel only uses this when the test process is killed outright.
+                die_with_parent=True,
+            )
         with self._lock:
             if self._stopped.is_set():
                 _RunningPod(slot, proc, launch).stop()
@@ -237,7 +242,7 @@ class FakeKubelet:
                 what=f"pod {slot.name} process to listen on {slot.ip}:{list(ports)}",
             )
         except (TimeoutError, RuntimeError) as exc:
-            self._patch_status(slot, _failed_status(str(exc), proc.tail(10)))
+            self._patch_status(slot, _failed_status(str(exc), proc.tail(10) if proc else ""))
             raise
         self._patch_status(slot, _running_status(pod, slot.ip))
 
@@ -270,8 +275,8 @@ def _container_ports(pod: JsonObject) -> list[int]:
     ]
 
 
-def _listening(proc: processes.ManagedProcess, ip: str, ports: Sequence[int]) -> bool:
-    if not proc.running():
+def _listening(proc: processes.ManagedProcess | None, ip: str, ports: Sequence[int]) -> bool:
+    if proc is not None and not proc.running():
         raise RuntimeError(f"process exited with {proc.popen.returncode}")
     return all(net.accepts_connections(ip, port) for port in ports)
 
