@@ -71,6 +71,13 @@ def build() -> dashboard.Dashboard:
             (f"max by (budget) (llm_budget_limit_usd{{{NS}}})", "{{budget}} limit"),
         ),
         graph(
+            "Budget tokens spent and limit",
+            "short",
+            (f"max by (budget) (llm_budget_spent_tokens{{{NS}}})", "{{budget}} spent"),
+            (f"max by (budget) (llm_budget_limit_tokens{{{NS}}})", "{{budget}} limit"),
+            description="Input+output tokens this period, for budgets with a token limit.",
+        ),
+        graph(
             "Calls over a budget",
             "reqps",
             (

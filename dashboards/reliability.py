@@ -57,6 +57,16 @@ def build() -> dashboard.Dashboard:
             ),
         ),
         graph(
+            "Breaker state changes",
+            "short",
+            (
+                f"sum by (provider, model, from_state, to_state) "
+                f"(increase(llm_circuit_breaker_state_changes_total{{{T}}}{RANGE}))",
+                "{{provider}} {{model}} {{from_state}} to {{to_state}}",
+            ),
+            description="In the time range; states closed, open and half_open.",
+        ),
+        graph(
             "Breaker rejections",
             "reqps",
             (

@@ -51,7 +51,7 @@ def studio_config(primary: SimulatedLLM, backup: SimulatedLLM) -> SidecarConfig:
         # Past its alert threshold once the external spend is pushed: Drafts calls degrade.
         budget(
             "near",
-            limits={"costUSD": NEAR_LIMIT_USD},
+            limits={"costUSD": NEAR_LIMIT_USD, "tokens": 10_000_000},  # tokens: far from it
             enforcement="soft",
             degrade={"operations": ["Drafts"], "maxTokens": 20},
         ),
