@@ -75,6 +75,8 @@ CALLS: list[tuple[str, str, str, dict[str, str], Any]] = [
     ("GET", "/admin/sessions/{session}", "/admin/sessions/job-1", {}, None),
     ("GET", "/admin/sessions/{session}", "/admin/sessions/nobody", {}, None),
     ("GET", "/admin/circuits", "/admin/circuits", {}, None),
+    ("GET", "/admin/circuits/transitions", "/admin/circuits/transitions", {"after": "0"}, None),
+    ("GET", "/admin/circuits/transitions", "/admin/circuits/transitions", {"after": "-1"}, None),
     ("POST", "/admin/circuits/reset", "/admin/circuits/reset", {"provider": "sim"}, None),
     ("POST", "/admin/circuits/reset", "/admin/circuits/reset", {"model": ""}, None),
 ]

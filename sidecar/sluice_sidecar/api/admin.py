@@ -21,6 +21,7 @@ from aiohttp import web
 from sluice_sidecar.api.admin_openapi import openapi_document
 from sluice_sidecar.api.admin_queries import (
     CircuitResetQuery,
+    CircuitTransitionsQuery,
     EstimateQuery,
     Query,
     QueryRejected,
@@ -262,6 +263,11 @@ async def get_circuits(request: web.Request) -> web.Response:
     return _json({"circuits": [b.snapshot() for b in breakers]})
 
 
+async def get_circuit_transitions(request: web.Request) -> web.Response:
+    query = _query(CircuitTransitionsQuery, request)
+    return _json(request.app[STATE].breakers.transitions.answer(query.after))
+
+
 async def reset_circuits(request: web.Request) -> web.Response:
     query = _query(CircuitResetQuery, request)
     count = request.app[STATE].breakers.reset(query.provider, query.model)
@@ -294,5 +300,6 @@ def build_admin_app(state: SidecarState) -> web.Application:
     app.router.add_get("/admin/sessions", list_sessions)
     app.router.add_get("/admin/sessions/{session}", get_session)
     app.router.add_get("/admin/circuits", get_circuits)
+    app.router.add_get("/admin/circuits/transitions", get_circuit_transitions)
     app.router.add_post("/admin/circuits/reset", reset_circuits)
     return app

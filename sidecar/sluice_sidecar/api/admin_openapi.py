@@ -15,7 +15,12 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from sluice_sidecar.api.admin_queries import CircuitResetQuery, EstimateQuery, Query
+from sluice_sidecar.api.admin_queries import (
+    CircuitResetQuery,
+    CircuitTransitionsQuery,
+    EstimateQuery,
+    Query,
+)
 from sluice_sidecar.contract import BudgetLimits, SidecarConfig
 from sluice_sidecar.contract.economics import BudgetPeriod, Enforcement
 from sluice_sidecar.contract.usage import ExternalUsage
@@ -153,6 +158,17 @@ def _answers() -> dict[str, Schema]:
             consecutiveFailures=COUNT,
             failureRate=SHARE,
             retryAfterSeconds={"type": "number", "minimum": 0},
+        ),
+        "CircuitTransition": obj(
+            sequence={"type": "integer", "minimum": 1},
+            time=TIME,
+            provider=STR,
+            model=STR,
+            **{
+                "from": {"enum": ["closed", "half-open", "open"]},
+                "to": {"enum": ["closed", "half-open", "open"]},
+            },
+            reason=STR,
         ),
     }
 
@@ -454,6 +470,25 @@ def openapi_document() -> dict[str, Any]:
             "get": _operation(
                 "Every circuit breaker.",
                 {"200": _json("Breakers.", obj(circuits=array(ref("Circuit"))))},
+            )
+        },
+        "/admin/circuits/transitions": {
+            "get": _operation(
+                "The breakers' recent state changes, numbered, after the one given (the log "
+                "keeps the last 256; logId changes when the sidecar restarts).",
+                {
+                    "200": _json(
+                        "State changes, oldest first.",
+                        obj(
+                            logId=STR,
+                            lastSequence=COUNT,
+                            missed=COUNT,
+                            transitions=array(ref("CircuitTransition")),
+                        ),
+                    ),
+                    "400": query_error,
+                },
+                parameters=_parameters(CircuitTransitionsQuery),
             )
         },
         "/admin/circuits/reset": {

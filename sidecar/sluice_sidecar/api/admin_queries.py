@@ -49,6 +49,15 @@ class CircuitResetQuery(Query):
     )
 
 
+class CircuitTransitionsQuery(Query):
+    after: int = Field(
+        default=0,
+        ge=0,
+        le=2**63 - 1,
+        description="Only the state changes numbered above this (the last one the caller saw).",
+    )
+
+
 class QueryRejected(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))

@@ -9,12 +9,18 @@ seen. Each consecutive trip multiplies the open time by ``openBackoffMultiplier`
 
 The bulkhead bounds calls in flight through one breaker; a full bulkhead refuses at once.
 Time comes from an injectable clock so tests run on virtual time.
+
+Every state change is also kept, with its reason, in the registry's ``TransitionLog``: bounded
+and numbered, so a reader polling now and then (the operator, which turns them into Kubernetes
+Events) asks for what came after the last number it saw and misses nothing between two polls.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +31,9 @@ from sluice_sidecar.contract.model import CircuitBreakerSpec
 logger = logging.getLogger("sluice.breaker")
 
 MAX_WINDOW_EVENTS = 1024
+# State changes kept for readers of the log: with the operator polling every 15 s, a circuit
+# would have to change state 17 times a second for a change to fall out between two polls.
+MAX_TRANSITIONS = 256
 
 
 class State(enum.IntEnum):
@@ -47,6 +56,71 @@ class BreakerKey:
         return self.provider if self.model == "*" else f"{self.provider}/{self.model}"
 
 
+def state_name(state: State) -> str:
+    """As ``GET /admin/circuits`` and the transition log spell it: closed, half-open, open."""
+    return state.name.lower().replace("_", "-")
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    sequence: int
+    at: float  # wall-clock time (Unix seconds)
+    key: BreakerKey
+    old: State
+    new: State
+    reason: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "sequence": self.sequence,
+            "time": dt.datetime.fromtimestamp(self.at, dt.UTC).isoformat(),
+            "provider": self.key.provider,
+            "model": self.key.model,
+            "from": state_name(self.old),
+            "to": state_name(self.new),
+            "reason": self.reason,
+        }
+
+
+class TransitionLog:
+    """The last ``MAX_TRANSITIONS`` state changes of every breaker, numbered from 1.
+
+    ``log_id`` is drawn per process: numbers start again when the sidecar restarts, and a reader
+    that sees another id knows its last number means nothing here any more.
+    """
+
+    def __init__(
+        self, *, wall_clock: Callable[[], float] = time.time, capacity: int = MAX_TRANSITIONS
+    ) -> None:
+        self.log_id = secrets.token_hex(8)
+        self._wall_clock = wall_clock
+        self._entries: deque[Transition] = deque(maxlen=capacity)
+        self.last_sequence = 0
+
+    def record(self, key: BreakerKey, old: State, new: State, reason: str) -> None:
+        self.last_sequence += 1
+        self._entries.append(
+            Transition(self.last_sequence, self._wall_clock(), key, old, new, reason)
+        )
+
+    def after(self, sequence: int, limit: int = MAX_TRANSITIONS) -> list[Transition]:
+        """The changes numbered above ``sequence``, oldest first, at most ``limit``."""
+        newer = [t for t in self._entries if t.sequence > sequence]
+        return newer[:limit]
+
+    def answer(self, sequence: int, limit: int = MAX_TRANSITIONS) -> dict[str, object]:
+        """``GET /admin/circuits/transitions``: ``missed`` counts the changes after ``sequence``
+        that were dropped before anyone asked (the log is bounded)."""
+        kept = self.after(sequence, limit)
+        first = self._entries[0].sequence if self._entries else self.last_sequence + 1
+        return {
+            "logId": self.log_id,
+            "lastSequence": self.last_sequence,
+            "missed": max(first - 1 - sequence, 0),
+            "transitions": [t.as_json() for t in kept],
+        }
+
+
 class CircuitBreaker:
     def __init__(
         self,
@@ -55,11 +129,13 @@ class CircuitBreaker:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_state_change: StateListener | None = None,
+        transitions: TransitionLog | None = None,
     ) -> None:
         self.key = key
         self.spec = spec
         self._clock = clock
         self._on_state_change = on_state_change
+        self._transitions = transitions
         self.state = State.CLOSED
         self.in_flight = 0
         self.trips = 0
@@ -85,7 +161,7 @@ class CircuitBreaker:
         if self.state is State.OPEN:
             if self.retry_after() > 0:
                 return False
-            self._transition(State.HALF_OPEN)
+            self._transition(State.HALF_OPEN, f"open for {self._open_for:g}s; a trial call may go")
         if self.state is State.HALF_OPEN:
             # One trial call at a time; the rest keep failing fast until it reports.
             return not self._half_open_trial
@@ -112,7 +188,9 @@ class CircuitBreaker:
             self._half_open_successes += 1
             if self._half_open_successes >= self.spec.success_threshold:
                 self._consecutive_trips = 0
-                self._transition(State.CLOSED)
+                self._transition(
+                    State.CLOSED, f"{self._half_open_successes} successful trial call(s)"
+                )
 
     def record_failure(self) -> None:
         self._record(False)
@@ -137,23 +215,23 @@ class CircuitBreaker:
             return 0.0
         return sum(1 for _, ok in self._window if not ok) / len(self._window)
 
-    def reset(self) -> None:
+    def reset(self, reason: str = "reset") -> None:
         self._consecutive_trips = 0
         self._consecutive_failures = 0
         self._window.clear()
         self._open_for = self.spec.open_seconds
-        self._transition(State.CLOSED)
+        self._transition(State.CLOSED, reason)
 
     def reconfigure(self, spec: CircuitBreakerSpec) -> None:
         self.spec = spec
         if not spec.enabled and self.state is not State.CLOSED:
-            self.reset()
+            self.reset("circuit breaker disabled by the configuration")
 
     def snapshot(self) -> dict[str, object]:
         return {
             "provider": self.key.provider,
             "model": self.key.model,
-            "state": self.state.name.lower().replace("_", "-"),
+            "state": state_name(self.state),
             "inFlight": self.in_flight,
             "trips": self.trips,
             "consecutiveFailures": self._consecutive_failures,
@@ -192,9 +270,9 @@ class CircuitBreaker:
         logger.warning(
             "circuit %s opened: %s; refusing calls for %.1fs", self.key, why, self._open_for
         )
-        self._transition(State.OPEN)
+        self._transition(State.OPEN, why)
 
-    def _transition(self, new: State) -> None:
+    def _transition(self, new: State, reason: str) -> None:
         old = self.state
         if old is new:
             return
@@ -206,6 +284,8 @@ class CircuitBreaker:
             self._consecutive_failures = 0
             self._open_for = self.spec.open_seconds
         logger.info("circuit %s: %s -> %s", self.key, old.name.lower(), new.name.lower())
+        if self._transitions is not None:
+            self._transitions.record(self.key, old, new, reason)
         if self._on_state_change is not None:
             self._on_state_change(self, old, new)
 
@@ -220,10 +300,12 @@ class BreakerRegistry:
         clock: Callable[[], float] = time.monotonic,
         on_state_change: StateListener | None = None,
         max_breakers: int = 4096,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.spec = spec
         self._clock = clock
         self._on_state_change = on_state_change
+        self.transitions = TransitionLog(wall_clock=wall_clock)
         self._max = max_breakers
         self._breakers: dict[BreakerKey, CircuitBreaker] = {}
 
@@ -240,7 +322,11 @@ class BreakerRegistry:
                 breaker = self._breakers.get(key)
             if breaker is None:
                 breaker = CircuitBreaker(
-                    key, self.spec, clock=self._clock, on_state_change=self._on_state_change
+                    key,
+                    self.spec,
+                    clock=self._clock,
+                    on_state_change=self._on_state_change,
+                    transitions=self.transitions,
                 )
                 self._breakers[key] = breaker
         return breaker
@@ -262,6 +348,6 @@ class BreakerRegistry:
                 continue
             if model not in (None, breaker.key.model):
                 continue
-            breaker.reset()
+            breaker.reset("reset through POST /admin/circuits/reset")
             count += 1
         return count
