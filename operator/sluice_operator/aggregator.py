@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from sluice_operator.kube import Body, Kube, StatusConflict
 from sluice_operator.pusher import Pusher, PushTarget, target_of
 from sluice_operator.reading import read_workloads
 from sluice_operator.resources import valid_budgets
+from sluice_operator.rounds import NamespaceRounds
 from sluice_operator.settings import OperatorSettings
 from sluice_operator.workloads import pod_ready
 from sluice_sidecar.contract.model import config_problems
@@ -51,16 +51,13 @@ class BudgetAggregator:
         self.settings = settings
         self.post_event = post_event
         self.clock = clock
-        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._last: dict[str, float] = {}
+        self._rounds = NamespaceRounds(settings.usage_interval_s)
 
     async def collect(self, namespace: str) -> None:
         """Collect once per interval per namespace, however many budgets' timers ask."""
-        loop = asyncio.get_running_loop()
-        if loop.time() - self._last.get(namespace, -1e9) < self.settings.usage_interval_s / 2:
-            return
-        async with self._locks[namespace]:
-            self._last[namespace] = loop.time()
+        async with self._rounds.round(namespace) as due:
+            if not due:
+                return
             budgets = valid_budgets(await self.kube.budgets(namespace))
             if not budgets:
                 return
@@ -98,7 +95,7 @@ class BudgetAggregator:
         """Fold a stopping sidecar's last usage; returns how many budgets it touched."""
         if not report.pod_uid:
             return 0
-        async with self._locks[namespace]:
+        async with self._rounds.lock(namespace):
             for attempt in range(1, WRITE_ATTEMPTS + 1):
                 budgets = valid_budgets(await self.kube.budgets(namespace))
                 updates = plan_final_report(budgets, report, self.clock())

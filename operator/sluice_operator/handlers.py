@@ -18,6 +18,7 @@ import kopf
 from sluice_operator.aggregator import BudgetAggregator
 from sluice_operator.budget_plan import budget_feedback
 from sluice_operator.certificates import WebhookTls
+from sluice_operator.circuit_events import CircuitWatch
 from sluice_operator.injection import INJECT_ANNOTATION, INJECTED_LABEL
 from sluice_operator.kube import Body, Kube
 from sluice_operator.metrics import OperatorMetrics, ReconcileKind, start_metrics_server
@@ -165,6 +166,16 @@ async def _report_budget(memo: Any, namespace: str, body: Body) -> None:
 async def collect_usage(namespace: str | None, memo: Any, **_: Any) -> None:
     if namespace is not None:
         await memo.budgets.collect(namespace)
+
+
+@kopf.timer("sluice.dev", "v1alpha1", "llmpolicies", interval=USAGE_INTERVAL_S, idle=None)
+async def collect_circuit_changes(namespace: str | None, memo: Any, **_: Any) -> None:
+    """Sidecars' breaker state changes as Events on the policies (``circuit_events``)."""
+    if namespace is None:
+        return
+    if "circuits" not in memo:
+        memo.circuits = CircuitWatch(memo.kube, memo.pusher, memo.settings)
+    await memo.circuits.collect(namespace)
 
 
 @kopf.on.event("apps", "v1", "deployments")

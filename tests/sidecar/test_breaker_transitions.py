@@ -32,15 +32,15 @@ def test_a_full_cycle_is_logged_in_order_with_reasons() -> None:
     b.acquire()
     b.record_success()
     answer = breakers.transitions.answer(0)
-    moves = [(t["sequence"], t["from"], t["to"]) for t in answer["transitions"]]  # type: ignore[index]
+    moves = [(t["sequence"], t["from"], t["to"]) for t in answer["transitions"]]
     assert moves == [(1, "closed", "open"), (2, "open", "half-open"), (3, "half-open", "closed")]
-    reasons = [t["reason"] for t in answer["transitions"]]  # type: ignore[index]
+    reasons = [t["reason"] for t in answer["transitions"]]
     assert reasons == [
         "2 consecutive failures",
         "open for 10s; a trial call may go",
         "1 successful trial call(s)",
     ]
-    first = answer["transitions"][0]  # type: ignore[index]
+    first = answer["transitions"][0]
     assert first["provider"] == "sim" and first["model"] == "*"
     assert first["time"] == "2023-11-14T22:13:20+00:00"
     assert answer["lastSequence"] == 3 and answer["missed"] == 0
@@ -56,7 +56,7 @@ def test_a_reader_gets_only_what_came_after_its_last_number() -> None:
     assert breakers.transitions.answer(seen)["transitions"] == []
     breakers.reset("sim")
     newer = breakers.transitions.answer(seen)
-    assert [(t["from"], t["to"], t["reason"]) for t in newer["transitions"]] == [  # type: ignore[index]
+    assert [(t["from"], t["to"], t["reason"]) for t in newer["transitions"]] == [
         ("open", "closed", "reset through POST /admin/circuits/reset")
     ]
 
@@ -69,7 +69,7 @@ def test_the_log_is_bounded_and_says_how_many_changes_a_late_reader_missed() -> 
         log.record(key, State.OPEN, State.CLOSED, "reset")
     answer = log.answer(2)
     assert answer["lastSequence"] == 10
-    assert [t["sequence"] for t in answer["transitions"]] == [7, 8, 9, 10]  # type: ignore[index]
+    assert [t["sequence"] for t in answer["transitions"]] == [7, 8, 9, 10]
     assert answer["missed"] == 4  # 3, 4, 5 and 6 fell out before this reader asked
     assert log.answer(10) == {**answer, "missed": 0, "transitions": []}
 

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sluice_sidecar.contract.model import CircuitBreakerSpec
 
@@ -108,7 +109,7 @@ class TransitionLog:
         newer = [t for t in self._entries if t.sequence > sequence]
         return newer[:limit]
 
-    def answer(self, sequence: int, limit: int = MAX_TRANSITIONS) -> dict[str, object]:
+    def answer(self, sequence: int, limit: int = MAX_TRANSITIONS) -> dict[str, Any]:
         """``GET /admin/circuits/transitions``: ``missed`` counts the changes after ``sequence``
         that were dropped before anyone asked (the log is bounded)."""
         kept = self.after(sequence, limit)
