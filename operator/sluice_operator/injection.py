@@ -124,6 +124,7 @@ def sidecar_container(settings: OperatorSettings, workload: str, native: bool) -
             {"name": "sluice-admin-token", "mountPath": contract.TOKEN_DIR, "readOnly": True},
             {"name": "sluice-provider-keys", "mountPath": contract.SECRETS_DIR, "readOnly": True},
             {"name": "sluice-state", "mountPath": contract.STATE_DIR},
+            *price_table_mounts(settings),
         ],
     }
     if native:
@@ -182,6 +183,29 @@ def otel_export_env(settings: OperatorSettings) -> list[dict[str, Any]]:
         }
         env.append({"name": "OTEL_EXPORTER_OTLP_HEADERS", "valueFrom": {"secretKeyRef": reference}})
     return env
+
+
+# The chart's price table (prices.configMap), where a policy's pricingFile names it. A
+# ConfigMap volume without subPath: the kubelet swaps its files when the ConfigMap changes, and
+# the sidecar re-reads the file (economics/price_file.py). Belongs with contract/pod.py's paths.
+PRICES_VOLUME = "sluice-prices"
+PRICES_DIR = "/etc/sluice/prices"
+
+
+def price_table_volumes(settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The price-table ConfigMap as a volume: its one key as a file, optional, so a namespace
+    without the ConfigMap still starts its pods (a policy naming the file then says why)."""
+    if settings.prices_config_map is None:
+        return []
+    key = settings.prices_key
+    source = {"name": settings.prices_config_map, "optional": True}
+    return [{"name": PRICES_VOLUME, "configMap": {**source, "items": [{"key": key, "path": key}]}}]
+
+
+def price_table_mounts(settings: OperatorSettings) -> list[dict[str, Any]]:
+    if settings.prices_config_map is None:
+        return []
+    return [{"name": PRICES_VOLUME, "mountPath": PRICES_DIR, "readOnly": True}]
 
 
 def after_native_sidecars(init: list[dict[str, Any]], sidecar: dict[str, Any]) -> list[Any]:
@@ -307,6 +331,7 @@ def inject(
         provider_keys_volume(key_secrets or {}),
         # Spend survives a sidecar restart: the state file lives as long as the Pod.
         {"name": "sluice-state", "emptyDir": {"sizeLimit": "16Mi"}},
+        *price_table_volumes(settings),
     ]
     spec["volumes"] = [*(spec.get("volumes") or []), *volumes]
     # The sidecar image may live in a private registry the app's own secrets do not cover.

@@ -153,6 +153,21 @@ class OperatorSettings(BaseModel):
         default=None, description="OTEL_TRACES_SAMPLER_ARG, e.g. 0.1 for a ratio sampler."
     )
 
+    prices_config_map: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="ConfigMap (in each app namespace) holding a price table file, mounted "
+        "into every injected sidecar at /etc/sluice/prices (optional: a namespace without it "
+        "gets an empty folder); None: none mounted.",
+    )
+    prices_key: str = Field(
+        default="prices.yaml",
+        pattern=r"^[-_a-zA-Z0-9][-._a-zA-Z0-9]*$",
+        max_length=253,
+        description="The ConfigMap's key with the table; the file is /etc/sluice/prices/<key>.",
+    )
+
     @field_validator("sidecar_resources")
     @classmethod
     def _resources_are_a_json_object(cls, value: str) -> str:

@@ -11,8 +11,10 @@ change without a release. It is read when a configuration is built (``build_runt
 that is missing, not a regular file, too large or invalid refuses the whole configuration with
 the reason, and the running one stays. Afterwards ``PriceFileWatch.refresh`` (called by the
 price table every few seconds) re-reads it when its modification time, size or inode changed,
-as when the kubelet swaps a ConfigMap's files; a change that does not load is logged and the
-prices read last stay. Bounded: 1 MiB and 10,000 models.
+as when the kubelet swaps a ConfigMap's files (a new ``..data`` folder behind the same name); a
+change that does not load is logged and the prices read last stay. ``current`` checks too, at
+most every ``RECHECK_S``, so the date ``GET /admin/usage`` shows follows the file on a sidecar
+that prices no call. Bounded: 1 MiB and 10,000 models.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -34,6 +38,7 @@ from sluice_sidecar.contract.model import config_problems
 logger = logging.getLogger("sluice.cost")
 MAX_FILE_BYTES = 1024 * 1024
 MAX_MODELS = 10_000
+RECHECK_S = 10.0  # the longest a reader of ``PriceFileWatch.current`` sees a replaced file late
 
 Prices = dict[str, tuple[Decimal, Decimal, Decimal]]  # input, output, cached input per 1M
 
@@ -105,23 +110,43 @@ def _signature(path: str) -> tuple[int, int, int] | None:
 class PriceFileWatch:
     """The price file of one configuration, as read last, re-read when it changes."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
+        self._clock = clock
         self._signature = _signature(path)
-        self.current = load_price_file(path)
+        self._loaded = load_price_file(path)
         self._failed: tuple[int, int, int] | None = None  # a change that did not load
+        self._checked = clock()
+        self._loads = 0  # changes loaded since the first read
+        self._reported = 0  # of those, the ones ``refresh`` has answered True for
+
+    @property
+    def current(self) -> PriceFile:
+        """The table as read last, checked again once ``RECHECK_S`` passed: a reader that looks
+        no price up (``GET /admin/usage`` on an idle sidecar) sees a changed file's date too."""
+        if self._clock() - self._checked >= RECHECK_S:
+            self._reload()
+        return self._loaded
 
     def refresh(self) -> bool:
-        """Re-read the file if it changed since it was read; True when the prices changed."""
+        """Re-read the file if it changed; True when the prices changed since the last call
+        (also when ``current`` read the change first)."""
+        self._reload()
+        changed = self._loads != self._reported
+        self._reported = self._loads
+        return changed
+
+    def _reload(self) -> None:
+        self._checked = self._clock()
         signature = _signature(self.path)
         if signature is None or signature in (self._signature, self._failed):
-            return False
+            return
         try:
             loaded = load_price_file(self.path)
         except PriceFileError as error:
             self._failed = signature
             logger.warning("price file changed but did not load, keeping the last: %s", error)
-            return False
-        self._signature, self.current = signature, loaded
+            return
+        self._signature, self._loaded = signature, loaded
+        self._loads += 1
         logger.info("price file %s re-read (prices as of %s)", loaded.path, loaded.as_of)
-        return True
