@@ -21,6 +21,7 @@ import logging
 from collections.abc import Mapping
 from typing import Literal
 
+from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sluice_operator.event_series import EventSeries, EventType, Occurrence
@@ -150,9 +151,16 @@ class CircuitWatch:
                 cursors.append((pod, f"{answer.log_id}:{last}"))
             await self.series.flush()
             for pod, cursor in cursors:
-                await self.kube.annotate_pod(
-                    namespace, pod["metadata"]["name"], {CURSOR_ANNOTATION: cursor}
-                )
+                await self._keep_place(namespace, pod, cursor)
+
+    async def _keep_place(self, namespace: str, pod: Body, cursor: str) -> None:
+        name = pod["metadata"]["name"]
+        try:
+            await self.kube.annotate_pod(namespace, name, {CURSOR_ANNOTATION: cursor})
+        except ApiException as error:  # a pod deleted since the read: nothing left to follow
+            if error.status != 404:
+                raise
+            logger.info("pod %s/%s gone before its circuit place was kept", namespace, name)
 
     async def _read(self, pod: Body, token: str) -> TransitionsAnswer | None:
         """The pod's changes not posted yet; from its start when its sidecar restarted."""
