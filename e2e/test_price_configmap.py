@@ -128,7 +128,7 @@ class PriceVolume:
             script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
             argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                     str(self.folder), PRICES_DIR, *inner.argv]  # fmt: skip
-            return Launch(argv=argv, env=inner.env, ports=inner.ports, cwd=inner.cwd)
+            return Launch(argv, inner.env, inner.ports, inner.cwd, inner.on_stop)
 
         return run
 
