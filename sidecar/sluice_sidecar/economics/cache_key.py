@@ -11,11 +11,16 @@ fields are in, so a new answer-changing parameter never aliases two requests.
 
 Canonical form: keys sorted at every level, floats that are whole numbers written as integers
 (``temperature: 1`` and ``1.0`` are one request; up to 2**53), everything else as sent.
+
+``KeyMemo`` remembers the keys of recent requests by their exact bytes and everything else the
+key is made of, so a repeated request (the cache hit's case) gets its key with one dictionary
+look-up instead of canonicalising and hashing its body again; bounded in entries and bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Hashable
 from typing import Any
 
 import orjson
@@ -27,6 +32,9 @@ VARIANT_HEADERS = ("anthropic-version", "anthropic-beta", "openai-beta")
 EXACT_FLOAT_INTEGERS = (
     2**53
 )  # beyond, a float is no longer one integer (and JSON ints stop at 64 bits)
+MEMO_ENTRIES = 4096
+MEMO_BYTES = 8 * 1024 * 1024  # request bodies held by the memo, at most
+MEMO_BODY_BYTES = 64 * 1024  # a larger body is keyed every time (hashing it is the cost anyway)
 
 
 def credential_hash(headers: dict[str, str]) -> str:
@@ -80,3 +88,36 @@ def cache_key(
     }
     encoded = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(encoded).hexdigest()
+
+
+class KeyMemo:
+    """Keys of recent requests, by the request's exact body bytes and the rest of what the key
+    holds (``context``: everything but the body that goes into ``cache_key``, as hashable
+    values). Whoever owns it clears it when what the context cannot say changes (the
+    configuration: tenant and providers). Oldest entries go first past the bounds."""
+
+    def __init__(self, entries: int = MEMO_ENTRIES, max_bytes: int = MEMO_BYTES) -> None:
+        self._keys: dict[tuple[bytes, Hashable], str] = {}
+        self._entries = entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
+
+    def get(self, raw_body: bytes, context: Hashable) -> str | None:
+        return self._keys.get((raw_body, context))
+
+    def put(self, raw_body: bytes, context: Hashable, key: str) -> None:
+        if len(raw_body) > MEMO_BODY_BYTES or (raw_body, context) in self._keys:
+            return
+        self._keys[(raw_body, context)] = key
+        self._bytes += len(raw_body)
+        while len(self._keys) > self._entries or self._bytes > self._max_bytes:
+            oldest = next(iter(self._keys))
+            del self._keys[oldest]
+            self._bytes -= len(oldest[0])
+
+    def clear(self) -> None:
+        self._keys.clear()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._keys)

@@ -29,12 +29,18 @@ from typing import Any
 import orjson
 
 from sluice_sidecar.contract.economics import CacheSpec
-from sluice_sidecar.economics.cache_key import VARIANT_HEADERS, cache_key, credential_hash
+from sluice_sidecar.economics.cache_key import (
+    VARIANT_HEADERS,
+    KeyMemo,
+    cache_key,
+    credential_hash,
+)
 from sluice_sidecar.economics.cache_store import CacheBackend, CachedAnswer, CacheStats
 from sluice_sidecar.errors import NoProviderForModel, Refused, TransientUpstreamError
 from sluice_sidecar.observability import otel
 from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call, Next
+from sluice_sidecar.pipeline.runtime import Runtime
 from sluice_sidecar.transports.base import UpstreamReply
 from sluice_sidecar.transports.sse import is_complete_stream
 
@@ -60,6 +66,9 @@ class CacheStage:
         self._metrics = metrics
         results = ("hit", "miss", "bypass", "stale")
         self._results = {r: metrics.cache_requests.labels(r) for r in results}
+        # Keys of repeated requests, valid for the configuration they were made under.
+        self._memo = KeyMemo()
+        self._memo_runtime: Runtime | None = None
 
     async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
         spec = call.runtime.config.cache
@@ -67,7 +76,7 @@ class CacheStage:
             return await next_stage(call)
         if _bypass(call, spec):
             return await self._bypass(call, next_stage)
-        key = _key(call)
+        key = self._key(call)
         if key is None:
             return await self._bypass(call, next_stage)
         call.cache_key = key
@@ -99,6 +108,20 @@ class CacheStage:
                 )
                 await self._store(backend, key, answer, _kept_for(call))
         return reply
+
+    def _key(self, call: Call) -> str | None:
+        """The call's key: remembered for a request seen under this configuration, else made
+        (and remembered); None when no provider serves the model."""
+        if call.runtime is not self._memo_runtime:
+            self._memo.clear()  # tenant and providers are the configuration's
+            self._memo_runtime = call.runtime
+        context = _key_context(call)
+        if call.raw_body is not None and (found := self._memo.get(call.raw_body, context)):
+            return found
+        key = _make_key(call, context)
+        if key is not None and call.raw_body is not None:
+            self._memo.put(call.raw_body, context, key)
+        return key
 
     async def _bypass(self, call: Call, next_stage: Next) -> UpstreamReply:
         self._count(call, "bypass")
@@ -234,27 +257,44 @@ def _temperature(call: Call) -> float:
     return value if isinstance(value, int | float) else DEFAULT_TEMPERATURE
 
 
-def _key(call: Call) -> str | None:
-    assert call.body is not None and call.model is not None
-    try:
-        providers = call.runtime.candidates(call.api, call.model, call.operation)
-    except NoProviderForModel:
-        return None
+KeyContext = tuple[Any, ...]
+
+
+def _key_context(call: Call) -> KeyContext:
+    """What goes into the key besides the body and the configuration. ``raw_body`` is the
+    body's exact form (stages that rewrite the body rewrite it too), and the route names the
+    API, the kind and so whether ``stream`` counts."""
     operation = call.operation
-    runtime = call.runtime
-    return cache_key(
-        tenant=runtime.config.workload.identity,
-        credentials=credential_hash(call.client_headers),
-        route=f"{call.path}?{call.query}",
-        operation=(
+    headers = call.client_headers
+    return (
+        call.path,
+        call.query,
+        credential_hash(headers),
+        (
             operation.name,
             operation.temperature,
             operation.max_tokens,
             operation.top_p,
             operation.force_preset,
         ),
+        tuple(headers.get(name, "") for name in VARIANT_HEADERS),
+    )
+
+
+def _make_key(call: Call, context: KeyContext) -> str | None:
+    assert call.body is not None and call.model is not None
+    try:
+        providers = call.runtime.candidates(call.api, call.model, call.operation)
+    except NoProviderForModel:
+        return None
+    path, query, credentials, operation, variant = context
+    return cache_key(
+        tenant=call.runtime.config.workload.identity,
+        credentials=credentials,
+        route=f"{path}?{query}",
+        operation=operation,
         providers=tuple(p.name for p in providers),
         stream=call.stream,
         body=call.body,
-        variant=tuple(call.client_headers.get(name, "") for name in VARIANT_HEADERS),
+        variant=variant,
     )
