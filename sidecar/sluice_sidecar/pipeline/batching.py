@@ -43,7 +43,8 @@ class _Batch:
     calls: list[Call] = field(default_factory=list)
     inputs: list[list[Any]] = field(default_factory=list)
     size: int = 0
-    done: asyncio.Future[list[UpstreamReply]] | None = None
+    # Each caller's answer by id() of its Call (two callers may send equal calls).
+    done: asyncio.Future[dict[int, UpstreamReply]] | None = None
     timer: asyncio.TimerHandle | None = None
     merged: Call | None = None  # the call sent for the whole batch, once it is made
     task: asyncio.Task[None] | None = None  # the merged call, once the batch is closed
@@ -88,7 +89,7 @@ class BatchingStage:
             _take_outcome(call, batch.merged)
             raise
         _take_outcome(call, batch.merged)
-        return replies[_position(batch, call)]
+        return replies[id(call)]
 
     def _close(self, key: str, batch: _Batch, next_stage: Next) -> None:
         if self._open.get(key) is batch:
@@ -137,7 +138,8 @@ class BatchingStage:
                 batch.done.exception()  # retrieved by the callers; never "never retrieved"
             return
         if not batch.done.done():
-            batch.done.set_result(replies)
+            # batch.calls is fixed once the merged call is made: nobody is taken out after.
+            batch.done.set_result(dict(zip(map(id, batch.calls), replies, strict=True)))
 
     async def _merged(self, batch: _Batch, next_stage: Next) -> list[UpstreamReply]:
         if not batch.calls:  # every caller left before the batch was sent
