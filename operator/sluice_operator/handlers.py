@@ -38,7 +38,12 @@ from sluice_operator.workloads import (
     pod_workload,
 )
 
-USAGE_INTERVAL_S = load_operator_settings().usage_interval_s  # kopf fixes timers at import
+# The settings are read once, here, when the handlers register (``__main__`` imports this
+# module before kopf starts): kopf takes a timer's interval from its decorator, so the timers
+# need their settings at import. ``start`` hands the same object to everything else, so a
+# single read of the SLUICE_OPERATOR_* variables decides all; any change needs a restart.
+SETTINGS = load_operator_settings()
+USAGE_INTERVAL_S = SETTINGS.usage_interval_s
 logger = logging.getLogger("sluice.operator")
 
 
@@ -72,7 +77,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    operator_settings = load_operator_settings()
+    operator_settings = SETTINGS
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="sluice.dev")
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING

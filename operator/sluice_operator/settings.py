@@ -85,7 +85,10 @@ class OperatorSettings(BaseModel):
         default="", description="Comma-separated extra DNS names or IPs for the certificate."
     )
     usage_interval_s: float = Field(
-        default=15.0, gt=0, description="How often sidecars' usage is collected into budgets."
+        default=15.0,
+        gt=0,
+        description="How often sidecars' usage is collected into budgets (a kopf timer's "
+        "interval: read with every other setting when the handlers register).",
     )
     usage_addr: str = Field(default="0.0.0.0", description="Final-usage report listen address.")
     usage_port: int = Field(default=8081, description="Final-usage report port (plain HTTP).")
