@@ -7,7 +7,8 @@ and ``lastTimestamp`` (what ``kubectl describe`` shows as "x5 over 3m"), as the 
 event recorder does. Writes are bounded per involved object: at most
 ``writes_per_minute`` creates or patches a minute, so a flapping circuit cannot flood the API
 server; what is over the bound waits in the series' ``pending`` count and is written, whole,
-when the object's minute allows. Counts are never dropped, only late.
+when the object's minute allows. Counts are never dropped, only late, while this process
+runs: pending counts are kept in memory only.
 """
 
 from __future__ import annotations
