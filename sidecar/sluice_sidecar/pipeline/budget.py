@@ -19,6 +19,7 @@ outside a budget's provider scope settles at zero. The answer carries
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from decimal import Decimal
 
 from sluice_sidecar.contract.budget_maths import BudgetRule
@@ -36,10 +37,15 @@ class BudgetStage:
     def __init__(self, ledger: BudgetLedger) -> None:
         self._ledger = ledger
 
-    async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
+    def __call__(self, call: Call, next_stage: Next) -> Awaitable[UpstreamReply]:
         rules = _applicable(call)
         if not rules:
-            return await next_stage(call)
+            return next_stage(call)  # no budget applies: no coroutine of this stage's
+        return self._admitted(call, next_stage, rules)
+
+    async def _admitted(
+        self, call: Call, next_stage: Next, rules: tuple[BudgetRule, ...]
+    ) -> UpstreamReply:
         estimate = call.estimate
         cost = estimate.cost if estimate and estimate.cost is not None else ZERO
         tokens = estimate.tokens if estimate else 0

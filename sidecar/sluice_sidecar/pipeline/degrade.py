@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from collections.abc import Awaitable
 
 import orjson
 
@@ -36,13 +37,20 @@ class DegradeStage:
         self._ledger = ledger
         self._metrics = metrics
 
-    async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
-        if call.kind in DEGRADED_KINDS and call.body is not None and call.model is not None:
-            for rule, spec in _degrading(call):
-                level = await self._ledger.level_of(rule)
-                if BUDGET_LEVELS.index(level) >= FROM_LEVEL[spec.at]:
-                    self._degrade(call, rule, spec)
-                    break
+    def __call__(self, call: Call, next_stage: Next) -> Awaitable[UpstreamReply]:
+        applies = call.kind in DEGRADED_KINDS and call.body is not None and call.model is not None
+        if applies and (degrading := _degrading(call)):
+            return self._checked(call, next_stage, degrading)
+        return next_stage(call)  # nothing that could degrade it: no coroutine of this stage's
+
+    async def _checked(
+        self, call: Call, next_stage: Next, degrading: list[tuple[BudgetRule, BudgetDegradeSpec]]
+    ) -> UpstreamReply:
+        for rule, spec in degrading:
+            level = await self._ledger.level_of(rule)
+            if BUDGET_LEVELS.index(level) >= FROM_LEVEL[spec.at]:
+                self._degrade(call, rule, spec)
+                break
         return await next_stage(call)
 
     def _degrade(self, call: Call, rule: BudgetRule, spec: BudgetDegradeSpec) -> None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections.abc import Awaitable
 
+from sluice_sidecar.contract.economics import QueueSpec
 from sluice_sidecar.economics.batch_stats import BatchStats
 from sluice_sidecar.errors import QueueFull
 from sluice_sidecar.observability import otel
@@ -39,11 +41,16 @@ class PriorityQueueStage:
     def depth(self) -> int:
         return self._live
 
-    async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
+    def __call__(self, call: Call, next_stage: Next) -> Awaitable[UpstreamReply]:
         spec = call.runtime.config.queue
         if spec.max_concurrent is None:
-            return await next_stage(call)
-        if self.in_flight >= spec.max_concurrent or self.depth:
+            return next_stage(call)  # no queue configured: no coroutine of this stage's
+        return self._admitted(call, next_stage, spec, spec.max_concurrent)
+
+    async def _admitted(
+        self, call: Call, next_stage: Next, spec: QueueSpec, max_concurrent: int
+    ) -> UpstreamReply:
+        if self.in_flight >= max_concurrent or self.depth:
             await self._wait(call, spec.max_length, spec.max_wait_ms / 1000)
         else:
             self.in_flight += 1
