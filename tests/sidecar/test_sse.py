@@ -56,3 +56,34 @@ def test_a_stream_fed_one_byte_at_a_time_costs_linear_time() -> None:
         check.feed(stream[i : i + 1])
     assert time.perf_counter() - started < 3.0
     assert check.data_events == 2 and check.terminated and not check.well_formed
+
+
+ESCAPED_END = b'event: message_stop\ndata: {"type": "message\\u005fstop"}\n\n'
+
+
+@pytest.mark.parametrize(
+    ("events", "ends"),
+    [
+        ([b'data: {"choices": []}\n\n', b"data: [DONE]\n\n"], True),
+        (
+            [b'data: {"type": "content_block_delta"}\n\n', ANTHROPIC.split(b": keep-alive\n\n")[1]],
+            True,
+        ),
+        ([b'data: {"type": "ping"}\n\n', ESCAPED_END], True),  # a \u escape spelling the end
+        ([b'data: {"type": "message_stop_soon"}\n\n', b'data: ["message_stop"]\n\n'], False),
+        ([b"data: [DO", b"NE]\n\n"], True),  # the terminator cut in two
+    ],
+)
+def test_a_relayed_stream_ends_at_its_terminator_and_only_there(
+    events: list[bytes], ends: bool
+) -> None:
+    """Relaying, only the terminator is looked for; it is found as a whole check finds it."""
+    whole, relaying = StreamCheck(), StreamCheck()
+    relaying.relaying()
+    found = []
+    for chunk in events:
+        whole.feed(chunk)
+        relaying.feed(chunk)
+        found.append(relaying.terminated)
+    assert relaying.terminated == whole.terminated == ends
+    assert found[:-1] == [False] * (len(found) - 1)

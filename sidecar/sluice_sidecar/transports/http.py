@@ -439,6 +439,7 @@ async def _first_event(content: aiohttp.StreamReader, idle: IdleLimit) -> tuple[
             _invalid_stream("bytes that are not a well-formed event stream")
         if len(received) > MAX_FIRST_EVENT_BYTES and not check.data_events:
             _invalid_stream(f"no event in its first {MAX_FIRST_EVENT_BYTES} bytes")
+    check.relaying()
     return check, bytes(received)
 
 

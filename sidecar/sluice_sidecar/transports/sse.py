@@ -5,7 +5,8 @@ and tells the transport whether the stream started with a real event and whether
 with its terminator (OpenAI's ``data: [DONE]``, Anthropic's ``message_stop`` event), and the
 cache whether the whole stream was well-formed: every line a known SSE field or a comment,
 every ``data`` payload JSON. It keeps only the event being received, at most
-``MAX_EVENT_BYTES``; a longer event is not checked and makes the stream not well-formed.
+``MAX_EVENT_BYTES``; a longer event is not checked and makes the stream not well-formed. Once
+the transport relays a stream (``relaying``), only its terminator is looked for.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ MAX_EVENT_BYTES = 1024 * 1024
 FIELDS = frozenset({b"data", b"event", b"id", b"retry"})
 OPENAI_TERMINATOR = b"[DONE]"
 ANTHROPIC_TERMINATOR = "message_stop"
+# A payload whose "type" is "message_stop" holds these bytes, or else a \u escape.
+_ANTHROPIC_END = ANTHROPIC_TERMINATOR.encode()
+_ESCAPE = b"\\u"
 
 
 class StreamCheck:
@@ -24,9 +28,20 @@ class StreamCheck:
         self._pending = bytearray()
         self._carried_cr = False  # the last chunk ended in \r: maybe half of a \r\n
         self._skipping = False  # inside an event too large to check, until its end
-        self.data_events = 0
+        self.data_events = 0  # counted until relaying
         self.well_formed = True
         self.terminated = False
+        self._validating = True
+
+    def relaying(self) -> None:
+        """From now on only the terminator is looked for: a chunk of whole events that holds
+        none is passed over, a payload is parsed only when it could be Anthropic's
+        ``message_stop``, and ``well_formed`` and ``data_events`` speak for the events before.
+        Relaying ends at the terminator: nothing is fed after it.
+
+        The transport checks a stream's first event whole, then relays the rest watching only
+        for its end: checking every relayed event was most of what a chunk cost."""
+        self._validating = False
 
     def feed(self, chunk: bytes) -> None:
         if (
@@ -39,6 +54,8 @@ class StreamCheck:
         ):
             # The usual chunk: whole events and nothing after them. Cut where the loop below
             # would (the leftmost separators), without copying into the pending buffer.
+            if not self._validating and not _may_end(chunk):
+                return  # relaying, and none of these events can be the terminator
             for event in chunk[:-2].split(b"\n\n"):
                 self._event(event)
             return
@@ -90,9 +107,12 @@ class StreamCheck:
             self._data(b"\n".join(data))
 
     def _data(self, payload: bytes) -> None:
-        self.data_events += 1
+        if self._validating:
+            self.data_events += 1
         self.terminated = payload.strip() == OPENAI_TERMINATOR
         if self.terminated:
+            return
+        if not self._validating and _ANTHROPIC_END not in payload and _ESCAPE not in payload:
             return
         try:
             document = orjson.loads(payload)
@@ -102,6 +122,12 @@ class StreamCheck:
         self.terminated = isinstance(document, dict) and document.get("type") == (
             ANTHROPIC_TERMINATOR
         )
+
+
+def _may_end(data: bytes) -> bool:
+    """Whether an event in ``data`` could be a terminator: ``[DONE]``, or a payload whose type
+    is ``message_stop`` (those bytes, or a \\u escape that could spell them)."""
+    return OPENAI_TERMINATOR in data or _ANTHROPIC_END in data or _ESCAPE in data
 
 
 def is_complete_stream(body: bytes) -> bool:
