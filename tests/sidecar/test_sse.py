@@ -87,3 +87,12 @@ def test_a_relayed_stream_ends_at_its_terminator_and_only_there(
         found.append(relaying.terminated)
     assert relaying.terminated == whole.terminated == ends
     assert found[:-1] == [False] * (len(found) - 1)
+
+
+def test_extra_blank_lines_between_events_are_well_formed() -> None:
+    """A blank line ends an event; more of them are empty events, which SSE allows."""
+    stream = b'data: {"choices": []}\n\n\n\n\ndata: [DONE]\n\n\n\n'
+    assert is_complete_stream(stream)
+    check = StreamCheck()
+    check.feed(b"\n\n" + stream)
+    assert check.well_formed and check.data_events == 2

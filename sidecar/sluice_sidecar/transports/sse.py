@@ -95,8 +95,8 @@ class StreamCheck:
             return
         data: list[bytes] = []
         for line in event.lstrip(b"\n").split(b"\n"):
-            if line.startswith(b":"):
-                continue  # a comment (keep-alive)
+            if not line or line.startswith(b":"):
+                continue  # a comment (keep-alive), or the empty event of an extra blank line
             name, _, value = line.partition(b":")
             if name not in FIELDS:
                 self.well_formed = False
