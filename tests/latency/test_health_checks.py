@@ -49,6 +49,9 @@ async def test_probes_close_an_open_circuit_without_user_traffic(
     llm.enqueue(Fail(503))  # the first probe fails: the count starts again
     await wait_until(lambda: sidecar.state.breakers.all()[0].state.name == "CLOSED")
     assert probes(llm) == 3  # one failed, then successThreshold (2) answered
+    _, log = await sidecar.admin("GET", "/admin/circuits/transitions")
+    # What the operator's Event on the policy says about why the circuit closed.
+    assert log["transitions"][-1]["reason"] == "closed by 2 passed health checks"
     async with openai.AsyncOpenAI(
         base_url=sidecar.openai_url, api_key="sk-app", max_retries=0
     ) as c:

@@ -79,7 +79,7 @@ class HealthChecks:
         if good < needed:
             return
         for breaker in breakers:
-            breaker.reset()
+            breaker.reset(f"closed by {good} passed health checks")
         del self._good[provider.name]
         logger.info("circuit %s closed: %d health checks answered", provider.name, good)
 
