@@ -1,8 +1,13 @@
-"""``KeyMemo``: keys of recent requests by exact bytes and context, bounded in entries and bytes."""
+"""``KeyMemo`` (keys of recent requests, bounded) and ``LastCredentials`` (the last hash)."""
 
 from __future__ import annotations
 
-from sluice_sidecar.economics.cache_key import MEMO_BODY_BYTES, KeyMemo
+from sluice_sidecar.economics.cache_key import (
+    MEMO_BODY_BYTES,
+    KeyMemo,
+    LastCredentials,
+    credential_hash,
+)
 
 
 def test_a_key_is_found_only_for_the_same_bytes_and_context() -> None:
@@ -35,3 +40,11 @@ def test_clear_forgets_every_key() -> None:
     memo.put(b"{}", (), "k")
     memo.clear()
     assert len(memo) == 0 and memo.get(b"{}", ()) is None
+
+
+def test_last_credentials_hash_as_credential_hash_does_whatever_the_order() -> None:
+    last = LastCredentials()
+    callers = [{"authorization": "Bearer a"}, {"x-api-key": "b"}, {"authorization": "Bearer a"}]
+    for headers in [*callers, *callers]:
+        assert last.hash(headers) == credential_hash(headers)
+    assert last.hash({"authorization": "Bearer a"}) != last.hash({"authorization": "Bearer b"})

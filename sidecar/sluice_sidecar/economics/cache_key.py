@@ -12,8 +12,9 @@ fields are in, so a new answer-changing parameter never aliases two requests.
 Canonical form: keys sorted at every level, floats that are whole numbers written as integers
 (``temperature: 1`` and ``1.0`` are one request; up to 2**53), everything else as sent.
 
-``KeyMemo`` remembers the keys of recent requests by their exact bytes and everything else the
-key is made of, so a repeated request (the cache hit's case) gets its key with one dictionary
+For the cache hit's case, a repeated request: ``LastCredentials`` remembers the hash of the
+credentials seen last, and ``KeyMemo`` the keys of recent requests by their exact bytes and
+everything else the key is made of, so a repeated request gets its key with one dictionary
 look-up instead of canonicalising and hashing its body again; bounded in entries and bytes.
 """
 
@@ -38,8 +39,31 @@ MEMO_BODY_BYTES = 64 * 1024  # a larger body is keyed every time (hashing it is 
 
 
 def credential_hash(headers: dict[str, str]) -> str:
-    material = "\x00".join(headers.get(name, "") for name in CREDENTIAL_HEADERS)
+    return _material_hash(_credential_material(headers))
+
+
+def _credential_material(headers: dict[str, str]) -> str:
+    return "\x00".join(headers.get(name, "") for name in CREDENTIAL_HEADERS)
+
+
+def _material_hash(material: str) -> str:
     return hashlib.sha256(_exact_bytes(material)).hexdigest()[:32]
+
+
+class LastCredentials:
+    """``credential_hash`` with the last credentials' hash remembered: a workload's calls mostly
+    carry one key, so most calls skip the SHA-256. Holds one value, the credentials in use."""
+
+    def __init__(self) -> None:
+        self._material: str | None = None
+        self._hash = ""
+
+    def hash(self, headers: dict[str, str]) -> str:
+        material = _credential_material(headers)
+        if material != self._material:
+            self._hash = _material_hash(material)
+            self._material = material
+        return self._hash
 
 
 def _exact_bytes(text: str) -> bytes:

@@ -32,8 +32,8 @@ from sluice_sidecar.contract.economics import CacheSpec
 from sluice_sidecar.economics.cache_key import (
     VARIANT_HEADERS,
     KeyMemo,
+    LastCredentials,
     cache_key,
-    credential_hash,
 )
 from sluice_sidecar.economics.cache_store import CacheBackend, CachedAnswer, CacheStats
 from sluice_sidecar.errors import NoProviderForModel, Refused, TransientUpstreamError
@@ -69,6 +69,7 @@ class CacheStage:
         # Keys of repeated requests, valid for the configuration they were made under.
         self._memo = KeyMemo()
         self._memo_runtime: Runtime | None = None
+        self._credentials = LastCredentials()
 
     async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
         spec = call.runtime.config.cache
@@ -115,7 +116,7 @@ class CacheStage:
         if call.runtime is not self._memo_runtime:
             self._memo.clear()  # tenant and providers are the configuration's
             self._memo_runtime = call.runtime
-        context = _key_context(call)
+        context = _key_context(call, self._credentials.hash(call.client_headers))
         if call.raw_body is not None and (found := self._memo.get(call.raw_body, context)):
             return found
         key = _make_key(call, context)
@@ -260,7 +261,7 @@ def _temperature(call: Call) -> float:
 KeyContext = tuple[Any, ...]
 
 
-def _key_context(call: Call) -> KeyContext:
+def _key_context(call: Call, credentials: str) -> KeyContext:
     """What goes into the key besides the body and the configuration. ``raw_body`` is the
     body's exact form (stages that rewrite the body rewrite it too), and the route names the
     API, the kind and so whether ``stream`` counts."""
@@ -269,7 +270,7 @@ def _key_context(call: Call) -> KeyContext:
     return (
         call.path,
         call.query,
-        credential_hash(headers),
+        credentials,
         (
             operation.name,
             operation.temperature,
