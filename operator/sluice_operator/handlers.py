@@ -236,17 +236,23 @@ async def pod_event(
     if namespace is None:
         return
     pod = dict(body)
-    workload = pod_workload(pod)
-    running = memo.reconciler.pushed(namespace, workload, pod["metadata"]["uid"]) or (
+    workload, uid = pod_workload(pod), pod["metadata"]["uid"]
+    reconciler: Reconciler = memo.reconciler
+    running = reconciler.pushed(namespace, workload, uid) or (
         pod["metadata"].get("annotations") or {}
     ).get(VERSION_ANNOTATION)
-    wanted = memo.reconciler.wanted(namespace, workload)
+    wanted = reconciler.wanted(namespace, workload)
+    stale = running is None or running != wanted
     if event["type"] == "DELETED" or (
-        pod_ready(pod) and workload is not None and (running is None or running != wanted)
+        pod_ready(pod)
+        and workload is not None
+        and stale
+        and not reconciler.pushing(namespace, workload, uid)
     ):
         await _reconcile(memo, namespace, "Pod", f"pod {pod['metadata']['name']} {event['type']}")
     else:
-        memo.metrics.event_ignored("Pod")  # not ready yet, or already runs what is wanted
+        # Not ready yet, already running what is wanted, or being pushed it right now.
+        memo.metrics.event_ignored("Pod")
 
 
 @kopf.index("", "v1", "namespaces", labels={NAMESPACE_INJECT_LABEL: "enabled"})

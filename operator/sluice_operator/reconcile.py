@@ -77,12 +77,19 @@ class Reconciler:
         self._background: set[asyncio.Task[None]] = set()
         # namespace -> UIDs of the pods already warned about missing the sidecar (once each)
         self._missing_warned: dict[str, set[str]] = {}
+        # (namespace, workload) -> UIDs of the pods a run in progress is pushing to
+        self._pushing: dict[tuple[str, str], set[str]] = {}
         # Deployment UID -> what a plan reads of it, as of its last reconcile
         self._deployments: dict[str, tuple[object, ...]] = {}
 
     def pushed(self, namespace: str, workload: str | None, uid: str) -> str | None:
         """The version this process pushed to a pod (its annotation may still be on the way)."""
         return self._applied.get((namespace, workload or ""), {}).get(uid)
+
+    def pushing(self, namespace: str, workload: str | None, uid: str) -> bool:
+        """Whether a run in progress is pushing the wanted version to this pod: an event of
+        it (the last change's annotation arriving late, its status) cannot change that run."""
+        return uid in self._pushing.get((namespace, workload or ""), ())
 
     def wanted(self, namespace: str, workload: str | None) -> str | None:
         """The version the last reconcile compiled for a workload."""
@@ -196,22 +203,27 @@ class Reconciler:
     async def _sync(self, namespace: str, plan: WorkloadPlan, token: str) -> int:
         """Store the configuration, push it to the stale sidecars; how many took it."""
         name = plan.workload.name
-        self.versions[(namespace, name)] = plan.version
-        config_map = plan.config_map
-        await self.kube.apply_config_map(
-            namespace,
-            config_map.name,
-            config_map.data,
-            labels=config_map.labels,
-            annotations=config_map.annotations,
-            owner_references=config_map.owner_references,
-        )
-        self._applied[(namespace, name)] = dict(plan.running)
-        if not plan.stale:
-            return 0
-        targets = [target_of(p, self.settings) for p in plan.stale]
-        results = await self.pusher.push_all(targets, json.dumps(plan.document).encode(), token)
         uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in plan.stale}
+        self._pushing[(namespace, name)] = set(uids.values())
+        try:
+            self.versions[(namespace, name)] = plan.version
+            config_map = plan.config_map
+            await self.kube.apply_config_map(
+                namespace,
+                config_map.name,
+                config_map.data,
+                labels=config_map.labels,
+                annotations=config_map.annotations,
+                owner_references=config_map.owner_references,
+            )
+            self._applied[(namespace, name)] = dict(plan.running)
+            if not plan.stale:
+                return 0
+            targets = [target_of(p, self.settings) for p in plan.stale]
+            document = json.dumps(plan.document).encode()
+            results = await self.pusher.push_all(targets, document, token)
+        finally:
+            del self._pushing[(namespace, name)]
         applied = [r.pod for r in results if r.ok]
         for pod in applied:
             self._applied[(namespace, name)][uids[pod]] = plan.version

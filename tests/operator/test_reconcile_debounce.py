@@ -8,13 +8,15 @@ import copy
 from typing import Any
 
 import kopf
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from sluice_operator import handlers
 from sluice_operator.metrics import OperatorMetrics
 from sluice_operator.pusher import Pusher
 from sluice_operator.reconcile import Reconciler
 from sluice_operator.settings import OperatorSettings
-from tests.operator.fake_kube import NAMESPACE, OPENAI, deployment, policy
+from tests.operator.fake_kube import NAMESPACE, OPENAI, deployment, pod, policy
 from tests.operator.reconcile_kube import ReconcileKube
 
 
@@ -67,13 +69,20 @@ async def test_a_steady_stream_of_changes_still_reconciles_within_the_bound() ->
     assert kube.reads < 30
 
 
-def memo(kube: ReconcileKube) -> kopf.Memo:
-    settings = OperatorSettings(reconcile_debounce_s=0)
+def memo(kube: ReconcileKube, pusher: Pusher | None = None, **settings: Any) -> kopf.Memo:
+    operator_settings = OperatorSettings(reconcile_debounce_s=0, **settings)
     metrics = OperatorMetrics()
     found = kopf.Memo()
     found.kube, found.metrics = kube, metrics
-    found.reconciler = Reconciler(kube, Pusher(settings, metrics), settings)  # type: ignore[arg-type]
+    pusher = pusher or Pusher(operator_settings, metrics)
+    found.reconciler = Reconciler(kube, pusher, operator_settings)  # type: ignore[arg-type]
     return found
+
+
+def ignored(found: kopf.Memo, kind: str) -> float | None:
+    return found.metrics.registry.get_sample_value(
+        "sluice_operator_events_ignored_total", {"kind": kind}
+    )
 
 
 async def deployment_event(found: kopf.Memo, body: dict[str, Any], kind: str = "MODIFIED") -> None:
@@ -94,10 +103,7 @@ async def test_status_only_deployment_changes_are_not_reconciled() -> None:
         body["status"] = {"replicas": 5, "readyReplicas": ready}
         await deployment_event(found, copy.deepcopy(body))
     assert kube.reads == 1
-    ignored = found.metrics.registry.get_sample_value(
-        "sluice_operator_events_ignored_total", {"kind": "Deployment"}
-    )
-    assert ignored == 4
+    assert ignored(found, "Deployment") == 4
 
 
 async def test_a_deployments_template_or_annotation_change_is_reconciled() -> None:
@@ -114,3 +120,49 @@ async def test_a_deployments_template_or_annotation_change_is_reconciled() -> No
     await deployment_event(found, copy.deepcopy(body), "DELETED")
     await deployment_event(found, copy.deepcopy(body))  # created again with the same UID
     assert kube.reads == 4
+
+
+class HeldSidecar:
+    """A sidecar's admin API whose ``PUT /admin/config`` is held until released."""
+
+    def __init__(self) -> None:
+        self.arrived, self.release = asyncio.Event(), asyncio.Event()
+        app = web.Application()
+        app.router.add_put("/admin/config", self._put)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def _put(self, request: web.Request) -> web.Response:
+        self.arrived.set()
+        await self.release.wait()
+        return web.json_response({"version": "pushed"})
+
+
+async def pod_event(found: kopf.Memo, body: dict[str, Any], kind: str) -> None:
+    await handlers.pod_event(
+        event={"type": kind, "object": body}, body=kopf.Body(body), namespace=NAMESPACE, memo=found
+    )
+
+
+async def test_events_of_a_pod_while_it_is_being_pushed_ask_for_no_reconcile() -> None:
+    sidecar = HeldSidecar()
+    await sidecar.server.start_server()
+    kube = studio()
+    kube.pods_ = [pod("a", "studio")]
+    where = {"admin_host_override": "127.0.0.1", "admin_port": sidecar.server.port}
+    pusher = Pusher(OperatorSettings(**where))
+    await pusher.start()
+    try:
+        found = memo(kube, pusher, **where)
+        first = asyncio.create_task(pod_event(found, copy.deepcopy(kube.pods_[0]), "ADDED"))
+        await sidecar.arrived.wait()  # the run is pushing to the pod now
+        # e.g. the last change's annotation, delivered late: the run covers the pod already
+        again = asyncio.create_task(pod_event(found, copy.deepcopy(kube.pods_[0]), "MODIFIED"))
+        await asyncio.wait_for(asyncio.shield(again), 1)
+        sidecar.release.set()
+        await first
+    finally:
+        sidecar.release.set()
+        await pusher.close()
+        await sidecar.server.close()
+    assert kube.reads == 1
+    assert ignored(found, "Pod") == 1
