@@ -197,6 +197,27 @@ def uninstall(cluster: HelmCluster, operator: FakeKubelet) -> None:
     }
     assert operator_made(cp) == unowned
     assert operator_made(cp, labelSelector=MANAGED_BY_SLUICE) == unowned
+    remove_left_resources_and_crds(cp)
+
+
+def remove_left_resources_and_crds(cp: ControlPlane) -> None:
+    """docs/quickstart.md's removal after the operator is gone: nothing lifts kopf's finalizer
+    on the policies and budgets it handled, so the documented patch does, then the CRDs go."""
+    left = [
+        (kind, item["metadata"]["namespace"], item["metadata"]["name"])
+        for kind in ("llmpolicies", "llmbudgets")
+        for item in cp.api.get(f"/apis/sluice.dev/v1alpha1/{kind}")["items"]
+    ]
+    assert left, "the test's policy should still be there"
+    for kind, namespace, name in left:
+        cp.kubectl(
+            "patch", kind, name, "-n", namespace, "--type=merge",
+            "-p", '{"metadata":{"finalizers":null}}',
+        )  # fmt: skip
+    cp.kubectl("delete", "-f", str(CHART / "crds"), "--wait", "--timeout=60s", timeout=90)
+    for crd in ("llmpolicies.sluice.dev", "llmbudgets.sluice.dev"):
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}"
+        wait_until(lambda p=path: not cp.api.exists(p), 60, what=f"{crd} to be deleted")
 
 
 def operator_made(cp: ControlPlane, **params: str) -> set[str]:
