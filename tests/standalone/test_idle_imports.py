@@ -82,6 +82,13 @@ def test_without_otlp_or_redis_neither_is_imported(tmp_path: Path) -> None:
     assert loaded(modules, *OTLP_SDK, "redis") == set()
 
 
+def test_a_sidecar_that_does_not_watch_its_folder_has_not_imported_watchfiles(
+    tmp_path: Path,
+) -> None:
+    modules = started_modules(tmp_path, "--no-watch")
+    assert loaded(modules, "watchfiles", "anyio") == set()
+
+
 def test_otlp_over_http_imports_the_sdk_but_not_grpc(tmp_path: Path) -> None:
     modules = started_modules(
         tmp_path,

@@ -3,15 +3,18 @@
 The folder holds the same LlmPolicy YAML that is applied to a cluster; it is compiled by the
 same compiler the operator uses. ``SLUICE_*`` overrides (settings.ConfigOverrides) are applied
 on top. A change that does not validate is logged and the running configuration stays.
+
+watchfiles (with anyio, about 1 MiB) is imported by name when the watcher starts, after the
+sidecar serves: a sidecar run from ``--config-file`` or with ``--no-watch`` never loads it
+(docs/performance.md, "Footprint").
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from pathlib import Path
-
-import watchfiles
 
 from sluice_sidecar.contract.compiler import CompileError, compile_policies
 from sluice_sidecar.contract.economics import WorkloadRef
@@ -85,7 +88,7 @@ async def watch_policy_dir(
     File events wake the loop at once; a periodic tick compares fingerprints too, which catches
     changes made before the watcher was set up and file systems that miss events.
     """
-    changes = watchfiles.awatch(
+    changes = importlib.import_module("watchfiles").awatch(
         directory,
         stop_event=stop,
         debounce=100,
