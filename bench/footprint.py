@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--from-source", action="store_true", help="no bytecode cache: compile on every start"
     )
+    parser.add_argument(
+        "--no-watch", action="store_true", help="the sidecar does not watch its policy folder"
+    )
     parser.add_argument("--json", type=Path, help="write every start's figures here")
     return parser.parse_args(argv)
 
@@ -82,17 +85,17 @@ def tree_env(tree: Path, pycache: Path | None) -> dict[str, str]:
 
 
 def start_once(
-    fleet: targets.Fleet, env: dict[str, str], name: str, settle_s: float
+    fleet: targets.Fleet, env: dict[str, str], settle_s: float, extra: list[str]
 ) -> dict[str, float]:
     policy_dir = Path(tempfile.mkdtemp(dir=fleet.workdir, prefix="policies-"))
     (policy_dir / "footprint.yaml").write_text(POLICY)
     data_port, admin_port = targets.free_port(), targets.free_port()
     argv = [sys.executable, "-m", "sluice_sidecar", "--policy-dir", str(policy_dir),
             "--host", targets.HOST, "--data-port", str(data_port),
-            "--admin-port", str(admin_port)]  # fmt: skip
+            "--admin-port", str(admin_port), *extra]  # fmt: skip
     started = time.monotonic()
     proc, log = fleet.spawn(f"sidecar-{data_port}", argv, env=env)
-    server = targets.Server(name, proc, f"http://{targets.HOST}:{data_port}/v1", log)
+    server = targets.Server("sidecar", proc, f"http://{targets.HOST}:{data_port}/v1", log)
     targets.wait_ready(server, f"http://{targets.HOST}:{admin_port}/readyz", 60, started)
     figures = {"ready_s": server.ready_s, "cpu_s": cpu_s(proc.pid)}
     time.sleep(settle_s)  # idle on purpose: what an unused sidecar holds
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     trees = {"this tree": targets.REPO} | {str(tree): tree.resolve() for tree in args.tree}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    extra = ["--no-watch"] if args.no_watch else []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="sluice-footprint-") as tmp:
         envs = {
@@ -131,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         with targets.Fleet(Path(tmp), args.cpu) as fleet:
             if not args.from_source:
-                for name, env in envs.items():
-                    start_once(fleet, env, name, 0.0)  # writes the tree's bytecode cache
+                for env in envs.values():
+                    start_once(fleet, env, 0.0, extra)  # writes the tree's bytecode cache
             for _ in range(args.starts):
                 for name, env in envs.items():
-                    results[name].append(start_once(fleet, env, name, args.settle))
+                    results[name].append(start_once(fleet, env, args.settle, extra))
     load_after = os.getloadavg()
     print(table(results))
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
