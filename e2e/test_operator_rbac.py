@@ -28,6 +28,7 @@ ALLOWED = [
     ("patch", "apps", "deployments", ""),
     ("create", "", "secrets", ""),
     ("get", "", "secrets", "sluice-sidecar-admin"),
+    ("get", "", "secrets", "sluice-webhook-tls"),
     ("update", "", "secrets", "sluice-webhook-tls"),
     ("create", "", "configmaps", ""),
     ("update", "", "configmaps", ""),
@@ -47,6 +48,8 @@ DENIED = [
     ("update", "apps", "deployments", ""),
     ("patch", "apps", "deployments/scale", ""),
     ("patch", "apps", "statefulsets", ""),
+    ("get", "", "secrets", ""),
+    ("get", "", "secrets", "openai-key"),  # a provider key a policy names: never read
     ("list", "", "secrets", ""),
     ("watch", "", "secrets", ""),
     ("update", "", "secrets", ""),

@@ -130,11 +130,6 @@ class Kube:
         )
         return await _items(answer)
 
-    async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
-        """The keys of a Secret, or None when it does not exist."""
-        data = await self._secret_data(namespace, name)
-        return set(data) if data is not None else None
-
     async def config_map(self, namespace: str, name: str) -> Body | None:
         """A ConfigMap as plain JSON, or None when it does not exist."""
         response: Any = await self.core.read_namespaced_config_map(  # raw: the stubs say model

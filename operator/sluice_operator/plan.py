@@ -1,10 +1,12 @@
 """Reconcile planning, the pure part: a namespace's state in, what to write out.
 
-``plan_namespace`` validates the policies (model, then the Secrets they name), compiles one
-``SidecarConfig`` per opted-in workload from the policies and budgets that select it, and says
-which ConfigMap to store, whether the pod template must roll (new provider-key Secrets) and
-which ready sidecars do not run that configuration yet. ``policy_status`` turns the outcome
-(how many sidecars run it after the pushes) into each policy's status patch and Events.
+``plan_namespace`` validates the policies (their model), compiles one ``SidecarConfig`` per
+opted-in workload from the policies and budgets that select it, and says which ConfigMap to
+store, whether the pod template must roll (new provider-key Secrets) and which ready sidecars
+do not run that configuration yet. ``policy_status`` turns the outcome (how many sidecars run
+it after the pushes, which provider keys they found unmounted) into each policy's status
+patch and Events. The operator never reads a provider-key Secret: only the sidecars, which
+see what their Pod mounted, say whether a key is there.
 ``reconcile.Reconciler`` reads the state, applies the plan and the status.
 """
 
@@ -22,9 +24,9 @@ from sluice_operator.defaults import DEFAULT_POLICY
 from sluice_operator.injection import WORKLOAD_LABEL, config_map_name
 from sluice_operator.kube import Body
 from sluice_operator.reading import NamespaceState
-from sluice_operator.resources import Policy, key_secrets_annotation, policy_hash
+from sluice_operator.resources import key_secrets_annotation, policy_hash
 from sluice_operator.selection import policies_for
-from sluice_operator.status import Event, PolicyStatus, SidecarCount
+from sluice_operator.status import ConditionDraft, Event, PolicyStatus, SidecarCount
 from sluice_operator.workloads import (
     KEY_SECRETS_ANNOTATION,
     VERSION_ANNOTATION,
@@ -32,6 +34,7 @@ from sluice_operator.workloads import (
     alive,
     key_secrets_patch,
     pod_ready,
+    reported_missing_keys,
 )
 from sluice_sidecar.contract import LlmPolicy, SidecarConfig, compile_policies, config_problems
 from sluice_sidecar.contract.compiler import CompileError
@@ -54,6 +57,9 @@ class PolicyReport:
     desired: int = 0
     synced: int = 0
     missing: list[str] = field(default_factory=list)  # its opted-in pods without the sidecar
+    keys: dict[str, str] = field(default_factory=dict)  # "secret/key" it names -> provider
+    checked: int = 0  # sidecars running its configuration that reported their keys
+    unmounted: dict[str, list[str]] = field(default_factory=dict)  # "secret/key" -> pods
 
 
 @dataclass(frozen=True)
@@ -108,21 +114,14 @@ class MissingPod:
         return Event(body, "Warning", "SidecarMissing", MISSING_HINT)
 
 
-def policy_problems(policy: Policy, secret_keys: Mapping[str, set[str] | None]) -> list[str]:
-    """What makes a policy invalid: its model, then Secrets or keys it names that are missing."""
-    if policy.model is None:
-        return list(policy.problems)
-    problems = []
-    for provider in policy.model.spec.providers or []:
-        ref = provider.api_key_secret_ref
-        if ref is None:
-            continue
-        keys = secret_keys.get(ref.name)
-        if keys is None:
-            problems.append(f"provider {provider.name}: Secret {ref.name} not found")
-        elif ref.key not in keys:
-            problems.append(f"provider {provider.name}: Secret {ref.name} has no key {ref.key}")
-    return problems
+def named_keys(model: LlmPolicy | None) -> dict[str, str]:
+    """``secret/key`` -> provider, for every provider key Secret the policy names."""
+    providers = (model.spec.providers or []) if model is not None else []
+    return {
+        f"{p.api_key_secret_ref.name}/{p.api_key_secret_ref.key}": p.name
+        for p in providers
+        if p.api_key_secret_ref is not None
+    }
 
 
 def plan_namespace(
@@ -134,7 +133,7 @@ def plan_namespace(
     valid: list[LlmPolicy] = []
     report_of: dict[str, PolicyReport] = {}
     for policy in state.policies:
-        report = PolicyReport(policy.body, policy_problems(policy, state.secret_keys))
+        report = PolicyReport(policy.body, list(policy.problems), keys=named_keys(policy.model))
         reports.append(report)
         if not report.problems and policy.model is not None:
             valid.append(policy.model)
@@ -275,16 +274,85 @@ def _stored_config(config_map: Body | None) -> SidecarConfig | None:
         return None
 
 
-def count_sidecars(plan: NamespacePlan, applied: Mapping[str, int]) -> list[PolicyReport]:
+def count_sidecars(
+    plan: NamespacePlan,
+    applied: Mapping[str, int],
+    reported: Mapping[str, set[str]] | None = None,
+) -> list[PolicyReport]:
     """Each policy's workloads and sidecars once the pushes are done (``applied``: workload ->
-    sidecars that took the configuration)."""
+    sidecars that took the configuration; ``reported``: pod UID -> the ``secret/key`` names
+    its sidecar just answered missing for it, before the pod's annotation says so)."""
     for workload in plan.workloads:
         synced = workload.synced + applied.get(workload.workload.name, 0)
         for report in workload.policies:
             report.workloads.append(f"{plan.namespace}/{workload.workload.name}")
             report.desired += len(workload.live)
             report.synced += synced
+        _count_keys(plan.namespace, workload, reported or {})
     return plan.reports
+
+
+def _count_keys(namespace: str, workload: WorkloadPlan, reported: Mapping[str, set[str]]) -> None:
+    """What the sidecars running the workload's configuration reported about the keys each
+    of its policies names (a report on an older version says nothing about this one)."""
+    for pod in workload.live:
+        missing = reported.get(pod["metadata"]["uid"])
+        if missing is None:
+            missing = reported_missing_keys(pod, workload.version)
+        if missing is None:
+            continue
+        for report in workload.policies:
+            report.checked += 1
+            for name in sorted(missing & report.keys.keys()):
+                report.unmounted.setdefault(name, []).append(
+                    f"{namespace}/{pod['metadata']['name']}"
+                )
+
+
+def keys_condition(report: PolicyReport, generation: int | None) -> ConditionDraft:
+    """``KeysPresent``: True when every key the policy names is mounted where reported, False
+    (``KeyMissing``) when a sidecar found one unmounted, Unknown (``KeysUnchecked``) while no
+    sidecar running its configuration has reported."""
+    if not report.keys:
+        return conditions.condition(
+            "KeysPresent", True, "NoKeys", "the policy names no provider key Secret", generation
+        )
+    if report.unmounted:
+        return conditions.condition(
+            "KeysPresent", False, "KeyMissing", _unmounted(report), generation
+        )
+    if not report.checked:
+        return conditions.condition(
+            "KeysPresent",
+            None,
+            "KeysUnchecked",
+            "no sidecar running this policy's configuration has reported its keys yet (the"
+            " operator does not read Secrets: each sidecar checks what its Pod mounted)",
+            generation,
+        )
+    return conditions.condition(
+        "KeysPresent",
+        True,
+        "KeysPresent",
+        f"every provider key is mounted in the {report.checked} sidecar(s) that reported",
+        generation,
+    )
+
+
+def _unmounted(report: PolicyReport) -> str:
+    parts = []
+    for name, pods in sorted(report.unmounted.items()):
+        secret, key = name.split("/", 1)
+        shown = ", ".join(sorted(pods)[:3]) + (", ..." if len(pods) > 3 else "")
+        parts.append(
+            f"provider {report.keys[name]}: Secret {secret} key {key} is not mounted in"
+            f" {len(pods)} pod(s) ({shown})"
+        )
+    return (
+        "; ".join(parts) + ": create the Secret or add the key (running pods see it once the"
+        " kubelet refreshes the volume, within about a minute); calls to the provider are"
+        " refused until then"
+    )
 
 
 def _missing(report: PolicyReport) -> str:
@@ -322,7 +390,9 @@ def policy_status(report: PolicyReport, now: str) -> tuple[Body | None, list[Eve
         "every selected opted-in pod has the sidecar" if not report.missing else _missing(report),
         generation,
     )
-    good = valid and in_sync and not report.missing
+    keys = keys_condition(report, generation)
+    # Keys nobody checked yet do not hold Ready back: only a key found missing does.
+    good = valid and in_sync and not report.missing and keys.status != "False"
     ready = conditions.condition(
         "Ready",
         good,
@@ -333,10 +403,12 @@ def policy_status(report: PolicyReport, now: str) -> tuple[Body | None, list[Eve
         if not valid
         else synced.message or ""
         if not in_sync
-        else injected.message or "",
+        else injected.message or ""
+        if report.missing
+        else keys.message,
         generation,
     )
-    new = [validity, synced, injected, ready]
+    new = [validity, synced, injected, keys, ready]
     old_status = body.get("status") or {}
     old = old_status.get("conditions")
     events = []
@@ -346,6 +418,9 @@ def policy_status(report: PolicyReport, now: str) -> tuple[Body | None, list[Eve
     was_injected = next((c["status"] for c in old or [] if c["type"] == "Injected"), None)
     if report.missing and was_injected != "False":
         events.append(Event(body, "Warning", "SidecarMissing", _missing(report)))
+    had_keys = next((c["status"] for c in old or [] if c["type"] == "KeysPresent"), None)
+    if keys.status == "False" and had_keys != "False":
+        events.append(Event(body, "Warning", "KeyMissing", keys.message))
     status = PolicyStatus(
         observed_generation=generation,
         config_hash=policy_hash(body),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from sluice_operator.injection import INJECTED_LABEL, config_map_name
 from sluice_operator.kube import Body, Kube
-from sluice_operator.resources import Budget, Policy, key_secrets, read_policies, valid_budgets
+from sluice_operator.resources import Budget, Policy, read_policies, valid_budgets
 from sluice_operator.workloads import Workload, alive, missing_sidecar, pod_workload
 
 
@@ -65,7 +65,6 @@ class NamespaceState:
 
     namespace: str
     policies: list[Policy]  # not being deleted
-    secret_keys: Mapping[str, set[str] | None]  # each Secret policies name -> its keys; None: gone
     budgets: list[Budget]
     workloads: Workloads
     missing: list[Body] = field(default_factory=list)  # opted-in pods without the sidecar
@@ -80,8 +79,6 @@ async def read_namespace(kube: Kube, namespace: str) -> NamespaceState | None:
     if namespace_labels is None:
         return None
     policies = read_policies(b for b in await kube.policies(namespace) if alive(b))
-    named = key_secrets(p.model for p in policies if p.model is not None)
-    secret_keys = {name: await kube.secret_keys(namespace, name) for name in named}
     budgets = valid_budgets(await kube.budgets(namespace))
     # Every pod, once: the injected ones, and the opted-in ones the webhook missed (created
     # while it was unreachable, with failurePolicy Ignore).
@@ -91,4 +88,4 @@ async def read_namespace(kube: Kube, namespace: str) -> NamespaceState | None:
     stored = {
         w.name: await kube.config_map(namespace, config_map_name(w.name)) for w in workloads.every()
     }
-    return NamespaceState(namespace, policies, secret_keys, budgets, workloads, missing, stored)
+    return NamespaceState(namespace, policies, budgets, workloads, missing, stored)

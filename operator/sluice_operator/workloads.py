@@ -21,6 +21,9 @@ from sluice_operator.kube import Body
 
 VERSION_ANNOTATION = "sluice.dev/config-version"  # on a pod: the configuration it runs
 KEY_SECRETS_ANNOTATION = "sluice.dev/provider-key-secrets"  # on a pod template
+# On a pod, beside VERSION_ANNOTATION: the ``secret/key`` files that version names and the
+# sidecar found unmounted ("" none), as its admin API reported them (``missingKeys``).
+MISSING_KEYS_ANNOTATION = "sluice.dev/missing-keys"
 MANAGED_ANNOTATION = "sluice.dev/inject-managed"  # the operator copied the opt-in gesture
 NAMESPACE_INJECT_LABEL = "sluice.dev/inject"  # value "enabled" opts a whole namespace in
 FINISHED = ("Succeeded", "Failed")  # pod phases with nothing left running
@@ -64,6 +67,23 @@ def missing_sidecar(pod: Body, namespace_labels: Mapping[str, str]) -> bool:
         return False
     gestures = (labels.get(INJECT_ANNOTATION), annotations.get(INJECT_ANNOTATION))
     return opted_in_by(gestures, namespace_labels)
+
+
+def reported_missing_keys(pod: Body, version: str) -> set[str] | None:
+    """The ``secret/key`` names the pod's sidecar reported unmounted while running
+    ``version``; None when it has not reported on that version."""
+    annotations = pod["metadata"].get("annotations") or {}
+    value = annotations.get(MISSING_KEYS_ANNOTATION)
+    if value is None or annotations.get(VERSION_ANNOTATION) != version:
+        return None
+    return {name for name in value.split(",") if name}
+
+
+def missing_keys_annotations(version: str, missing: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """What to annotate a pod with once its sidecar runs ``version`` and reported ``missing``
+    (secret, key) pairs: the two annotations ``reported_missing_keys`` reads."""
+    names = ",".join(sorted({f"{secret}/{key}" for secret, key in missing}))
+    return {VERSION_ANNOTATION: version, MISSING_KEYS_ANNOTATION: names}
 
 
 def alive(body: Body) -> bool:

@@ -23,7 +23,6 @@ class FakeKube:
     budgets_: list[Body] = field(default_factory=list)
     deployments_: list[Body] = field(default_factory=list)
     pods_: list[Body] = field(default_factory=list)
-    secrets: dict[str, set[str]] = field(default_factory=dict)
     config_maps: dict[str, Body] = field(default_factory=dict)
 
     async def namespace_labels(self, namespace: str) -> dict[str, str] | None:
@@ -41,9 +40,6 @@ class FakeKube:
     async def pods(self, namespace: str, selector: str) -> list[Body]:
         wanted = dict(part.split("=", 1) for part in selector.split(",") if part)
         return [p for p in self.pods_ if selector_matches({"matchLabels": wanted}, _labels(p))]
-
-    async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
-        return self.secrets.get(name)
 
     async def config_map(self, namespace: str, name: str) -> Body | None:
         return self.config_maps.get(name)

@@ -6,7 +6,7 @@ from typing import Any
 
 from sluice_operator.plan import NamespacePlan, count_sidecars, plan_namespace, policy_status
 from sluice_operator.reading import read_namespace
-from sluice_operator.workloads import KEY_SECRETS_ANNOTATION
+from sluice_operator.workloads import KEY_SECRETS_ANNOTATION, MISSING_KEYS_ANNOTATION
 from tests.operator.fake_kube import (
     ANTHROPIC,
     OPENAI,
@@ -82,33 +82,79 @@ async def test_only_opted_in_deployments_are_planned() -> None:
     assert [w.workload.name for w in (await plan_of(kube)).workloads] == ["plain", "studio"]
 
 
-async def test_missing_secret_makes_the_policy_invalid_with_one_event() -> None:
-    keyed = {**OPENAI, "apiKeySecretRef": {"name": "openai", "key": "apiKey"}}
+KEYED = {**OPENAI, "apiKeySecretRef": {"name": "openai", "key": "apiKey"}}
+
+
+def reported(name: str, version: str, missing: str | None) -> dict[str, Any]:
+    """A pod whose sidecar runs ``version`` and reported ``missing`` (None: no report)."""
+    body = pod(name, "studio", running=version)
+    if missing is not None:
+        body["metadata"]["annotations"][MISSING_KEYS_ANNOTATION] = missing
+    return body
+
+
+async def test_a_policy_naming_a_secret_applies_with_its_keys_unchecked() -> None:
+    """The operator reads no Secret: the policy is valid and reaches the sidecars; whether
+    the key is there is Unknown until a sidecar running it reports."""
     kube = FakeKube(
-        policies_=[policy("studio", {"selector": STUDIO, "providers": [keyed]})],
+        policies_=[policy("studio", {"selector": STUDIO, "providers": [KEYED]})],
         deployments_=[deployment("studio", {"app": "studio"})],
         pods_=[pod("studio-1", "studio")],
     )
     plan = await plan_of(kube)
-    (workload,) = plan.workloads  # the workload falls back to the defaults meanwhile
-    assert workload.policies == []
+    (workload,) = plan.workloads
+    assert [p["name"] for p in workload.document["providers"]] == ["openai"]
     patch, events = statuses(plan, {"studio": 1})["studio"]
-    valid = condition(patch, "Valid")
-    assert (valid["status"], valid["reason"]) == ("False", "Invalid")
-    assert valid["message"] == "provider openai: Secret openai not found"
-    assert condition(patch, "Ready")["status"] == "False"
-    assert [(e.type, e.reason) for e in events] == [("Warning", "InvalidPolicy")]
+    assert condition(patch, "Valid")["status"] == "True"
+    keys = condition(patch, "KeysPresent")
+    assert (keys["status"], keys["reason"]) == ("Unknown", "KeysUnchecked")
+    assert condition(patch, "Ready")["status"] == "True"
+    assert events == []
+    # A report on an older configuration says nothing about this one.
+    kube.pods_ = [reported("studio-1", "sha256:older", "openai/apiKey")]
+    patch, _ = statuses(await plan_of(kube), {})["studio"]
+    assert condition(patch, "KeysPresent")["reason"] == "KeysUnchecked"
 
-    # Still invalid on the next run: the status says so already, no second Event.
-    kube.policies_[0]["status"] = patch
-    _, events = statuses(await plan_of(kube), {"studio": 1})["studio"]
+
+async def test_a_key_a_sidecar_found_unmounted_is_reported_once_naming_secret_and_key() -> None:
+    kube = FakeKube(
+        policies_=[policy("studio", {"selector": STUDIO, "providers": [KEYED]})],
+        deployments_=[deployment("studio", {"app": "studio"})],
+    )
+    version = (await plan_of(kube)).workloads[0].version
+    kube.pods_ = [reported("studio-1", version, "openai/apiKey"), reported("studio-2", version, "")]
+    patch, events = statuses(await plan_of(kube), {})["studio"]
+    keys = condition(patch, "KeysPresent")
+    assert (keys["status"], keys["reason"]) == ("False", "KeyMissing")
+    assert keys["message"].startswith(
+        "provider openai: Secret openai key apiKey is not mounted in 1 pod(s) (team-a/studio-1)"
+    )
+    ready = condition(patch, "Ready")
+    assert (ready["status"], ready["message"]) == ("False", keys["message"])
+    assert [(e.type, e.reason, e.message) for e in events] == [
+        ("Warning", "KeyMissing", keys["message"])
+    ]
+    kube.policies_[0]["status"] = patch  # still missing on the next run: no second Event
+    _, events = statuses(await plan_of(kube), {})["studio"]
     assert events == []
 
-    kube.secrets["openai"] = {"other"}
-    patch, _ = statuses(await plan_of(kube), {})["studio"]
-    assert (
-        condition(patch, "Valid")["message"] == "provider openai: Secret openai has no key apiKey"
-    )
+    # What a push just answered counts before the pods' annotations say it.
+    plan = await plan_of(kube)
+    just = {"uid-studio-1": set(), "uid-studio-2": set()}
+    reports = {r.body["metadata"]["name"]: r for r in count_sidecars(plan, {}, just)}
+    patch, _ = policy_status(reports["studio"], NOW)
+    assert patch is not None
+    keys = condition(patch, "KeysPresent")
+    assert (keys["status"], keys["reason"]) == ("True", "KeysPresent")
+    assert "2 sidecar(s)" in keys["message"]
+    assert condition(patch, "Ready")["status"] == "True"
+
+
+async def test_a_policy_naming_no_key_has_its_keys_present() -> None:
+    kube = FakeKube(policies_=[policy("plain", {"selector": STUDIO, "providers": [OPENAI]})])
+    patch, _ = statuses(await plan_of(kube), {})["plain"]
+    keys = condition(patch, "KeysPresent")
+    assert (keys["status"], keys["reason"]) == ("True", "NoKeys")
 
 
 async def test_model_invalid_policy_reports_the_models_problems() -> None:
@@ -224,7 +270,6 @@ async def test_new_provider_key_secret_rolls_the_pod_template() -> None:
     kube = FakeKube(
         policies_=[policy("studio", {"selector": STUDIO, "providers": [keyed]})],
         deployments_=[deployment("studio", {"app": "studio"})],
-        secrets={"openai": {"apiKey"}},
     )
     (workload,) = (await plan_of(kube)).workloads
     annotations = workload.rollout["spec"]["template"]["metadata"]["annotations"]  # type: ignore[index]
