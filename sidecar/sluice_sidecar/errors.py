@@ -13,6 +13,7 @@
     ├── Refused                      the sidecar protects the provider: answered at once
     │   ├── CircuitOpen              503 + Retry-After (every candidate provider is open)
     │   ├── BulkheadFull             503 + Retry-After
+    │   ├── KeyMissing               503: the provider's key Secret is not mounted (yet)
     │   └── NotConfigured            503: no configuration loaded yet
     ├── QueueFull                    429 + Retry-After: concurrency limit reached and the
     │                                priority queue is full or the wait too long
@@ -118,6 +119,13 @@ class BulkheadFull(Refused):
 
 class NotConfigured(Refused):
     code = "not_configured"
+
+
+class KeyMissing(Refused):
+    """The provider's apiKeySecretRef is not mounted in this Pod: the call moves to the next
+    provider, or is answered at once (never sent without the key, never the app's key)."""
+
+    code = "provider_key_missing"
 
 
 class QueueFull(SluiceError):

@@ -51,6 +51,8 @@ def test_keys_from_secret_file_and_env(tmp_path: Path) -> None:
 
 
 def test_unreadable_keys_are_problems(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "k").mkdir()  # there, but no key file
     with pytest.raises(ConfigRejected) as caught:
         runtime_for(
             tmp_path,
@@ -59,8 +61,24 @@ def test_unreadable_keys_are_problems(tmp_path: Path) -> None:
                 {"name": "b", "type": "openai", "apiKeyEnv": "MISSING"},
             ],
         )
-    assert caught.value.problems[0].startswith("provider a: cannot read Secret s key k")
+    assert caught.value.problems[0].startswith("provider a: Secret s key k")
     assert caught.value.problems[1] == "provider b: environment variable MISSING is not set"
+
+
+def test_an_unmounted_secret_key_refuses_only_its_provider(tmp_path: Path) -> None:
+    """The kubelet mounts provider-key Secrets as optional: one not created yet leaves its
+    provider without a key (its calls refused), not the whole configuration."""
+    runtime = runtime_for(
+        tmp_path,
+        providers=[
+            {"name": "a", "type": "openai", "apiKeySecretRef": {"name": "s", "key": "k"}},
+            {"name": "b", "type": "openai"},
+        ],
+    )
+    a, b = runtime.providers
+    assert (a.missing_key, a.auth_headers) == ("Secret s key k", {})
+    assert b.missing_key is None
+    assert runtime.missing_keys == ("a",)
 
 
 @pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink", "secret-ref"])

@@ -30,7 +30,7 @@ from sluice_sidecar.api.admin_queries import (
 from sluice_sidecar.api.keys import STATE
 from sluice_sidecar.contract.model import ConfigRejected
 from sluice_sidecar.observability.prometheus import CONTENT_TYPE_LATEST
-from sluice_sidecar.service.provider_keys import missing_keys, missing_keys_of
+from sluice_sidecar.service.provider_keys import key_watch_lifespan, missing_keys, missing_keys_of
 from sluice_sidecar.service.state import SidecarState
 
 ADMIN_BODY_LIMIT = 1024 * 1024
@@ -283,6 +283,7 @@ def build_admin_app(state: SidecarState) -> web.Application:
         middlewares=[json_errors, require_token], client_max_size=ADMIN_BODY_LIMIT
     )
     app[STATE] = state
+    app.cleanup_ctx.append(key_watch_lifespan(state))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

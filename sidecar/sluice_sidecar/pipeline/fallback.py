@@ -13,7 +13,7 @@ import logging
 
 import orjson
 
-from sluice_sidecar.errors import CircuitOpen, Refused, SluiceError, UpstreamError
+from sluice_sidecar.errors import CircuitOpen, KeyMissing, Refused, SluiceError, UpstreamError
 from sluice_sidecar.observability import otel
 from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.observability.redaction import redact
@@ -37,8 +37,10 @@ class FallbackStage:
                 self._metrics.fallbacks.labels(previous, provider.name).inc()
                 reason = last_error.code if last_error is not None else "unknown"
                 otel.current_call().fallback(previous, provider.name, reason)
-                # An open circuit is already reported when it opens: skipping it is routine.
-                level = logging.DEBUG if isinstance(last_error, CircuitOpen) else logging.WARNING
+                # An open circuit is already reported when it opens, a missing key by the
+                # admin API and the policy: skipping either is routine.
+                quiet = isinstance(last_error, CircuitOpen | KeyMissing)
+                level = logging.DEBUG if quiet else logging.WARNING
                 logger.log(
                     level,
                     "%s falling back from %s to %s: %s",
@@ -48,6 +50,13 @@ class FallbackStage:
                     # Built from safe fields by the transport; masked again, as every log is.
                     redact(str(last_error)),
                 )
+            if provider.missing_key is not None:
+                last_error = KeyMissing(
+                    f"provider {provider.name} has no API key: {provider.missing_key} is not"
+                    " mounted in this Pod (create the Secret; the kubelet mounts it within"
+                    " about a minute)"
+                )
+                continue
             call.provider = provider
             try:
                 return await next_stage(call)

@@ -47,6 +47,9 @@ class Provider:
     extra_headers: Mapping[str, str]
     model_pattern: re.Pattern[str] | None  # None: serves every model
     model_map: Mapping[str, str]
+    # "Secret S key K" when its apiKeySecretRef is not mounted: every call to it is refused
+    # (KeyMissing) until the file appears and the configuration is built again.
+    missing_key: str | None = None
 
     def serves(self, model: str | None) -> bool:
         """Whether this provider serves ``model``; None (a model listing) is served by all."""
@@ -103,6 +106,11 @@ class Runtime:
     _candidates: dict[tuple[ApiFamily, str | None, str], tuple[Provider, ...]] = field(
         default_factory=dict
     )
+
+    @property
+    def missing_keys(self) -> tuple[str, ...]:
+        """Providers whose key is not mounted (a swap is due when this changes)."""
+        return tuple(p.name for p in self.providers if p.missing_key is not None)
 
     def operation(self, name: str | None) -> Operation:
         if name is None:
@@ -198,6 +206,10 @@ def _read_key(spec: ProviderSpec, secrets_dir: Path, environ: Mapping[str, str])
         ref = spec.api_key_secret_ref
         path = secrets_dir / ref.name / ref.key
         where = f"Secret {ref.name} key {ref.key} (expected at {path})"
+        if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+            # The kubelet mounts the Secrets as optional: one not created yet is not a
+            # wrong configuration, it refuses that provider's calls until it is there.
+            raise KeyNotMounted(f"Secret {ref.name} key {ref.key}")
     elif spec.api_key_file is not None:
         path = secrets_dir / spec.api_key_file  # an absolute path stays as it is
         where = f"apiKeyFile {spec.api_key_file}"
@@ -235,8 +247,16 @@ def _checked_key(key: str, provider: str, where: str) -> str:
     return key
 
 
+class KeyNotMounted(Exception):
+    """An apiKeySecretRef whose file is absent or empty: the Secret or key does not exist."""
+
+
 def _build_provider(spec: ProviderSpec, secrets_dir: Path, environ: Mapping[str, str]) -> Provider:
-    key = _read_key(spec, secrets_dir, environ)
+    missing = None
+    try:
+        key = _read_key(spec, secrets_dir, environ)
+    except KeyNotMounted as error:
+        key, missing = None, str(error)
     auth: dict[str, str] = {}
     if key is not None:
         header = spec.auth_header or ("x-api-key" if spec.type == "anthropic" else "authorization")
@@ -254,6 +274,7 @@ def _build_provider(spec: ProviderSpec, secrets_dir: Path, environ: Mapping[str,
         extra_headers={k.lower(): v for k, v in spec.headers.items()},
         model_pattern=pattern,
         model_map=dict(spec.model_map),
+        missing_key=missing,
     )
 
 

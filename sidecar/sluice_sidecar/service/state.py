@@ -188,7 +188,8 @@ class SidecarState:
             self.metrics.config_reloads.labels("rejected").inc()
             raise
         previous = self.version
-        if previous == runtime.version:
+        same_keys = self.runtime is not None and self.runtime.missing_keys == runtime.missing_keys
+        if previous == runtime.version and same_keys:
             self.metrics.config_reloads.labels("unchanged").inc()
             return ApplyResult(runtime.version, previous, changed=False)
         self.breakers.reconfigure(config.circuit_breaker)
