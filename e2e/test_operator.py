@@ -144,18 +144,11 @@ def test_invalid_policy_is_reported_and_never_reaches_sidecars(
 ) -> None:
     kubelet, token = start_workload(control_plane, namespace, fake_kubelet, tmp_path, replicas=2)
     before = versions(kubelet, token)
-    bad = policy(
-        "keys",
-        "studio",
-        providers=[
-            {
-                "name": "openai",
-                "type": "openai",
-                "apiKeySecretRef": {"name": "missing", "key": "apiKey"},
-            }
-        ],
+    # No provider at all: nothing to compile (a policy naming a Secret that does not exist
+    # is valid: test_provider_keys.py).
+    control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=policy("keys", "studio", providers=[])
     )
-    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=bad)
     status = wait_until(
         lambda: (
             (s := policy_status(control_plane, namespace, "keys"))
@@ -165,7 +158,8 @@ def test_invalid_policy_is_reported_and_never_reaches_sidecars(
         30,
         what="Valid=False on the policy",
     )
-    assert "Secret missing not found" in condition(status, "Valid")["message"]
+    message = condition(status, "Valid")["message"]
+    assert "do not compile together" in message and "keeps its last good configuration" in message
     assert condition(status, "Ready")["status"] == "False"
     events = wait_until(
         lambda: [
@@ -176,31 +170,21 @@ def test_invalid_policy_is_reported_and_never_reaches_sidecars(
         30,
         what="an InvalidPolicy event",
     )
-    assert "Secret missing not found" in events[0]["message"]
+    assert "do not compile together" in events[0]["message"]
     assert versions(kubelet, token) == before  # the sidecars kept the last good configuration
 
-    # Creating the Secret makes the same policy valid, and it reaches the sidecars.
+    # Fixing the policy makes it valid, and it reaches the sidecars.
     control_plane.kubectl(
-        "create", "secret", "generic", "missing", "-n", namespace, "--from-literal=apiKey=sk-test"
-    )
-    control_plane.kubectl("annotate", "llmpolicy", "keys", "-n", namespace, "retry=now")
-    control_plane.kubectl(
-        "patch",
-        "llmpolicy",
-        "keys",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"priority": 1}}',
-    )
+        "patch", "llmpolicy", "keys", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"providers": [{"name": "openai", "type": "openai"}]}}',
+    )  # fmt: skip
     wait_until(
         lambda: (
             condition(policy_status(control_plane, namespace, "keys"), "Ready").get("status")
             == "True"
         ),
         30,
-        what="the policy to become Ready once its Secret exists",
+        what="the policy to become Ready once fixed",
     )
     assert versions(kubelet, token) != before
 

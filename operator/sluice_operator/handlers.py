@@ -287,13 +287,19 @@ async def uninjected_pod_event(
 
 @kopf.on.mutate("", "v1", "pods", operations={"CREATE"}, id="inject", ignore_failures=True)
 async def inject_sidecar(
-    body: kopf.Body, patch: kopf.Patch, namespace: str | None, memo: Any, dryrun: bool, **_: Any
+    body: kopf.Body,
+    patch: kopf.Patch,
+    namespace: str | None,
+    memo: Any,
+    dryrun: bool,
+    warnings: list[str],
+    **_: Any,
 ) -> None:
     if namespace is None:
         return
     with memo.metrics.admission() as outcome:
         injected = await mutate_pod(
-            dict(body), namespace, memo.kube, memo.settings, memo.server_minor, dryrun
+            dict(body), namespace, memo.kube, memo.settings, memo.server_minor, dryrun, warnings
         )
         outcome.injected = injected is not None
     if injected is None:

@@ -38,6 +38,7 @@ class PushResult:
     ok: bool
     attempts: int
     detail: str
+    missing_keys: tuple[tuple[str, str], ...] = ()  # (secret, key) the sidecar has not mounted
 
 
 class Pusher:
@@ -106,13 +107,26 @@ class Pusher:
                     async with self._session.put(url, data=document, headers=headers) as answer:
                         body = await answer.read()
                         if answer.status == 200:
-                            version = orjson.loads(body)["version"]
-                            return PushResult(target.pod, True, attempt, version), "ok"
+                            applied = orjson.loads(body)
+                            missing = tuple(
+                                (str(k["secret"]), str(k["key"]))
+                                for k in applied.get("missingKeys") or []
+                            )
+                            result = PushResult(
+                                target.pod, True, attempt, applied["version"], missing
+                            )
+                            return result, "ok"
                         detail = f"HTTP {answer.status}: {body[:300].decode(errors='replace')}"
                         if answer.status < 500:
                             outcome = "refused"
                             break  # refused or unauthorized: retrying cannot help
-                except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as error:
+                except (
+                    aiohttp.ClientError,
+                    TimeoutError,
+                    orjson.JSONDecodeError,
+                    KeyError,
+                    TypeError,
+                ) as error:
                     detail = f"{type(error).__name__}: {error}"
             if attempt < attempts:
                 await asyncio.sleep(delay)

@@ -39,7 +39,7 @@ from sluice_operator.plan import (
 from sluice_operator.pusher import Pusher, target_of
 from sluice_operator.reading import read_namespace
 from sluice_operator.settings import OperatorSettings
-from sluice_operator.workloads import VERSION_ANNOTATION
+from sluice_operator.workloads import missing_keys_annotations
 
 logger = logging.getLogger("sluice.operator.reconcile")
 
@@ -75,6 +75,9 @@ class Reconciler:
         # (namespace, workload) -> pod UID -> version pushed (for live pods only)
         self._applied: dict[tuple[str, str], dict[str, str]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # (namespace, workload) -> live pod UID -> the secret/key names its sidecar answered
+        # missing at its last push (its annotation says the same once written)
+        self._reported: dict[tuple[str, str], dict[str, set[str]]] = {}
         # namespace -> UIDs of the pods already warned about missing the sidecar (once each)
         self._missing_warned: dict[str, set[str]] = {}
         # (namespace, workload) -> UIDs of the pods a run in progress is pushing to
@@ -147,7 +150,13 @@ class Reconciler:
             plan = plan_namespace(state, known)
             applied = await self._apply(plan)
             self._report_missing(plan)
-            reports = count_sidecars(plan, applied)
+            reported = {
+                uid: names
+                for (ns, _), pods in self._reported.items()
+                if ns == namespace
+                for uid, names in pods.items()
+            }
+            reports = count_sidecars(plan, applied, reported)
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             for report in reports:
                 await self._write_status(namespace, report, now)
@@ -227,9 +236,19 @@ class Reconciler:
         applied = [r.pod for r in results if r.ok]
         for pod in applied:
             self._applied[(namespace, name)][uids[pod]] = plan.version
-        # The per-pod record of what it runs, for a restarted operator; off the critical
-        # path, so the next change is not kept waiting behind it.
-        self._spawn(self._annotate(namespace, applied, plan.version))
+        live = {p["metadata"]["uid"] for p in plan.live}
+        reported = self._reported.setdefault((namespace, name), {})
+        for uid in set(reported) - live:
+            del reported[uid]
+        for result in results:
+            if result.ok:
+                reported[uids[result.pod]] = {f"{s}/{k}" for s, k in result.missing_keys}
+        # The per-pod record of what it runs and which keys it lacks, for a restarted
+        # operator; off the critical path, so the next change is not kept waiting behind it.
+        annotations = {
+            r.pod: missing_keys_annotations(plan.version, r.missing_keys) for r in results if r.ok
+        }
+        self._spawn(self._annotate(namespace, annotations))
         logger.info(
             "workload %s/%s: configuration %s on %d/%d sidecars",
             namespace,
@@ -252,12 +271,10 @@ class Reconciler:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _annotate(self, namespace: str, pods: list[str], version: str) -> None:
+    async def _annotate(self, namespace: str, annotations: dict[str, dict[str, str]]) -> None:
+        pods = list(annotations)
         results = await asyncio.gather(
-            *(
-                self.kube.annotate_pod(namespace, pod, {VERSION_ANNOTATION: version})
-                for pod in pods
-            ),
+            *(self.kube.annotate_pod(namespace, pod, annotations[pod]) for pod in pods),
             return_exceptions=True,
         )
         for pod, result in zip(pods, results, strict=True):
