@@ -21,6 +21,7 @@ from sluice_operator.budget_plan import budget_feedback
 from sluice_operator.certificates import WebhookTls
 from sluice_operator.circuit_events import CircuitWatch
 from sluice_operator.injection import INJECT_ANNOTATION, INJECTED_LABEL
+from sluice_operator.key_reports import KeyReports
 from sluice_operator.kube import Body, Kube
 from sluice_operator.metrics import OperatorMetrics, ReconcileKind, start_metrics_server
 from sluice_operator.pusher import Pusher
@@ -201,6 +202,9 @@ async def collect_circuit_changes(namespace: str | None, memo: Any, **_: Any) ->
     if "circuits" not in memo:
         memo.circuits = CircuitWatch(memo.kube, memo.pusher, memo.settings)
     await memo.circuits.collect(namespace)
+    if "key_reports" not in memo:
+        memo.key_reports = KeyReports(memo.kube, memo.pusher, memo.settings, memo.reconciler)
+    await memo.key_reports.collect(namespace)
 
 
 @kopf.on.event("apps", "v1", "deployments")

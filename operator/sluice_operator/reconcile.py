@@ -94,6 +94,10 @@ class Reconciler:
         it (the last change's annotation arriving late, its status) cannot change that run."""
         return uid in self._pushing.get((namespace, workload or ""), ())
 
+    def keys_reported(self, namespace: str, workload: str, uid: str, names: set[str]) -> None:
+        """What a pod's sidecar answered missing since its last push (``key_reports``)."""
+        self._reported.setdefault((namespace, workload), {})[uid] = names
+
     def wanted(self, namespace: str, workload: str | None) -> str | None:
         """The version the last reconcile compiled for a workload."""
         return self.versions.get((namespace, workload or ""))
