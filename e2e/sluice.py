@@ -25,7 +25,7 @@ from e2e.harness import net, processes
 from e2e.harness.client import ApiError
 from e2e.harness.controlplane import ControlPlane
 from e2e.harness.kubelet import Launch, LaunchFactory, PodSlot
-from sluice_sidecar.contract.pod import PodEnv
+from sluice_sidecar.contract.pod import ADMIN_PORT_NAME, PodEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES_FILE = ROOT / "helm/sluice/files/operator-clusterrole-rules.yaml"
@@ -282,7 +282,7 @@ def sidecar_admin(slot: PodSlot, token: str, path: str) -> dict[str, Any]:
         for c in slot.pod["spec"].get("initContainers", []) + slot.pod["spec"]["containers"]
         if c["name"] == "sluice-proxy"
         for p in c["ports"]
-        if p["name"] == "sluice-admin"
+        if p["name"] == ADMIN_PORT_NAME
     )
     request = urllib.request.Request(
         f"http://{slot.ip}:{port}{path}", headers={"Authorization": f"Bearer {token}"}

@@ -28,10 +28,10 @@ from e2e.harness import processes
 from e2e.harness.client import ApiClient
 from e2e.harness.kubelet import Launch, PodSlot
 from sluice_sidecar.contract import SidecarConfig
+from sluice_sidecar.contract.pod import ADMIN_PORT_NAME
 
 T = TypeVar("T")
 SIDECAR = "sluice-proxy"
-ADMIN_PORT_NAME = "sluice-admin"
 
 
 @dataclass

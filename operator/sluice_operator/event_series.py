@@ -21,12 +21,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-import orjson
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from sluice_operator.kube import MERGE_PATCH, Body, Kube
+from sluice_operator.kube import Body, Kube
 
 logger = logging.getLogger("sluice.operator.events")
 COMPONENT = "sluice-operator"
@@ -160,7 +159,7 @@ class EventSeries:
 
     async def _create(self, namespace: str, series: _Series, changes: Body) -> tuple[int, Body]:
         occurrence = series.occurrence
-        body: Any = {  # a plain dict: the client takes it as well as its model
+        body: Body = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"name": series.name, "namespace": namespace},
@@ -171,18 +170,10 @@ class EventSeries:
             "reportingComponent": COMPONENT,
             **changes,
         }
-        call = self.kube.core.create_namespaced_event(namespace, body, _preload_content=False)
-        return await _answer(call)
+        return await self.kube.create_event(namespace, body)
 
     async def _patch(self, namespace: str, name: str, changes: Body) -> tuple[int, Body]:
-        call = self.kube.core.patch_namespaced_event(
-            name,
-            namespace,
-            changes,
-            _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted, not in the stubs
-            _preload_content=False,
-        )
-        return await _answer(call)
+        return await self.kube.patch_event(namespace, name, changes)
 
     def _forget_idle(self) -> None:
         now = self._monotonic()
@@ -200,18 +191,3 @@ class EventSeries:
             )
             for where in quiet[: len(self._series) - MAX_SERIES]:
                 del self._series[where]
-
-
-async def _answer(call: Any) -> tuple[int, Body]:
-    """The status and JSON body of a raw client call (errors are answers here, not raised)."""
-    try:
-        response = await call
-    except ApiException as error:
-        return error.status or 500, {}
-    async with response:
-        raw = await response.read()
-    try:
-        body = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError:
-        body = {}
-    return response.status, body if isinstance(body, dict) else {}

@@ -100,7 +100,11 @@ def sidecar_container(settings: OperatorSettings, workload: str, native: bool) -
         ],
         "ports": [
             {"name": "sluice-llm", "containerPort": settings.data_port, "protocol": "TCP"},
-            {"name": "sluice-admin", "containerPort": settings.admin_port, "protocol": "TCP"},
+            {
+                "name": contract.ADMIN_PORT_NAME,
+                "containerPort": settings.admin_port,
+                "protocol": "TCP",
+            },
         ],
         "readinessProbe": {"httpGet": {**http_get, "path": "/readyz"}, "periodSeconds": 2},
         "livenessProbe": {"httpGet": {**http_get, "path": "/healthz"}, "periodSeconds": 10},
@@ -189,7 +193,7 @@ def otel_export_env(settings: OperatorSettings) -> list[dict[str, Any]]:
 # ConfigMap volume without subPath: the kubelet swaps its files when the ConfigMap changes, and
 # the sidecar re-reads the file (economics/price_file.py). Belongs with contract/pod.py's paths.
 PRICES_VOLUME = "sluice-prices"
-PRICES_DIR = "/etc/sluice/prices"
+PRICES_DIR = contract.PRICES_DIR
 
 
 def price_table_volumes(settings: OperatorSettings) -> list[dict[str, Any]]:

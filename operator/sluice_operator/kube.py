@@ -301,6 +301,24 @@ class Kube:
             )
         )
 
+    async def create_event(self, namespace: str, event: Body) -> tuple[int, Body]:
+        """Create an Event; its status and the body answered (an error is an answer here: the
+        Event series decides what a 409 or a 404 means)."""
+        plain: Any = event  # a plain dict: the client takes it as well as its model
+        call = self.core.create_namespaced_event(namespace, plain, _preload_content=False)
+        return await _raw_answer(call)
+
+    async def patch_event(self, namespace: str, name: str, changes: Body) -> tuple[int, Body]:
+        """Merge-patch an Event; its status and the body answered (errors are answers)."""
+        call = self.core.patch_namespaced_event(
+            name,
+            namespace,
+            changes,
+            _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # accepted, not in the stubs
+            _preload_content=False,
+        )
+        return await _raw_answer(call)
+
     async def patch_policy_status(self, namespace: str, name: str, status: Body) -> None:
         await self._patch_status("llmpolicies", namespace, name, status)
 
@@ -338,3 +356,18 @@ class Kube:
                 _preload_content=False,
             )
         )
+
+
+async def _raw_answer(call: Any) -> tuple[int, Body]:
+    """The status and JSON body of a raw client call (errors are answers here, not raised)."""
+    try:
+        response = await call
+    except ApiException as error:
+        return error.status or 500, {}
+    async with response:
+        raw = await response.read()
+    try:
+        body = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        body = {}
+    return response.status, body if isinstance(body, dict) else {}

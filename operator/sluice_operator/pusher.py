@@ -19,10 +19,11 @@ import orjson
 from sluice_operator.injection import SIDECAR_NAME
 from sluice_operator.metrics import OperatorMetrics, PushOutcome
 from sluice_operator.settings import OperatorSettings
+from sluice_sidecar.contract import pod as pod_contract
 
 logger = logging.getLogger("sluice.operator.push")
 
-ADMIN_PORT_NAME = "sluice-admin"  # the injected sidecar's admin containerPort (injection.py)
+ADMIN_PORT_NAME = pod_contract.ADMIN_PORT_NAME  # the injected sidecar's admin containerPort
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Final
 
 DATA_PORT = 17100  # the OpenAI/Anthropic API the app calls, on 127.0.0.1 in the Pod
 ADMIN_PORT = 17190  # health, metrics and the admin API the operator pushes to
+ADMIN_PORT_NAME = "sluice-admin"  # its containerPort's name: the operator's push, the scrapes
 
 # Where the injector mounts what the sidecar reads (and the emptyDir it writes).
 CONFIG_DIR = "/etc/sluice/config"  # the ConfigMap sluice-config-<workload>
@@ -21,6 +22,7 @@ TOKEN_DIR = "/var/run/secrets/sluice/admin"  # the namespace's admin-token Secre
 TOKEN_FILE = f"{TOKEN_DIR}/token"
 SECRETS_DIR = "/var/run/secrets/sluice/providers"  # provider keys as <secret>/<key> files
 STATE_DIR = "/var/lib/sluice"  # the spend state file, kept across sidecar restarts
+PRICES_DIR = "/etc/sluice/prices"  # the chart's price-table ConfigMap (prices.configMap)
 
 
 class PodEnv:
