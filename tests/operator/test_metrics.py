@@ -169,6 +169,7 @@ async def test_metrics_endpoint_serves_every_agreed_name() -> None:
         "sluice_operator_admissions",
         "sluice_operator_admission_duration_seconds",
         "sluice_operator_certificate_expiry_timestamp_seconds",
+        "sluice_operator_events_ignored",
     } <= set(families)
     assert families["sluice_operator_pushes"].type == "counter"
     (synced,) = families["sluice_operator_sidecars"].samples
