@@ -59,6 +59,11 @@ def obj(**properties: Schema) -> Schema:
     return {"type": "object", "required": list(properties), "properties": properties}
 
 
+def _with_optional(schema: Schema, **properties: Schema) -> Schema:
+    """``schema`` with more properties that an answer sends only sometimes."""
+    return {**schema, "properties": {**schema["properties"], **properties}}
+
+
 def _answers() -> dict[str, Schema]:
     """Schemas of the answers, by component name."""
     totals = obj(
@@ -102,8 +107,15 @@ def _answers() -> dict[str, Schema]:
         "ConfigError": {
             "type": "object",
             "required": ["error", "problems"],
-            "properties": {"error": STR, "problems": array(STR), "activeVersion": nullable(STR)},
+            "properties": {
+                "error": STR,
+                "problems": array(STR),
+                "activeVersion": nullable(STR),
+                "missingKeys": array(ref("MissingKey")),
+            },
         },
+        # A provider key the configuration names that the Pod has not mounted (names only).
+        "MissingKey": obj(provider=STR, secret=STR, key=STR),
         "Totals": totals,
         "BudgetStatus": obj(
             budget=STR,
@@ -128,6 +140,7 @@ def _answers() -> dict[str, Schema]:
             series=array(series),
             budgets=array(ref("BudgetStatus")),
             prices=nullable(ref("PriceSources")),
+            missingKeys=array(ref("MissingKey")),
         ),
         "PriceSources": obj(
             bundledAsOf={"type": "string", "format": "date"},
@@ -349,8 +362,12 @@ def openapi_document() -> dict[str, Any]:
                 "Validate and apply a configuration; an invalid one changes nothing.",
                 {
                     "200": _json(
-                        "Applied, or the same as the active one.",
-                        obj(version=STR, previousVersion=nullable(STR), changed=BOOL),
+                        "Applied, or the same as the active one; `missingKeys` only when some "
+                        "provider key is not mounted (its calls are refused until it is).",
+                        _with_optional(
+                            obj(version=STR, previousVersion=nullable(STR), changed=BOOL),
+                            missingKeys=array(ref("MissingKey")),
+                        ),
                     ),
                     "400": _error("Not JSON, or not a valid configuration.", "ConfigError"),
                     **TOO_LARGE,
