@@ -117,7 +117,9 @@ async def measure(
 ) -> dict[str, float]:
     proc = start(name, argv, env, workdir)
     try:
-        async with aiohttp.ClientSession() as session:
+        # wrk sends no User-Agent, the SDKs always do: --no-user-agent measures the first.
+        skip = ("User-Agent",) if args.no_user_agent else ()
+        async with aiohttp.ClientSession(skip_auto_headers=skip) as session:
             await wait_ready(session, ready, proc)
             await requests(session, base, WARMUP_CALLS, stream=False)
             await requests(session, base, WARMUP_CALLS // 4, stream=True)
@@ -179,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
         "--chunk-delay-ms", type=float, default=20.0, help="between two chunks of a stream"
     )
     parser.add_argument("--baseline", type=Path, help="also the sidecar of this source tree")
+    parser.add_argument(
+        "--no-user-agent", action="store_true", help="send no User-Agent (as wrk does)"
+    )
     args = parser.parse_args(argv)
     load = os.getloadavg()
     results = asyncio.run(run(args))
