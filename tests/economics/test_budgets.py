@@ -12,6 +12,7 @@ import orjson
 import pytest
 import redis.asyncio
 
+from sluice_sidecar.contract import LlmBudget, LlmPolicy, compile_policies
 from sluice_sidecar.contract.periods import period_of
 from tests.economics.conftest import budget
 from tests.support.redis_server import free_port
@@ -26,6 +27,7 @@ from tests.support.simulator import SimulatedLLM
 from tests.support.waiting import wait_until
 
 MESSAGES = [{"role": "user", "content": "Name three rivers"}]
+GAUGES = ("llm_budget_spent_usd", "llm_budget_limit_usd", "llm_budget_spent_tokens")
 # $1 per token makes the arithmetic readable: a call's cost is its token count in dollars.
 DOLLAR_PER_TOKEN = {"m": {"inputPer1M": 1_000_000, "outputPer1M": 1_000_000}}
 
@@ -358,3 +360,27 @@ async def test_a_settlement_redis_missed_is_sent_again(
     row = body["budgets"][0]
     assert Decimal(row["spentUSD"]) == answer.usage.total_tokens
     assert row["reservedUSD"] == "0"
+
+
+async def test_a_budget_the_configuration_drops_leaves_the_metrics(
+    llm: SimulatedLLM, economics_sidecar
+) -> None:
+    sidecar = await economics_sidecar(
+        priced_policy(llm), [budget("team", limits={"costUSD": 100}), budget("other")]
+    )
+    async with client(sidecar) as c:
+        await c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=10)
+    before = await sidecar.metrics_text()
+    assert 'llm_budget_spent_usd{budget="tests/team"' in before
+    assert 'llm_budget_limit_usd{budget="tests/team"' in before
+    without_team = compile_policies(
+        [LlmPolicy.model_validate(priced_policy(llm))], [LlmBudget.model_validate(budget("other"))]
+    )
+    status, _ = await sidecar.admin(
+        "PUT", "/admin/config", json=without_team.model_dump(mode="json", by_alias=True)
+    )
+    assert status == 200
+    after = await sidecar.metrics_text()
+    # Its spend and limit are no longer reported as if it were still enforced.
+    gauges = [line for line in after.splitlines() if line.startswith(GAUGES)]
+    assert gauges and not [line for line in gauges if 'budget="tests/team"' in line]

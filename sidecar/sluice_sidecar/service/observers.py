@@ -8,6 +8,7 @@ past a threshold, one warning line.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from sluice_sidecar.contract.budget_maths import (
     BUDGET_LEVELS,
@@ -31,6 +32,11 @@ class BudgetObserver:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._levels: dict[str, tuple[str, BudgetLevel]] = {}  # budget -> (period key, level)
+
+    def keep(self, budgets: Collection[str]) -> None:
+        """Forget the levels of every budget not in ``budgets`` (the configuration's)."""
+        for gone in set(self._levels) - set(budgets):
+            del self._levels[gone]
 
     def refused(self, rule: BudgetRule, refused: Refusal) -> None:
         self._metrics.budget_refusals.labels(

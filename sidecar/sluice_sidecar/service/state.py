@@ -200,6 +200,10 @@ class SidecarState:
             if not waiter.done():
                 waiter.set_result(runtime.version)
         self.metrics.set_config_version(runtime.version)
+        # A budget the new configuration dropped is no longer reported (nor its level kept).
+        budgets = {rule.identity for rule in runtime.budget_rules}
+        self.metrics.keep_budgets(budgets)
+        self._budget_observer.keep(budgets)
         self.metrics.config_reloads.labels("applied").inc()
         logger.info(
             "configuration %s applied from %s (was %s; policies: %s)",
