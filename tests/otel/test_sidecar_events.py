@@ -91,6 +91,7 @@ async def test_retries_breaker_fallback_and_cache_hit_are_span_events(
     assert events[retried["spanId"]] == ["sluice.retry", "sluice.fallback"]
     retry = attributes_of(retried["events"][0])
     assert retry["sluice.provider.name"] == "primary"
+    assert retry["sluice.retry.reason"] == "service_unavailable"  # as Prometheus labels it
     assert 0 <= retry["sluice.retry.delay_s"] <= 0.005
     attempts = [s for s in spans if s.get("parentSpanId") == retried["spanId"]]
     assert sorted(

@@ -34,6 +34,7 @@ from sluice_sidecar.observability.otel.handles import (
     UsageView,
 )
 from sluice_sidecar.observability.otel.instruments import Instruments
+from sluice_sidecar.observability.prometheus import reason_label
 
 if TYPE_CHECKING:  # the SDK is imported only when export is on (the package's docstring)
     from sluice_sidecar.observability.otel.providers import Providers
@@ -188,6 +189,7 @@ class _LiveHandle(CallHandle):
             instruments.queue_wait.record(seconds, {attr.SLUICE_QUEUE_PRIORITY: priority})
 
     def retry(self, provider: str, reason: str, delay_s: float, attempt: int) -> None:
+        reason = reason_label(reason)  # the identifier llm_retries_total{reason} has too
         self._event(
             "sluice.retry",
             {
@@ -212,7 +214,7 @@ class _LiveHandle(CallHandle):
             attr.SLUICE_FALLBACK_FROM: from_provider,
             attr.SLUICE_FALLBACK_TO: to_provider,
         }
-        self._event("sluice.fallback", found | {attr.SLUICE_RETRY_REASON: reason})
+        self._event("sluice.fallback", found | {attr.SLUICE_RETRY_REASON: reason_label(reason)})
         if (instruments := self._telemetry._instruments) is not None:
             instruments.fallbacks.add(1, found)
 
