@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -89,6 +90,24 @@ def test_anthropic_stream_usage(size: int) -> None:
     reader = SseUsageReader(strip_openai_usage=True)
     assert _feed(reader, ANTHROPIC_STREAM, size) == ANTHROPIC_STREAM
     assert reader.usage == Usage(12, 7, 3)
+
+
+def _events(stream: bytes) -> list[bytes]:
+    return [event + b"\n\n" for event in stream.split(b"\n\n")[:-1]]
+
+
+@pytest.mark.parametrize("stream", [OPENAI_STREAM, ANTHROPIC_STREAM], ids=["openai", "anthropic"])
+def test_event_aligned_chunks_as_providers_send_them_are_read_alike(stream: bytes) -> None:
+    """One event per chunk (what providers send, and the path that passes chunks on uncopied)
+    reads the same usage and passes on the same bytes as any other chunking."""
+    aligned, whole = (
+        SseUsageReader(strip_openai_usage=True),
+        SseUsageReader(strip_openai_usage=True),
+    )
+    out = b"".join(aligned.feed(event) for event in _events(stream)) + aligned.flush()
+    assert out == _feed(whole, stream, len(stream))
+    assert aligned.usage == whole.usage and aligned.usage is not None
+    assert aligned.final == whole.final
 
 
 def test_stream_without_usage_is_unknown() -> None:

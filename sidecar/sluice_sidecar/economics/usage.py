@@ -89,6 +89,8 @@ class SseUsageReader:
         return Usage(self._input, self._output, self._cached) if self.found else None
 
     def feed(self, chunk: bytes) -> bytes:
+        if not self._pending and chunk.endswith(b"\n\n") and not _has_usage(chunk):
+            return chunk  # the common chunk: whole events without usage, passed on uncopied
         # Only the new bytes (and the 3 before them, for a separator split across chunks) can
         # end an event: a stream trickled in small chunks costs linear time, not quadratic.
         held = len(self._pending)
