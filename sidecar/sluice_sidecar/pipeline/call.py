@@ -76,7 +76,8 @@ class Call:
     usage: Usage | None = None  # what the provider reported; None: unknown (yet)
     cost: Decimal | None = None  # None: unknown usage or unpriced model
     # Attempts that reached a provider and got no answer (it may bill them): appended by the
-    # upstream stage, priced by metering (recorded apart) and budget (charged) stages.
+    # upstream stage (batching copies a merged call's share to each caller), priced by
+    # metering (recorded apart) and budget (charged) stages.
     lost_attempts: list[LostAttempt] = field(default_factory=list)
     # Written by cache (hit, miss, bypass) and coalesce (hit, for a shared answer); read by
     # latency (a hit is not a provider's latency), metering (saved cost) and the data port.
@@ -97,7 +98,8 @@ class Call:
     # and the stream heartbeats. None: no prediction (a call without a model).
     estimate_s: float | None = None
     # Written by upstream (when the first attempt was sent, and the time spent in attempts,
-    # failed ones included); read by the data port's Server-Timing (queue, upstream).
+    # failed ones included; batching copies a merged call's to each caller); read by the data
+    # port's Server-Timing (queue, upstream).
     first_attempt_at: float | None = None
     upstream_s: float = 0.0
     # Written by latency when the operation has adaptive attempt timeouts: seconds by provider
