@@ -1,7 +1,8 @@
 """Fixtures for tests against a real local control plane (see docs/testing.md).
 
 Session-scoped: ``k8s_binaries``, ``control_plane``, ``helm``, ``service_account_kubeconfig``,
-``loopback_ips``, ``images``. Per test: ``namespace``, ``fake_kubelet``. Tests that need a
+``loopback_ips``, ``images``. Per module: ``simulator``, ``helm_cluster``. Per test:
+``namespace``, ``fake_kubelet``. Tests that need a
 program that ``e2e/k8s/build`` has not built FAIL with the reason it recorded (a build that
 failed must never look like a green run). When a test that used the control plane fails, the
 tail of every component's log is added to its report.
@@ -11,17 +12,19 @@ from __future__ import annotations
 
 import re
 import secrets
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from e2e.harness import processes, rbac
+from e2e.harness import net, processes, rbac
 from e2e.harness.binaries import Binaries, BinariesUnavailable, find_binaries
 from e2e.harness.client import ApiError, JsonObject
 from e2e.harness.controlplane import ControlPlane
 from e2e.harness.helm_cluster import HelmCluster
 from e2e.harness.kubelet import FakeKubelet, IpAllocator, KubeletFactory, LaunchFactory
+from e2e.harness.processes import wait_until
 from e2e.harness.rbac import ServiceAccountFactory
 from e2e.harness.services import ServiceProxy
 from e2e.image_fixtures import images
@@ -196,6 +199,22 @@ def sluice(
     finally:
         print("---- operator log (tail) ----\n" + deployment.logs())
         deployment.stop_operator()
+
+
+@pytest.fixture(scope="module")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The simulated provider as a process of its own (pods' sidecars reach it at 127.0.0.1);
+    its OpenAI base URL."""
+    port = net.free_port()
+    proc = processes.ManagedProcess(
+        "simulator",
+        [sys.executable, "-m", "tests.support.simulator", "--port", str(port)],
+        tmp_path_factory.mktemp("sim") / "simulator.log",
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    wait_until(lambda: net.accepts_connections("127.0.0.1", port), 20, what="the simulator")
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.stop()
 
 
 @pytest.fixture(scope="module")

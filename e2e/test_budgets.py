@@ -3,16 +3,12 @@ LlmBudget.status, a hard limit then blocks both, and a deleted pod's spend is ke
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import openai
 import pytest
 import yaml
 
-from e2e.harness import net, processes
 from e2e.harness.controlplane import ControlPlane
 from e2e.harness.processes import wait_until
 from e2e.sluice import SluiceDeployment, sidecar_admin, sidecar_launch
@@ -22,20 +18,6 @@ from sluice_sidecar.contract.pod import DATA_PORT
 pytestmark = pytest.mark.e2e
 LIMIT = Decimal("0.01")
 BUDGETS = "/apis/sluice.dev/v1alpha1/namespaces/{ns}/llmbudgets"
-
-
-@pytest.fixture(scope="module")
-def simulator(tmp_path_factory) -> Iterator[str]:
-    port = net.free_port()
-    proc = processes.ManagedProcess(
-        "simulator",
-        [sys.executable, "-m", "tests.support.simulator", "--port", str(port)],
-        tmp_path_factory.mktemp("sim") / "simulator.log",
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    wait_until(lambda: net.accepts_connections("127.0.0.1", port), 20, what="the simulator")
-    yield f"http://127.0.0.1:{port}/v1"
-    proc.stop()
 
 
 def manifests(upstream: str) -> str:

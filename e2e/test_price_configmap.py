@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,6 @@ import openai
 import pytest
 import yaml
 
-from e2e.harness import net, processes
 from e2e.harness.controlplane import ControlPlane
 from e2e.harness.kubelet import Launch, LaunchFactory, PodSlot
 from e2e.harness.processes import wait_until
@@ -63,20 +61,6 @@ def test_prices_values_reach_the_injected_pod(helm: Path) -> None:
     pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "a"}]}}
     volumes = {v["name"]: v for v in inject(pod, settings, server_minor=35)["spec"]["volumes"]}
     assert volumes[PRICES_VOLUME]["configMap"]["name"] == PRICES
-
-
-@pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[str]:
-    port = net.free_port()
-    proc = processes.ManagedProcess(
-        "simulator",
-        [sys.executable, "-m", "tests.support.simulator", "--port", str(port)],
-        tmp_path / "simulator.log",
-        cwd=ROOT,
-    )
-    wait_until(lambda: net.accepts_connections("127.0.0.1", port), 20, what="the simulator")
-    yield f"http://127.0.0.1:{port}/v1"
-    proc.stop()
 
 
 @pytest.fixture

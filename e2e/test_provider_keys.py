@@ -13,15 +13,12 @@ plays that refresh by writing the file itself, where ``sidecar_launch`` mounted 
 
 from __future__ import annotations
 
-import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from e2e.harness import net, processes
 from e2e.harness.controlplane import ControlPlane
 from e2e.harness.processes import wait_until
 from e2e.sluice import SluiceDeployment, sidecar_launch
@@ -37,20 +34,6 @@ from sluice_sidecar.contract.pod import ADMIN_PORT, DATA_PORT
 
 pytestmark = pytest.mark.e2e
 SECRET, KEY = "sim-key", "apiKey"
-
-
-@pytest.fixture(scope="module")
-def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = net.free_port()
-    proc = processes.ManagedProcess(
-        "simulator",
-        [sys.executable, "-m", "tests.support.simulator", "--port", str(port)],
-        tmp_path_factory.mktemp("sim") / "simulator.log",
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    wait_until(lambda: net.accepts_connections("127.0.0.1", port), 20, what="the simulator")
-    yield f"http://127.0.0.1:{port}/v1"
-    proc.stop()
 
 
 def call(ip: str) -> str:
