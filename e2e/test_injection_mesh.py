@@ -16,11 +16,10 @@ import yaml
 from e2e.harness.controlplane import ControlPlane
 from e2e.harness.processes import wait_until
 from e2e.sluice import SluiceDeployment, sidecar_admin, sidecar_launch
-from e2e.test_budgets import call, manifests, own_spend, simulator
+from e2e.test_budgets import call, manifests, own_spend
 from e2e.workloads import admin_token, deployment, running_sidecars
 
 pytestmark = pytest.mark.e2e
-__all__ = ["simulator"]  # the fixture, shared with test_budgets.py
 
 # Every port Istio's sidecar uses in a Pod (istio.io, "Ports used by Istio").
 ISTIO_PORTS = (15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090)

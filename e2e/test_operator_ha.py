@@ -23,11 +23,10 @@ from e2e.operator_replicas import (
     install,
     start_replica,
 )
-from e2e.test_budgets import budget_status, call, manifests, own_spend, simulator
+from e2e.test_budgets import budget_status, call, manifests, own_spend
 from e2e.workloads import admin_token, configmap_version, deployment, running_sidecars, versions
 
 pytestmark = pytest.mark.e2e
-__all__ = ["simulator"]  # the module fixture, shared with test_budgets
 NAMESPACE = "studio"
 LIFETIME_S = 5  # a dead replica's peering record expires after this
 
