@@ -17,6 +17,7 @@ from sluice_operator.injection import INJECTED_LABEL
 from sluice_operator.kube import Body, Kube
 from sluice_operator.pusher import Pusher, target_of
 from sluice_operator.reconcile import Reconciler
+from sluice_operator.rounds import NamespaceRounds
 from sluice_operator.settings import OperatorSettings
 from sluice_operator.workloads import (
     MISSING_KEYS_ANNOTATION,
@@ -37,25 +38,26 @@ class KeyReports:
         self.pusher = pusher
         self.settings = settings
         self.reconciler = reconciler
-        self._last: dict[str, float] = {}
+        self._rounds = NamespaceRounds(settings.usage_interval_s)
 
     async def collect(self, namespace: str) -> None:
         """Once per interval per namespace, however many policies' timers ask."""
-        now = asyncio.get_running_loop().time()
-        if now - self._last.get(namespace, -1e9) < self.settings.usage_interval_s / 2:
-            return
-        self._last[namespace] = now
-        pods = await self.kube.pods(namespace, f"{INJECTED_LABEL}=true")
-        waiting = [p for p in pods if pod_ready(p) and _annotations(p).get(MISSING_KEYS_ANNOTATION)]
-        if not waiting:
-            return
-        token = await self.kube.read_admin_token(namespace, self.settings.admin_token_secret)
-        if token is None:
-            return
-        changed = [p for p in await asyncio.gather(*(self._ask(p, token) for p in waiting)) if p]
+        async with self._rounds.round(namespace) as due:
+            changed = await self._ask_waiting(namespace) if due else []
         if changed:
             logger.info("%s: keys now mounted in %s", namespace, ", ".join(changed))
             await self.reconciler.reconcile(namespace)
+
+    async def _ask_waiting(self, namespace: str) -> list[str]:
+        """The pods whose sidecars' missing keys changed since their push."""
+        pods = await self.kube.pods(namespace, f"{INJECTED_LABEL}=true")
+        waiting = [p for p in pods if pod_ready(p) and _annotations(p).get(MISSING_KEYS_ANNOTATION)]
+        if not waiting:
+            return []
+        token = await self.kube.read_admin_token(namespace, self.settings.admin_token_secret)
+        if token is None:
+            return []
+        return [p for p in await asyncio.gather(*(self._ask(p, token) for p in waiting)) if p]
 
     async def _ask(self, pod: Body, token: str) -> str | None:
         """The pod's name when its sidecar's missing keys changed (and are recorded)."""

@@ -9,15 +9,8 @@ from sluice_operator.metrics import OperatorMetrics
 from sluice_operator.pusher import Pusher
 from sluice_operator.reconcile import Reconciler
 from sluice_operator.settings import OperatorSettings
-from tests.operator.fake_kube import OPENAI, FakeKube, policy
-
-
-class WritingFakeKube(FakeKube):
-    """The fake, keeping the status patches it is sent (a later read sees them)."""
-
-    async def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        (body,) = [p for p in self.policies_ if p["metadata"]["name"] == name]
-        body["status"] = status
+from tests.operator.fake_kube import OPENAI, policy
+from tests.operator.reconcile_kube import ReconcileKube
 
 
 def missed(name: str) -> dict[str, Any]:
@@ -33,7 +26,7 @@ def missed(name: str) -> dict[str, Any]:
 
 
 async def test_each_missed_pod_is_warned_about_once_and_counted_per_policy() -> None:
-    kube = WritingFakeKube(
+    kube = ReconcileKube(
         policies_=[
             policy(
                 "studio", {"selector": {"matchLabels": {"app": "studio"}}, "providers": [OPENAI]}
