@@ -58,6 +58,9 @@ def _script(
     )
 
 
+START_ATTEMPTS = 3
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -107,6 +110,18 @@ service:
 """
 
     def start(self) -> None:
+        """Start it; ports another process took between choosing and binding are chosen again
+        (free_port cannot hold them)."""
+        for _ in range(START_ATTEMPTS - 1):
+            try:
+                return self._start()
+            except RuntimeError:
+                if "address already in use" not in self.log_tail():
+                    raise
+                self.grpc_port, self.http_port = free_port(), free_port()
+        self._start()
+
+    def _start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         config = self.directory / "collector.yaml"
         config.write_text(self.config())
