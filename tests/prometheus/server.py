@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import math
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,16 +55,27 @@ class Prometheus:
             return [{"metric": {}, "value": float(data["result"][1])}]
         return [{"metric": r["metric"], "value": float(r["value"][1])} for r in data["result"]]
 
-    async def has_data(self, promql: str) -> bool:
-        """At least one sample that is a number (not NaN: a quantile of no observations)."""
-        return any(not math.isnan(s["value"]) for s in await self.query(promql))
+    async def has_data(self, promql: str, *, since: float | None = None) -> bool:
+        """At least one sample that is a number (not NaN: a quantile of no observations): now,
+        or with ``since`` (a Unix time) at any second from then to now, as a dashboard whose
+        time range covers that period would show it."""
+        if since is None:
+            return any(not math.isnan(s["value"]) for s in await self.query(promql))
+        data = await self.api(
+            "query_range", query=promql, start=f"{since:.3f}", end=f"{time.time():.3f}", step="1"
+        )
+        values = (float(v) for series in data["result"] for _, v in series["values"])
+        return any(not math.isnan(v) for v in values)
 
-    async def without_data(self, promql: list[str], *, limit_s: float) -> list[str]:
-        """The queries still without data once all have it or ``limit_s`` has passed."""
+    async def without_data(
+        self, promql: list[str], *, limit_s: float, since: float | None = None
+    ) -> list[str]:
+        """The queries still without data (``has_data``) once all have it or ``limit_s`` has
+        passed."""
         empty = list(promql)
 
         async def all_have_data() -> bool:
-            empty[:] = [q for q in empty if not await self.has_data(q)]
+            empty[:] = [q for q in empty if not await self.has_data(q, since=since)]
             return not empty
 
         with contextlib.suppress(TimeoutError):  # then the caller names the empty ones
