@@ -9,6 +9,7 @@ the operator on the real control plane (e2e/test_operator_dashboard.py).
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,7 @@ async def test_every_sidecar_panel_query_returns_data_from_a_real_prometheus(
     scene: Scene,
 ) -> None:
     prometheus, studio = scene.prometheus, scene.sidecars["studio"]
+    started = time.time()
     await traffic.push_external_spend(studio)
     for n in (1, 2):
         await traffic.studio_round(studio, scene.primary, scene.backup, n)
@@ -81,7 +83,11 @@ async def test_every_sidecar_panel_query_returns_data_from_a_real_prometheus(
         await ingested(scene)
 
     panel_queries = queries(SIDECAR_DASHBOARDS)
-    empty = await prometheus.without_data([q.promql() for q in panel_queries], limit_s=20)
+    # Over the traffic's whole period, as a dashboard showing it would (a slow run can leave
+    # the one-minute rates empty at its end).
+    empty = await prometheus.without_data(
+        [q.promql() for q in panel_queries], limit_s=20, since=started
+    )
     assert not [(q.dashboard, q.panel, q.promql()) for q in panel_queries if q.promql() in empty]
     assert len(panel_queries) >= 50
     for variable, match, label in variable_lookups(SIDECAR_DASHBOARDS):
