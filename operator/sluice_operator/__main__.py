@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 import kopf
 
-from sluice_operator import handlers  # noqa: F401 - registers the handlers
+from sluice_operator import (
+    handlers,  # noqa: F401 - registers the handlers
+    logs,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,12 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    # The API client logs whole response bodies at debug level: never useful, often secret.
-    logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
+    logs.configure(verbose=args.verbose)
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,
