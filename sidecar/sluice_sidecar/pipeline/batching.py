@@ -24,6 +24,7 @@ takes the attempts made so far along and is charged as a cancelled call.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ import orjson
 from sluice_sidecar.economics.batch_stats import BatchStats
 from sluice_sidecar.economics.cache_key import credential_hash
 from sluice_sidecar.errors import UpstreamError
+from sluice_sidecar.observability import otel
 from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call, Next
 from sluice_sidecar.transports.base import UpstreamReply
@@ -49,6 +51,10 @@ class _Batch:
     merged: Call | None = None  # the call sent for the whole batch, once it is made
     task: asyncio.Task[None] | None = None  # the merged call, once the batch is closed
     left: int = 0  # callers gone (deadline, disconnect) after their inputs went upstream
+    # Per caller, beside ``calls``: its telemetry, and its context, so the merged call runs in
+    # the first caller's (its attempts are that caller's, linked to the others' traces).
+    handles: list[otel.CallHandle] = field(default_factory=list)
+    contexts: list[contextvars.Context] = field(default_factory=list)
 
 
 class BatchingStage:
@@ -76,6 +82,8 @@ class BatchingStage:
             )
         batch.calls.append(call)
         batch.inputs.append(inputs)
+        batch.handles.append(otel.current_call())
+        batch.contexts.append(contextvars.copy_context())
         batch.size += len(inputs)
         assert batch.done is not None
         if batch.size >= spec.max_batch_size:
@@ -97,7 +105,11 @@ class BatchingStage:
         if batch.timer is not None:
             batch.timer.cancel()
             batch.timer = None
-        task = asyncio.get_running_loop().create_task(self._send(batch, next_stage))
+        # In the first caller's context whoever closes it (the timer, or the caller that
+        # filled it): the merged call's attempts are that caller's.
+        context = batch.contexts[0] if batch.contexts else None
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._send(batch, next_stage), context=context)
         batch.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -106,7 +118,7 @@ class BatchingStage:
         """A caller gone while it waited (its deadline, or it disconnected)."""
         if batch.merged is None:  # not sent yet: its inputs stay out of the merged call
             position = _position(batch, call)
-            del batch.calls[position]
+            del batch.calls[position], batch.handles[position], batch.contexts[position]
             batch.size -= len(batch.inputs.pop(position))
             if not batch.calls and self._open.get(key) is batch:
                 del self._open[key]
@@ -161,6 +173,7 @@ class BatchingStage:
             lost_attempts=[],
         )
         batch.merged = merged
+        batch.handles[0].batched(batch.handles[1:])
         self._stats.batches += 1
         self._stats.requests_batched += len(batch.calls)
         self._stats.inputs_batched += batch.size

@@ -45,6 +45,7 @@ SLUICE_QUEUE_PRIORITY: Final = "sluice.queue.priority"
 SLUICE_BUDGET: Final = "sluice.budget.name"
 SLUICE_BUDGET_REASON: Final = "sluice.budget.reason"
 SLUICE_BUDGET_ENFORCEMENT: Final = "sluice.budget.enforcement"
+SLUICE_BATCH_CALLS: Final = "sluice.batch.calls"  # callers merged into one embeddings call
 SLUICE_COST: Final = "sluice.cost_usd"
 
 # The route a call came in on -> the conventions' operation name (never X-LLM-Operation).

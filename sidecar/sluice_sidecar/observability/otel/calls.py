@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
 from sluice_sidecar.observability.otel import attributes as attr
 from sluice_sidecar.observability.otel.handles import (
@@ -79,6 +80,7 @@ class CallTelemetry:
 class _LiveHandle(CallHandle):
     __slots__ = (
         "_attrs",
+        "_batched",
         "_context_token",
         "_error_type",
         "_last_chunk",
@@ -107,6 +109,7 @@ class _LiveHandle(CallHandle):
         self._last_chunk: float | None = None
         self._span: Span | None = None
         self._context_token: object | None = None
+        self._batched: list[Span] = []  # the other callers' spans of a merged call this one sends
         tracer = telemetry._tracer
         if tracer is not None:
             parent = propagate.extract(call.client_headers)
@@ -160,7 +163,10 @@ class _LiveHandle(CallHandle):
             context=trace.set_span_in_context(self._span),
             kind=SpanKind.CLIENT,
             attributes=attributes,
+            links=[Link(other.get_span_context()) for other in self._batched],
         )
+        for other in self._batched:  # each caller's trace leads to the attempt its input took
+            other.add_link(span.get_span_context(), {attr.SLUICE_ATTEMPT: number})
         return Attempt(span, on_stream)
 
     def _streamed(self, first_chunk: bytes) -> None:
@@ -170,6 +176,16 @@ class _LiveHandle(CallHandle):
     def _event(self, name: str, attributes: dict[str, Any]) -> None:
         if self._span is not None:
             self._span.add_event(name, attributes)
+
+    def batched(self, others: Sequence[CallHandle]) -> None:
+        """This call is sent for itself and ``others`` merged (embeddings batching): its
+        attempts link to their spans and theirs to its attempts; every one gets the event."""
+        spans = [o._span for o in others if isinstance(o, _LiveHandle) and o._span is not None]
+        self._batched = spans
+        calls = {attr.SLUICE_BATCH_CALLS: len(others) + 1}
+        self._event("sluice.batched", calls)
+        for span in spans:
+            span.add_event("sluice.batched", calls)
 
     def cache_hit(self) -> None:
         # The saved cost is known once metering priced the replayed answer: counted at end().

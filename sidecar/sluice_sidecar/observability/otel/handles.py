@@ -8,7 +8,7 @@ pipeline's objects, so this package does not import the pipeline.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
@@ -124,6 +124,7 @@ class CallHandle:
     def attempt(self, provider: ProviderView, model: str | None, number: int) -> Attempt:
         return NO_ATTEMPT
 
+    def batched(self, others: Sequence[CallHandle]) -> None: ...
     def cache_hit(self) -> None: ...
     def coalesced(self) -> None: ...
     def queue_waited(self, seconds: float, priority: str) -> None: ...
