@@ -1,11 +1,11 @@
 """Sluice on the real control plane: CRDs, the operator under least privilege, sidecar pods.
 
 ``SluiceDeployment.install`` does what ``helm install`` does for the parts a test needs (CRDs,
-the operator's ClusterRole from the chart's rules file, a ServiceAccount bound to it, the
-MutatingWebhookConfiguration pointing at the operator), then starts ``python -m
-sluice_operator`` with that ServiceAccount's kubeconfig. ``sidecar_launch`` plays the
-container runtime for injected Pods: it runs the real sidecar at the Pod's loopback IP with the
-ports, ConfigMap and admin token the injected container declares.
+the operator's ClusterRole and its Role in its own namespace from the chart's rules files, a
+ServiceAccount bound to both, the MutatingWebhookConfiguration pointing at the operator),
+then starts ``python -m sluice_operator`` with that ServiceAccount's kubeconfig.
+``sidecar_launch`` plays the container runtime for injected Pods: it runs the real sidecar at
+the Pod's loopback IP with the ports, ConfigMap and admin token the injected container declares.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from sluice_sidecar.contract.pod import ADMIN_PORT_NAME, PodEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES_FILE = ROOT / "helm/sluice/files/operator-clusterrole-rules.yaml"
+ROLE_RULES_FILE = ROOT / "helm/sluice/files/operator-role-rules.yaml"
 OPERATOR_NAMESPACE = "sluice-system"
 WEBHOOK_CONFIGURATION = "sluice-sidecar-injector"
 CRD_NAMES = ("llmpolicies.sluice.dev", "llmbudgets.sluice.dev")
@@ -99,6 +100,41 @@ def webhook_configuration(port: int) -> dict[str, Any]:
     }
 
 
+def grant_namespace_rules(cp: ControlPlane) -> None:
+    """The chart's Role and RoleBinding in the operator's namespace (its webhook certificate),
+    applied and in effect before the operator starts."""
+    meta = {"name": "sluice-operator", "namespace": OPERATOR_NAMESPACE}
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta}
+    role["rules"] = yaml.safe_load(ROLE_RULES_FILE.read_text())
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": meta["name"]},
+        "subjects": [{"kind": "ServiceAccount", **meta}],
+    }
+    cp.apply(yaml.safe_dump_all([role, binding]))
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": f"system:serviceaccount:{OPERATOR_NAMESPACE}:sluice-operator",
+            "resourceAttributes": {
+                "verb": "get",
+                "resource": "secrets",
+                "name": "sluice-webhook-tls",
+                "namespace": OPERATOR_NAMESPACE,
+            },
+        },
+    }
+    path = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+    processes.wait_until(
+        lambda: cp.request("POST", path, review)["status"].get("allowed"),
+        30,
+        what="the operator's Role to take effect",
+    )
+
+
 def wait_for_crds(cp: ControlPlane, timeout: float = 30) -> None:
     """Wait until both CRDs are Established (``kubectl wait`` fails when it looks before the
     API server has written any condition)."""
@@ -129,6 +165,7 @@ class SluiceDeployment:
         wait_for_crds(cp)
         rules = yaml.safe_load(RULES_FILE.read_text())
         kubeconfig = sa_kubeconfig("sluice-operator", namespace=OPERATOR_NAMESPACE, rules=rules)
+        grant_namespace_rules(cp)
         port = net.free_port()
         cp.apply(yaml.safe_dump(webhook_configuration(port)))
         return cls(cp, kubeconfig, workdir, port, net.free_port())

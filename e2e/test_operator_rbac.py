@@ -28,8 +28,6 @@ ALLOWED = [
     ("patch", "apps", "deployments", ""),
     ("create", "", "secrets", ""),
     ("get", "", "secrets", "sluice-sidecar-admin"),
-    ("get", "", "secrets", "sluice-webhook-tls"),
-    ("update", "", "secrets", "sluice-webhook-tls"),
     ("create", "", "configmaps", ""),
     ("update", "", "configmaps", ""),
     ("patch", "sluice.dev", "llmpolicies/status", ""),
@@ -54,6 +52,8 @@ DENIED = [
     ("watch", "", "secrets", ""),
     ("update", "", "secrets", ""),
     ("update", "", "secrets", "sluice-sidecar-admin"),
+    ("get", "", "secrets", "sluice-webhook-tls"),  # its certificate: only in its own namespace
+    ("update", "", "secrets", "sluice-webhook-tls"),
     ("delete", "", "secrets", ""),
     ("delete", "", "configmaps", ""),
     ("list", "", "configmaps", ""),
@@ -66,10 +66,24 @@ DENIED = [
     ("get", "", "nodes", ""),
 ]
 
+# In the operator's own namespace (the chart's Role), besides the above.
+ALLOWED_AT_HOME = [
+    ("get", "", "secrets", "sluice-webhook-tls"),
+    ("update", "", "secrets", "sluice-webhook-tls"),
+]
+DENIED_AT_HOME = [
+    ("get", "", "secrets", ""),
+    ("get", "", "secrets", "other"),
+    ("update", "", "secrets", ""),
+    ("delete", "", "secrets", "sluice-webhook-tls"),
+]
 
-def can_i(cp: ControlPlane, verb: str, group: str, resource: str, name: str) -> bool:
+
+def can_i(
+    cp: ControlPlane, verb: str, group: str, resource: str, name: str, namespace: str = "team-a"
+) -> bool:
     plural, _, sub = resource.partition("/")
-    attributes = {"verb": verb, "group": group, "resource": plural, "namespace": "team-a"}
+    attributes = {"verb": verb, "group": group, "resource": plural, "namespace": namespace}
     if sub:
         attributes["subresource"] = sub
     if name:
@@ -88,6 +102,9 @@ def test_the_operator_has_exactly_the_rights_its_design_needs(
 ) -> None:
     assert [a for a in ALLOWED if not can_i(control_plane, *a)] == []
     assert [d for d in DENIED if can_i(control_plane, *d)] == []
+    home = OPERATOR_NAMESPACE
+    assert [a for a in ALLOWED_AT_HOME if not can_i(control_plane, *a, namespace=home)] == []
+    assert [d for d in DENIED_AT_HOME if can_i(control_plane, *d, namespace=home)] == []
 
 
 @pytest.fixture
