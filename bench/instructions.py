@@ -37,6 +37,9 @@ HOST = targets.HOST
 READY_S = 300.0  # start-up under callgrind takes a minute or two on a loaded machine
 WARMUP_CALLS = 20
 POLICY = targets.POLICY
+# The interpreter that runs the sidecar and the relay (not the simulator): this one, or e.g. the
+# venv `bench/interpreters.py /usr/bin/python3` prints, to count another build's instructions.
+PYTHON = os.environ.get("SLUICE_BENCH_PYTHON") or sys.executable
 
 
 def callgrind(argv: list[str], out: Path) -> list[str]:
@@ -63,7 +66,7 @@ def sidecar_argv(workdir: Path, name: str, upstream: str) -> tuple[list[str], st
     policies.mkdir()
     (policies / "bench.yaml").write_text(POLICY.format(upstream=upstream))
     data, admin = targets.free_port(), targets.free_port()
-    argv = [sys.executable, "-m", "sluice_sidecar", "--policy-dir", str(policies),
+    argv = [PYTHON, "-m", "sluice_sidecar", "--policy-dir", str(policies),
             "--host", HOST, "--data-port", str(data), "--admin-port", str(admin)]  # fmt: skip
     return argv, f"http://{HOST}:{data}", f"http://{HOST}:{admin}/readyz"
 
@@ -71,7 +74,7 @@ def sidecar_argv(workdir: Path, name: str, upstream: str) -> tuple[list[str], st
 def relay_argv(upstream: str) -> tuple[list[str], str, str]:
     port = targets.free_port()
     script = str(targets.REPO / "bench" / "passthrough_proxy.py")
-    argv = [sys.executable, script, "--host", HOST, "--port", str(port),
+    argv = [PYTHON, script, "--host", HOST, "--port", str(port),
             "--upstream", upstream.removesuffix("/v1"), "--loop", "uvloop"]  # fmt: skip
     return argv, f"http://{HOST}:{port}", f"http://{HOST}:{port}/v1/models"
 

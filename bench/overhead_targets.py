@@ -262,13 +262,14 @@ def sidecar_missing() -> str | None:
 
 def start_passthrough(
     fleet: Fleet, upstream: Server, name: str = "aiohttp", loop: str = "asyncio",
-    client: str = "aiohttp",
+    client: str = "aiohttp", python: Path | None = None,
 ) -> Server:  # fmt: skip
     """The bare proxy of ``passthrough_proxy.py``: the floor under the sidecar, on ``loop``
-    (asyncio or uvloop) relaying through ``client`` (aiohttp or reqwest)."""
+    (asyncio or uvloop) relaying through ``client`` (aiohttp or reqwest), run by ``python``
+    (this interpreter by default)."""
     port = free_port()
     origin = upstream.base_url.removesuffix("/v1")
-    argv = [sys.executable, str(REPO / "bench" / "passthrough_proxy.py"),
+    argv = [str(python or sys.executable), str(REPO / "bench" / "passthrough_proxy.py"),
             "--host", HOST, "--port", str(port), "--upstream", origin,
             "--loop", loop, "--client", client]  # fmt: skip
     started = time.monotonic()
@@ -285,11 +286,14 @@ def start_sidecar(
     env: dict[str, str] | None = None,
     tree: Path = REPO,
     profile: Path | None = None,
+    python: Path | None = None,
 ) -> Server:
     """The sidecar of ``tree``'s sources (this checkout by default, not whichever one the
     venv's editable install points at), so two trees can be measured side by side.
 
     With ``profile`` it runs under pyinstrument, which writes its session there on exit.
+    With ``python`` (a venv of ``interpreters.prepare``) it runs as ``python -m sluice_sidecar``
+    under that interpreter instead of the project venv's.
     """
     env = {"PYTHONPATH": os.pathsep.join([str(tree / "sidecar"), str(tree)]), **(env or {})}
     policy_dir = fleet.workdir / f"policies-{name}"
@@ -299,8 +303,10 @@ def start_sidecar(
     argv = [str(VENV_BIN / "sluice-sidecar"), "--policy-dir", str(policy_dir), "--host", HOST,
             "--data-port", str(data_port), "--admin-port", str(admin_port)]  # fmt: skip
     if profile is not None:
-        argv[:1] = [str(VENV_BIN / "python"), "-m", "pyinstrument", "-r", "session",
+        argv[:1] = [str(python or VENV_BIN / "python"), "-m", "pyinstrument", "-r", "session",
                     "-o", str(profile), "-m", "sluice_sidecar"]  # fmt: skip
+    elif python is not None:
+        argv[:1] = [str(python), "-m", "sluice_sidecar"]
     started = time.monotonic()
     proc, log = fleet.spawn(name, argv, env=env)
     server = Server(name, proc, f"http://{HOST}:{data_port}/v1", log)

@@ -29,10 +29,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import interpreters
 import overhead_targets as targets
 import overhead_wrk as wrk
 
@@ -91,6 +92,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         type=Path,
         help="run the sidecars under pyinstrument; their sessions are written in this folder",
+    )
+    parser.add_argument(
+        "--python",
+        type=Path,
+        help="also measure the bare relay (aiohttp, uvloop) and the sidecar run by this"
+        " interpreter, in a venv of it with the same packages (made on first use), as"
+        " aiohttp-uvloop@LABEL and sidecar@LABEL",
+    )
+    parser.add_argument(
+        "--python-label", help="LABEL of --python's targets (default: py and its version)"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -185,7 +196,9 @@ def add_overheads(rows: list[dict[str, Any]]) -> None:
         row["added_p99_ms"] = round(row["p99_ms"] - base["p99_ms"], 3)
 
 
-def ratios(rows: list[dict[str, Any]], low: int, high: int) -> dict[str, float | None]:
+def ratios(
+    rows: list[dict[str, Any]], low: int, high: int, label: str | None = None
+) -> dict[str, float | None]:
     def get(target: str, connections: int, key: str) -> float | None:
         for row in rows:
             if row["target"] == target and row["connections"] == connections:
@@ -238,7 +251,34 @@ def ratios(rows: list[dict[str, Any]], low: int, high: int) -> dict[str, float |
             get("sidecar", conns, "cpu_us_per_req"),
             get("sidecar-baseline", conns, "cpu_us_per_req"),
         )
+    if label is not None:
+        found.update(_python_ratios(get, div, label, high))
     return found
+
+
+def _python_ratios(
+    get: Callable[[str, int, str], float | None],
+    div: Callable[[float | None, float | None], float | None],
+    label: str,
+    high: int,
+) -> dict[str, float | None]:
+    """The sidecar under --python over its own relay, over the default sidecar and LiteLLM."""
+    sidecar, relay = f"sidecar@{label}", f"aiohttp-uvloop@{label}"
+    cpu = "cpu_us_per_req"
+    return {
+        f"sidecar@{label}_vs_aiohttp_uvloop@{label}_cpu_per_request": div(
+            get(sidecar, high, cpu), get(relay, high, cpu)
+        ),
+        f"sidecar@{label}_vs_sidecar_cpu_per_request": div(
+            get(sidecar, high, cpu), get("sidecar", high, cpu)
+        ),
+        f"aiohttp_uvloop@{label}_vs_aiohttp_uvloop_cpu_per_request": div(
+            get(relay, high, cpu), get("aiohttp-uvloop", high, cpu)
+        ),
+        f"sidecar@{label}_vs_litellm_rps_{high}c": div(
+            get(sidecar, high, "rps"), get("litellm", high, "rps")
+        ),
+    }
 
 
 def render(report: dict[str, Any]) -> str:
@@ -252,6 +292,10 @@ def render(report: dict[str, Any]) -> str:
             f"commit {meta['commit']}, load average {meta['loadavg_before']} before and"
             f" {meta['loadavg_after']} after, {meta['rounds']} round(s) x {meta['duration_s']} s,"
             " medians",
+            *(
+                f"{label}: {interpreters.summary(facts)}"
+                for label, facts in meta.get("interpreters", {}).items()
+            ),
             "",
         ]
         if meta
@@ -304,6 +348,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if load > 0.5:
         echo(f"note: load average {load:.2f} before the run: other work may skew the figures")
     collector: Collector | None = None
+    other = interpreters.prepare(args.python, args.python_label, echo) if args.python else None
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp, \
             targets.Fleet(Path(tmp), server_cpu) as fleet, \
             contextlib.ExitStack() as stack:  # fmt: skip
@@ -338,6 +383,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     started.append(("sidecar+otlp", server))
                 except CollectorUnavailable as error:
                     skipped["sidecar+otlp"] = str(error)
+            if other is not None:
+                started += start_other_python(fleet, sim, other)
         else:
             skipped["sidecar"] = reason
         if litellm is not None:
@@ -364,6 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "commit": _commit(),
             "machine": targets.describe_cpu(),
             "python": platform.python_version(),
+            "interpreters": _interpreters(other),
             "pinning": f"servers on CPU {server_cpu}, wrk on CPU {load_cpu}" if pin else "none",
             "duration_s": args.duration,
             "warmup_s": args.warmup,
@@ -376,11 +424,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "results": rows,
         "runs": runs,
-        "ratios": ratios(rows, min(args.connections), max(args.connections)),
+        "ratios": ratios(
+            rows, min(args.connections), max(args.connections), other.label if other else None
+        ),
         "servers": servers,
         "skipped": skipped,
         "otlp_received": otlp,
     }
+
+
+def start_other_python(
+    fleet: targets.Fleet, sim: targets.Server, other: interpreters.Interpreter
+) -> list[tuple[str, targets.Server]]:
+    """The bare relay on uvloop (the sidecar's floor) and the sidecar, run by --python."""
+    relay = f"aiohttp-uvloop@{other.label}"
+    started = [(relay, targets.start_passthrough(fleet, sim, relay, "uvloop", python=other.python))]
+    sidecar = f"sidecar@{other.label}"
+    started.append((sidecar, targets.start_sidecar(fleet, sim, sidecar, python=other.python)))
+    return started
+
+
+def _interpreters(other: interpreters.Interpreter | None) -> dict[str, dict[str, Any]]:
+    """What ran the targets: this interpreter, and --python's under its label."""
+    found = {"default": interpreters.describe_default()}
+    if other is not None:
+        found[other.label] = other.facts
+    return found
 
 
 def start_collector(stack: contextlib.ExitStack, workdir: Path, cpu: int | None) -> Collector:
@@ -444,10 +513,11 @@ def _commit() -> str:
 
 
 def _rss_kib(name: str, server: targets.Server) -> int:
-    # The sidecar is one process: its own VmRSS. nginx and LiteLLM may fork: the whole group.
-    if name.startswith("sidecar") or name in {floor for floor, _, _ in FLOORS}:
-        return targets.rss_kib(server.proc.pid)
-    return targets.group_rss_kib(server.proc.pid)
+    # The sidecar and the relays are one process: its own VmRSS. nginx and LiteLLM may fork:
+    # the whole group.
+    if name in {"nginx", "litellm"}:
+        return targets.group_rss_kib(server.proc.pid)
+    return targets.rss_kib(server.proc.pid)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,9 +94,15 @@ async def start_nginx(fleet: targets.Fleet, upstream: str) -> targets.Server:
 
 
 async def start_relay(
-    fleet: targets.Fleet, upstream: str, loop: str, client: str = "aiohttp"
+    fleet: targets.Fleet,
+    upstream: str,
+    loop: str,
+    client: str = "aiohttp",
+    python: Path | None = None,
+    name: str = "",
 ) -> targets.Server:
-    """``passthrough_proxy.py``: the bare relay on asyncio's loop or uvloop, aiohttp or reqwest."""
+    """``passthrough_proxy.py``: the bare relay on asyncio's loop or uvloop, aiohttp or reqwest,
+    run by ``python`` (this interpreter by default)."""
     port = targets.free_port()
     script = str(REPO / "bench" / "passthrough_proxy.py")
     options = {
@@ -106,9 +112,9 @@ async def start_relay(
         "--loop": loop,
         "--client": client,
     }
-    argv = [sys.executable, script, *(item for pair in options.items() for item in pair)]
+    argv = [str(python or sys.executable), script, *(i for pair in options.items() for i in pair)]
     started = time.monotonic()
-    name = f"relay-{loop}" if client == "aiohttp" else f"relay-{client}-{loop}"
+    name = name or (f"relay-{loop}" if client == "aiohttp" else f"relay-{client}-{loop}")
     proc, log = fleet.spawn(name, argv)
     server = targets.Server(name, proc, f"http://{HOST}:{port}", log)
     await _ready(server, server.base_url + "/v1/models", 30, started)
@@ -122,9 +128,10 @@ async def start_sidecar(
     env: dict[str, str],
     profile: Path | None = None,
     tree: Path = REPO,
+    python: Path | None = None,
 ) -> targets.Server:
     """The sidecar of ``tree`` (``python -m sluice_sidecar``; by default this checkout's), with
-    ``env`` for its settings.
+    ``env`` for its settings, run by ``python`` (this interpreter by default).
 
     With ``profile``, it runs under pyinstrument (a sampling profiler), which writes its text
     report there when the sidecar stops.
@@ -135,7 +142,7 @@ async def start_sidecar(
     (policy_dir / "bench.yaml").write_text(policy)
     data_port, admin_port = targets.free_port(), targets.free_port()
     argv = [
-        sys.executable,
+        str(python or sys.executable),
         "-m",
         "sluice_sidecar",
         "--policy-dir",

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import interpreters
 import overhead_targets as targets
 import stream_clients as clients
 import stream_targets
@@ -75,15 +76,29 @@ Starter = Callable[[targets.Fleet, str, Path | None], Awaitable[targets.Server]]
 SIDECAR_ENV = {"SLUICE_ADMIN_TOKEN": "bench"}
 
 
-def _sidecar(loop: str, name: str = "", tree: Path = targets.REPO) -> Starter:
+def _sidecar(
+    loop: str, name: str = "", tree: Path = targets.REPO, python: Path | None = None
+) -> Starter:
     name = name or f"sidecar-{loop}"
     env = SIDECAR_ENV | {"SLUICE_EVENT_LOOP": loop}
 
     def start(fleet: targets.Fleet, upstream: str, profiles: Path | None):  # type: ignore[no-untyped-def]
         profile = profiles / f"{name}.pyisession" if profiles else None
-        return stream_targets.start_sidecar(fleet, upstream, name, env, profile, tree)
+        return stream_targets.start_sidecar(fleet, upstream, name, env, profile, tree, python)
 
     return start
+
+
+def _other_python(other: interpreters.Interpreter) -> dict[str, Starter]:
+    """--python's targets: the bare relay and the sidecar on uvloop, run by that interpreter."""
+    relay, sidecar = f"relay-uvloop@{other.label}", f"sidecar-uvloop@{other.label}"
+
+    def start_relay(fleet: targets.Fleet, upstream: str, _: Path | None):  # type: ignore[no-untyped-def]
+        return stream_targets.start_relay(
+            fleet, upstream, "uvloop", python=other.python, name=relay
+        )
+
+    return {relay: start_relay, sidecar: _sidecar("uvloop", sidecar, python=other.python)}
 
 
 TARGETS: dict[str, Starter] = {
@@ -118,6 +133,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also measure the sidecar (uvloop) of this source tree, e.g. a checkout of the"
         " commit before a change, as the target sidecar-baseline",
     )
+    parser.add_argument(
+        "--python",
+        type=Path,
+        help="also measure the bare relay and the sidecar (uvloop) run by this interpreter, in"
+        " a venv of it with the same packages (made on first use), as relay-uvloop@LABEL and"
+        " sidecar-uvloop@LABEL",
+    )
+    parser.add_argument(
+        "--python-label", help="LABEL of --python's targets (default: py and its version)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument(
@@ -136,6 +161,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.starters["sidecar-baseline"] = baseline
         if "--targets" not in " ".join(argv or sys.argv):
             args.targets += ",sidecar-baseline"
+    args.other = None
+    if args.python is not None:
+        args.other = interpreters.prepare(args.python, args.python_label, echo)
+        other = _other_python(args.other)
+        args.starters |= other
+        if "--targets" not in " ".join(argv or sys.argv):
+            args.targets += "," + ",".join(other)
     args.targets = [t for t in args.targets.split(",") if t]
     unknown = set(args.targets) - {"direct", *args.starters}
     if unknown:
@@ -316,24 +348,34 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """CPU per chunk, per scenario: each sidecar over the bare relay on the same loop, and the
-    sidecar (uvloop) over the baseline tree's (``--baseline``)."""
+    """CPU per chunk, per scenario: each sidecar over the bare relay on the same loop (and
+    interpreter), the sidecar (uvloop) over the baseline tree's (``--baseline``), and each target
+    run by ``--python`` over the same one run by the default interpreter."""
     found: dict[str, float] = {}
     by_key = {(r["scenario"], r["target"]): r for r in rows}
     for (scenario, target), row in by_key.items():
-        if not target.startswith("sidecar-") or not row.get("cpu_us_per_chunk"):
+        if not row.get("cpu_us_per_chunk"):
             continue
-        loop = "uvloop" if target == "sidecar-baseline" else target.removeprefix("sidecar-")
-        below = {"relay": "relay-" + loop}
-        if target == "sidecar-uvloop":
-            below["baseline"] = "sidecar-baseline"
-        for label, other in below.items():
+        for label, other in _compared_with(target).items():
             under = by_key.get((scenario, other))
             if under and under.get("cpu_us_per_chunk"):
                 found[f"{target}/{label} cpu per chunk, {scenario}"] = round(
                     row["cpu_us_per_chunk"] / under["cpu_us_per_chunk"], 2
                 )
     return found
+
+
+def _compared_with(target: str) -> dict[str, str]:
+    """What a target's CPU per chunk is set against, by label."""
+    below = {}
+    if target.startswith("sidecar-"):
+        loop = "uvloop" if target == "sidecar-baseline" else target.removeprefix("sidecar-")
+        below["relay"] = "relay-" + loop
+    if target == "sidecar-uvloop":
+        below["baseline"] = "sidecar-baseline"
+    if "@" in target:  # run by --python: against the same target run by the default python
+        below["default python"] = target.split("@")[0]
+    return below
 
 
 def _git_commit() -> str:
@@ -394,6 +436,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "versions": _versions(),
+        "interpreters": {"default": interpreters.describe_default()}
+        | ({args.other.label: args.other.facts} if args.other else {}),
         "rounds": args.rounds,
         "rows": rows,
         "round_rows": all_rounds,
@@ -411,6 +455,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{result['load_average_before']} -> {result['load_average_after']}, "
         f"{result['versions']}, {args.rounds} round(s), medians"
     )
+    for label, facts in result["interpreters"].items():
+        print(f"{label}: {interpreters.summary(facts)}")
     print(table(result["rows"]))
     for key, value in result["ratios"].items():
         print(f"{key}: {value}")
