@@ -95,6 +95,9 @@ class NamespacePlan:
     workloads: list[WorkloadPlan]  # those whose policies compiled
     problems: list[str]  # workloads whose policies do not compile together (kept as they run)
     missing: list[MissingPod] = field(default_factory=list)
+    # Workloads planned on their fallback before their stored ConfigMaps were read
+    # (``NamespaceState.stored`` None): plan again with them read.
+    unread_fallbacks: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ def plan_namespace(
             report_of[policy.model.identity] = report
     plans = []
     problems = []
+    unread = []
     # Every injected pod gets a configuration, whatever made it: a sidecar without one is
     # never Ready.
     for workload in state.workloads.every():
@@ -150,6 +154,8 @@ def plan_namespace(
             wanted = Configuration.of(compiled, key_secrets_annotation(m for m, _ in matched))
             plans.append(_plan_workload(workload, wanted, matched, known_here))
             continue
+        if state.stored is None:
+            unread.append(workload.name)
         fallback, what = _fallback(state, workload)
         problem = f"{compiled}; meanwhile {state.namespace}/{workload.name} {what}"
         problems.append(problem)
@@ -164,7 +170,7 @@ def plan_namespace(
         for model in selecting:
             report_of[model.identity].missing.append(f"{state.namespace}/{pod['metadata']['name']}")
         missing.append(MissingPod(pod, [m.metadata.name for m in selecting]))
-    return NamespacePlan(state.namespace, reports, plans, problems, missing)
+    return NamespacePlan(state.namespace, reports, plans, problems, missing, unread)
 
 
 @dataclass(frozen=True)
@@ -250,7 +256,7 @@ def _fallback(state: NamespaceState, workload: Workload) -> tuple[Configuration,
     defaults with its budgets (without them when they are what does not compile). Never
     nothing: a new Pod's sidecar without a configuration would never be Ready. The pod
     template is left as it is (no rollout for a fallback)."""
-    stored = _stored_config(state.stored.get(workload.name))
+    stored = _stored_config((state.stored or {}).get(workload.name))
     if stored is not None:
         return Configuration.of(
             stored, None

@@ -7,6 +7,8 @@ pod-template label on another kind of workload) grouped by their ``sluice.dev/wo
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -69,8 +71,9 @@ class NamespaceState:
     workloads: Workloads
     missing: list[Body] = field(default_factory=list)  # opted-in pods without the sidecar
     # workload -> its stored ConfigMap (None: none yet): the last good configuration a
-    # workload keeps while its policies do not compile together
-    stored: Mapping[str, Body | None] = field(default_factory=dict)
+    # workload keeps while its policies do not compile together. Read only for those
+    # (``read_stored``); None: not read.
+    stored: Mapping[str, Body | None] | None = None
 
 
 async def read_namespace(kube: Kube, namespace: str) -> NamespaceState | None:
@@ -85,7 +88,12 @@ async def read_namespace(kube: Kube, namespace: str) -> NamespaceState | None:
     pods = await kube.pods(namespace, "")
     workloads = group_workloads(await kube.deployments(namespace), injected(pods), namespace_labels)
     missing = [p for p in pods if missing_sidecar(p, namespace_labels)]
-    stored = {
-        w.name: await kube.config_map(namespace, config_map_name(w.name)) for w in workloads.every()
-    }
-    return NamespaceState(namespace, policies, budgets, workloads, missing, stored)
+    return NamespaceState(namespace, policies, budgets, workloads, missing)
+
+
+async def read_stored(kube: Kube, state: NamespaceState, workloads: list[str]) -> NamespaceState:
+    """``state`` with the stored ConfigMaps of ``workloads`` (those whose policies do not
+    compile together): one read each, only when a reconcile needs them."""
+    names = [config_map_name(w) for w in workloads]
+    found = await asyncio.gather(*(kube.config_map(state.namespace, n) for n in names))
+    return dataclasses.replace(state, stored=dict(zip(workloads, found, strict=True)))

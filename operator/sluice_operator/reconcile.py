@@ -31,19 +31,20 @@ from sluice_operator.plan import (
     MISSING_HINT,
     NamespacePlan,
     PolicyReport,
+    Running,
     WorkloadPlan,
     count_sidecars,
     plan_namespace,
     policy_status,
 )
 from sluice_operator.pusher import Pusher, target_of
-from sluice_operator.reading import read_namespace
+from sluice_operator.reading import read_namespace, read_stored
 from sluice_operator.settings import OperatorSettings
 from sluice_operator.workloads import missing_keys_annotations
 
 logger = logging.getLogger("sluice.operator.reconcile")
 
-__all__ = ["PolicyReport", "Reconciler"]
+__all__ = ["PolicyReport", "Reconciler", "read_and_plan"]
 
 
 @dataclass
@@ -147,11 +148,10 @@ class Reconciler:
     async def _reconcile(self, namespace: str) -> list[PolicyReport]:
         started = asyncio.get_running_loop().time()
         try:
-            state = await read_namespace(self.kube, namespace)
-            if state is None:
-                return []  # the namespace is gone or going, and everything in it
             known = {w: pods for (ns, w), pods in self._applied.items() if ns == namespace}
-            plan = plan_namespace(state, known)
+            plan = await read_and_plan(self.kube, namespace, known)
+            if plan is None:
+                return []  # the namespace is gone or going, and everything in it
             applied = await self._apply(plan)
             self._report_missing(plan)
             reported = {
@@ -286,6 +286,21 @@ class Reconciler:
                 isinstance(result, ApiException) and result.status == 404
             ):
                 logger.warning("cannot annotate pod %s/%s: %s", namespace, pod, result)
+
+
+async def read_and_plan(
+    kube: Kube, namespace: str, known: Mapping[str, Running] | None = None
+) -> NamespacePlan | None:
+    """The namespace read and planned; None when it is gone or going. The stored ConfigMaps are
+    read only when a workload's policies do not compile together (its fallback is the last
+    one stored), and then that workload is planned again."""
+    state = await read_namespace(kube, namespace)
+    if state is None:
+        return None
+    plan = plan_namespace(state, known)
+    if plan.unread_fallbacks:
+        plan = plan_namespace(await read_stored(kube, state, plan.unread_fallbacks), known)
+    return plan
 
 
 def _plan_inputs(deployment: Mapping[str, Any]) -> tuple[object, ...]:

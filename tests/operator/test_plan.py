@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from sluice_operator.plan import NamespacePlan, count_sidecars, plan_namespace, policy_status
-from sluice_operator.reading import read_namespace
+from sluice_operator.kube import Body
+from sluice_operator.plan import NamespacePlan, count_sidecars, policy_status
+from sluice_operator.reconcile import read_and_plan
 from sluice_operator.workloads import KEY_SECRETS_ANNOTATION, MISSING_KEYS_ANNOTATION
 from tests.operator.fake_kube import (
     ANTHROPIC,
@@ -22,9 +24,9 @@ STUDIO = {"matchLabels": {"app": "studio"}}
 
 
 async def plan_of(kube: FakeKube, known: dict[str, dict[str, str]] | None = None) -> NamespacePlan:
-    state = await read_namespace(kube, "team-a")  # type: ignore[arg-type]
-    assert state is not None
-    return plan_namespace(state, known)
+    plan = await read_and_plan(kube, "team-a", known)  # type: ignore[arg-type]
+    assert plan is not None
+    return plan
 
 
 def statuses(plan: NamespacePlan, applied: dict[str, int]) -> dict[str, tuple[Any, list[Any]]]:
@@ -211,6 +213,32 @@ async def test_policies_that_do_not_compile_together_keep_the_last_good_configur
     assert f"team-a/studio keeps its last good configuration {stored.version}" in message
 
 
+@dataclass
+class CountingKube(FakeKube):
+    config_map_reads: list[str] = field(default_factory=list)
+
+    async def config_map(self, namespace: str, name: str) -> Body | None:
+        self.config_map_reads.append(name)
+        return await super().config_map(namespace, name)
+
+
+async def test_stored_configurations_are_read_only_for_workloads_that_fall_back() -> None:
+    kube = CountingKube(
+        policies_=[policy("studio", {"selector": STUDIO, "providers": [OPENAI]})],
+        deployments_=[
+            deployment("studio", {"app": "studio"}),
+            deployment("batch", {"app": "batch"}),
+        ],
+        pods_=[pod("studio-1", "studio"), pod("batch-1", "batch")],
+    )
+    await plan_of(kube)
+    assert kube.config_map_reads == []  # every workload compiled: nothing to fall back on
+    kube.policies_ = [policy("studio", {"selector": STUDIO, "providers": []}, generation=2)]
+    plan = await plan_of(kube)
+    assert kube.config_map_reads == ["sluice-config-studio"]
+    assert len(plan.problems) == 1 and plan.unread_fallbacks == []
+
+
 async def test_ready_pods_not_running_the_version_are_pushed_to() -> None:
     kube = FakeKube(
         policies_=[policy("studio", {"selector": STUDIO, "providers": [OPENAI]})],
@@ -294,7 +322,7 @@ async def test_budgets_that_select_the_workload_are_compiled_in() -> None:
 
 
 async def test_a_namespace_being_deleted_plans_nothing() -> None:
-    assert await read_namespace(FakeKube(namespace_labels_=None), "team-a") is None  # type: ignore[arg-type]
+    assert await read_and_plan(FakeKube(namespace_labels_=None), "team-a") is None  # type: ignore[arg-type]
 
 
 async def test_each_configmap_is_owned_by_its_deployment() -> None:
