@@ -7,17 +7,23 @@ Logged by the proxy when a call is finished (a stream when its last chunk was re
     120 out, retries: 0, cache: miss, cost: $0.00123, session: run-7)
 
 and the same fields ride on the record as ``record.call`` (a dict), which the JSON log format
-writes as keys of its object. Only what the sidecar measured is logged: names, counts, times,
-money. Never a key, a header value other than the caller's session id, or any prompt or answer
-text. Unknown values are ``null`` (JSON) or ``-`` (text).
+writes as keys of its object. When the sidecar's own handler is the only one the line would
+reach, it is written without a ``LogRecord`` (``logs.sole_handler``): the same line for about
+half the CPU (text; two thirds in JSON, whose ``json.dumps`` stays). Only what the sidecar
+measured is logged: names, counts, times, money. Never a key, a header value other than the
+caller's session id, or any prompt or answer text. Unknown values are ``null`` (JSON) or ``-``
+(text).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+
+from sluice_sidecar.observability.logs import JsonFormatter, sole_handler
 
 logger = logging.getLogger("sluice.calls")
 
@@ -69,22 +75,21 @@ def log_completed(done: Completed) -> None:
     if not enabled():
         return
     outcome = "completed" if done.status < 400 else "failed"
-    logger.info(
-        "LLM Operation: %s %s %s in %dms (status %d, tokens: %s in, %s out, retries: %d,"
-        " cache: %s, cost: %s, session: %s)",
-        done.display_name,
-        done.operation,
-        outcome,
-        done.latency_ms,
-        done.status,
-        _or_dash(done.input_tokens),
-        _or_dash(done.output_tokens),
-        done.retries,
-        done.cache,
-        "-" if done.cost_usd is None else f"${done.cost_usd}",
-        done.session or "-",
-        extra={"call": done.fields()},
+    cost = "-" if done.cost_usd is None else f"${done.cost_usd}"
+    message = (
+        f"LLM Operation: {done.display_name} {done.operation} {outcome} in {done.latency_ms}ms"
+        f" (status {done.status}, tokens: {_or_dash(done.input_tokens)} in,"
+        f" {_or_dash(done.output_tokens)} out, retries: {done.retries}, cache: {done.cache},"
+        f" cost: {cost}, session: {done.session or '-'})"
     )
+    handler = sole_handler(logger, logging.INFO)
+    if handler is None:  # other handlers or filters: the ordinary way, the same line
+        logger.info("%s", message, extra={"call": done.fields()})
+        return
+    formatter = handler.line_formatter
+    # The text line has no use for the fields: only the JSON one writes them.
+    fields = done.fields() if isinstance(formatter, JsonFormatter) else {}
+    handler.write(formatter.line(time.time(), "INFO", logger.name, message, fields))
 
 
 def _or_dash(value: int | None) -> str:
