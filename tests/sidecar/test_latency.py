@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from sluice_sidecar.economics.latency_model import POINTS, LatencyHistory, confidence
+from sluice_sidecar.economics.latency_model import (
+    MAX_PREDICTED,
+    POINTS,
+    LatencyHistory,
+    confidence,
+)
 
 
 def test_duration_scales_with_prompt_tokens() -> None:
@@ -64,3 +69,25 @@ def test_any_prompt_size_predicts_finite_durations(tokens: int) -> None:
     prediction = history.predict("p", "op", tokens)
     assert prediction.high_s < float("inf")
     assert prediction.as_json()["points"] == 2
+
+
+def test_a_remembered_prediction_gives_way_to_the_next_record() -> None:
+    history = LatencyHistory()
+    for _ in range(3):  # asked again and again (a cache hit's header), nothing recorded
+        assert history.predict("p", "op", 100).points == 0
+    history.record("p", "op", 100, 2.0)
+    after = history.predict("p", "op", 100)
+    assert after.points == 1 and after.estimated_s == pytest.approx(2.0)
+    history.record("q", "op", 100, 9.0)  # another key's record leaves this one's alone
+    assert history.predict("p", "op", 100) is after
+    history.record("p", "op", 100, 4.0)
+    assert history.predict("p", "op", 100).points == 2
+
+
+def test_predictions_remembered_are_bounded() -> None:
+    history = LatencyHistory()
+    for tokens in range(1, MAX_PREDICTED + 100):
+        history.predict("p", "op", tokens)
+    assert sum(map(len, history._predicted.values())) == MAX_PREDICTED
+    history.record("p", "op", 10, 1.0)  # drops the key's: room again
+    assert history.predict("p", "op", 10).points == 1

@@ -15,8 +15,10 @@ volume's confidence is multiplied by a factor that reaches ``NOISY_FACTOR`` at a
 ``dump``/``load`` give the saved form (``economics.latency_file`` keeps it in the state
 directory); ``load`` treats it as untrusted. ``in_flight`` lists the calls being served now.
 
-Bounded: ``POINTS`` per key, ``MAX_KEYS`` keys (provider x operation come from the
-configuration). Used by the latency stage and ``GET /admin/estimate``.
+Every call asks for a prediction (a cache hit too): the sorted rates and the predictions by
+prompt size are kept per key until its next record. Bounded: ``POINTS`` per key, ``MAX_KEYS``
+keys (provider x operation come from the configuration), ``MAX_PREDICTED`` predictions in
+all. Used by the latency stage and ``GET /admin/estimate``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sluice_sidecar.economics.stats import percentile
 
 POINTS = 100
 MAX_KEYS = 4096
+MAX_PREDICTED = 4096  # predictions remembered (by key and prompt size) until their key's record
 PRIOR_S_PER_TOKEN = 0.03  # 500 tokens ~ 15 s, the reference design's example
 MIN_TOKENS = 1
 # Prompt sizes are clamped to this before any float arithmetic: an int past ~1e308 tokens would
@@ -108,6 +111,9 @@ class LatencyHistory:
         # (prompt tokens, seconds) per key; the rates are derived from them
         self._series: dict[tuple[str, str], deque[tuple[int, float]]] = {}
         self._sorted: dict[tuple[str, str], list[float]] = {}  # per key, until the next record
+        # Per key, until its next record: predictions by prompt size (sizes repeat).
+        self._predicted: dict[tuple[str, str], dict[int, Prediction]] = {}
+        self._predicted_count = 0
         self.dirty = False  # recorded since the last save
         self.in_flight = InFlightCalls()
 
@@ -120,6 +126,8 @@ class LatencyHistory:
             series = self._series[key] = deque(maxlen=POINTS)
         series.append((clamp_tokens(prompt_tokens), duration_s))
         self._sorted.pop(key, None)
+        if (dropped := self._predicted.pop(key, None)) is not None:
+            self._predicted_count -= len(dropped)
         self.dirty = True
 
     def _rates(self, key: tuple[str, str]) -> list[float]:
@@ -131,8 +139,19 @@ class LatencyHistory:
         return rates
 
     def predict(self, provider: str, operation: str, prompt_tokens: int) -> Prediction:
-        rates = self._rates((provider, operation))
+        key = (provider, operation)
         tokens = clamp_tokens(prompt_tokens)
+        known = self._predicted.get(key)
+        if known is not None and (found := known.get(tokens)) is not None:
+            return found
+        found = self._predict(key, tokens)
+        if self._predicted_count < MAX_PREDICTED:
+            self._predicted.setdefault(key, {})[tokens] = found
+            self._predicted_count += 1
+        return found
+
+    def _predict(self, key: tuple[str, str], tokens: int) -> Prediction:
+        rates = self._rates(key)
         if not rates:
             estimate = PRIOR_S_PER_TOKEN * tokens
             return Prediction(estimate, estimate / 2, estimate * 2, confidence(0), 0)
