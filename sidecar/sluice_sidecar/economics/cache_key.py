@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -36,6 +36,8 @@ EXACT_FLOAT_INTEGERS = (
 MEMO_ENTRIES = 4096
 MEMO_BYTES = 8 * 1024 * 1024  # request bodies held by the memo, at most
 MEMO_BODY_BYTES = 64 * 1024  # a larger body is keyed every time (hashing it is the cost anyway)
+
+V = TypeVar("V")
 
 
 def credential_hash(headers: dict[str, str]) -> str:
@@ -114,34 +116,38 @@ def cache_key(
     return hashlib.sha256(encoded).hexdigest()
 
 
-class KeyMemo:
-    """Keys of recent requests, by the request's exact body bytes and the rest of what the key
-    holds (``context``: everything but the body that goes into ``cache_key``, as hashable
-    values). Whoever owns it clears it when what the context cannot say changes (the
-    configuration: tenant and providers). Oldest entries go first past the bounds."""
+class BodyMemo(Generic[V]):
+    """Values made from recent requests, by the request's exact body bytes and the rest of what
+    the value is made of (``context``, as hashable values). For the cache key, the context is
+    everything but the body that goes into ``cache_key``; the metering stage keeps estimates
+    the same way. Whoever owns one clears it when what the context cannot say changes (the
+    configuration: tenant, providers, prices). Oldest entries go first past the bounds."""
 
     def __init__(self, entries: int = MEMO_ENTRIES, max_bytes: int = MEMO_BYTES) -> None:
-        self._keys: dict[tuple[bytes, Hashable], str] = {}
+        self._values: dict[tuple[bytes, Hashable], V] = {}
         self._entries = entries
         self._max_bytes = max_bytes
         self._bytes = 0
 
-    def get(self, raw_body: bytes, context: Hashable) -> str | None:
-        return self._keys.get((raw_body, context))
+    def get(self, raw_body: bytes, context: Hashable) -> V | None:
+        return self._values.get((raw_body, context))
 
-    def put(self, raw_body: bytes, context: Hashable, key: str) -> None:
-        if len(raw_body) > MEMO_BODY_BYTES or (raw_body, context) in self._keys:
+    def put(self, raw_body: bytes, context: Hashable, value: V) -> None:
+        if len(raw_body) > MEMO_BODY_BYTES or (raw_body, context) in self._values:
             return
-        self._keys[(raw_body, context)] = key
+        self._values[(raw_body, context)] = value
         self._bytes += len(raw_body)
-        while len(self._keys) > self._entries or self._bytes > self._max_bytes:
-            oldest = next(iter(self._keys))
-            del self._keys[oldest]
+        while len(self._values) > self._entries or self._bytes > self._max_bytes:
+            oldest = next(iter(self._values))
+            del self._values[oldest]
             self._bytes -= len(oldest[0])
 
     def clear(self) -> None:
-        self._keys.clear()
+        self._values.clear()
         self._bytes = 0
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._values)
+
+
+KeyMemo = BodyMemo[str]  # the cache keys of recent requests

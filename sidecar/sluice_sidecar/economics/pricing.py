@@ -168,12 +168,10 @@ class PriceTable:
         self._file = file
         self._next_check = time.monotonic() + FILE_CHECK_S
         self._memo: dict[tuple[str | None, str], Price | None] = {}
+        self._generation = 0
 
     def lookup(self, provider: str | None, model: str) -> Price | None:
-        if self._file is not None and time.monotonic() >= self._next_check:
-            self._next_check = time.monotonic() + FILE_CHECK_S
-            if self._file.refresh():
-                self._memo.clear()
+        self._check_file()
         key = (provider, model)
         if key in self._memo:
             return self._memo[key]
@@ -181,6 +179,19 @@ class PriceTable:
         if len(self._memo) < MAX_MEMO:
             self._memo[key] = found
         return found
+
+    def generation(self) -> int:
+        """+1 whenever the file's prices replaced the ones looked up before (the file checked
+        as for a look-up): whoever keeps what it worked out from them starts again."""
+        self._check_file()
+        return self._generation
+
+    def _check_file(self) -> None:
+        if self._file is not None and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + FILE_CHECK_S
+            if self._file.refresh():
+                self._memo.clear()
+                self._generation += 1
 
     def describe(self) -> dict[str, Any]:
         """Where prices come from, for ``GET /admin/usage``."""

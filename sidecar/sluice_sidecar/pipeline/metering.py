@@ -31,6 +31,7 @@ from decimal import Decimal
 
 import orjson
 
+from sluice_sidecar.economics.cache_key import BodyMemo
 from sluice_sidecar.economics.ledger import CallRecord
 from sluice_sidecar.economics.unanswered import lost_spend
 from sluice_sidecar.economics.usage import (
@@ -43,11 +44,14 @@ from sluice_sidecar.economics.usage import (
 from sluice_sidecar.errors import NoProviderForModel, SluiceError
 from sluice_sidecar.observability.prometheus import Metrics
 from sluice_sidecar.pipeline.call import Call, Estimate, Next
+from sluice_sidecar.pipeline.runtime import Runtime
 from sluice_sidecar.transports.base import UpstreamReply
 
 logger = logging.getLogger("sluice.cost")
 USAGE_KINDS = frozenset({"chat", "completions"})  # OpenAI routes with stream_options
 MAX_WARNED_MODELS = 1024
+ESTIMATE_MEMO_ENTRIES = 1024
+ESTIMATE_MEMO_BYTES = 2 * 1024 * 1024  # request bodies the estimates' memo holds, at most
 CLIENT_CLOSED = 499  # the status a cancelled call is recorded with (nginx's convention)
 
 Recorder = Callable[[CallRecord], None]
@@ -58,6 +62,10 @@ class MeteringStage:
         self._metrics = metrics
         self._recorders = recorders
         self._warned: set[str] = set()
+        # Estimates of repeated requests (a cache hit's, every time), valid for the runtime
+        # and the prices they were made under.
+        self._estimates: BodyMemo[Estimate] = BodyMemo(ESTIMATE_MEMO_ENTRIES, ESTIMATE_MEMO_BYTES)
+        self._estimates_for: tuple[Runtime, int] | None = None
 
     async def __call__(self, call: Call, next_stage: Next) -> UpstreamReply:
         call.estimate = self._estimate(call)
@@ -86,12 +94,27 @@ class MeteringStage:
         return reply
 
     def _estimate(self, call: Call) -> Estimate:
-        prompt = estimate_prompt_tokens(call.body)
+        """The call's estimate: remembered for a request seen under this runtime and these
+        prices, else made (and remembered)."""
+        raw = call.raw_body
+        if raw is None:
+            return _made_estimate(call)
+        runtime = call.runtime
+        made_for = (runtime, runtime.prices.generation())
+        if made_for != self._estimates_for:
+            self._estimates.clear()
+            self._estimates_for = made_for
         operation = call.operation
-        output = output_bound(
-            call.body, call.kind, operation.max_tokens, force_preset=operation.force_preset
-        ).tokens
-        return Estimate(prompt, output, worst_cost(call, prompt, output))
+        # What the estimate depends on besides the body (the model is in it): the candidates
+        # and their prices come from the runtime and the operation's name, the output bound
+        # from the operation's preset.
+        preset = (operation.max_tokens, operation.force_preset)
+        context = (call.api, call.kind, operation.name, preset)
+        found = self._estimates.get(raw, context)
+        if found is None:
+            found = _made_estimate(call)
+            self._estimates.put(raw, context, found)
+        return found
 
     def record(
         self,
@@ -214,6 +237,15 @@ class _Meter:
             max(seen.output_tokens, estimate.max_output_tokens),
             seen.cached_input_tokens,
         )
+
+
+def _made_estimate(call: Call) -> Estimate:
+    prompt = estimate_prompt_tokens(call.body)
+    operation = call.operation
+    output = output_bound(
+        call.body, call.kind, operation.max_tokens, force_preset=operation.force_preset
+    ).tokens
+    return Estimate(prompt, output, worst_cost(call, prompt, output))
 
 
 def worst_cost(call: Call, prompt_tokens: int, output_tokens: int) -> Decimal | None:
