@@ -76,7 +76,9 @@ class Interpreter:
 def pins() -> dict[str, str]:
     """The sidecar's dependencies and everything they pull in, at this venv's versions."""
     project = tomllib.loads((targets.REPO / "pyproject.toml").read_text())["project"]
-    pending = [Requirement(text) for text in [*project["dependencies"], *EXTRA_REQUIREMENTS]]
+    # The bench extra only where this venv has it (the tests' venv has not).
+    extras = [name for name in EXTRA_REQUIREMENTS if _installed(name)]
+    pending = [Requirement(text) for text in [*project["dependencies"], *extras]]
     found: dict[str, str] = {}
     while pending:
         requirement = pending.pop()
@@ -89,6 +91,14 @@ def pins() -> dict[str, str]:
             if sub.marker is None or sub.marker.evaluate({"extra": ""}):
                 pending.append(sub)
     return dict(sorted(found.items()))
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def probe(python: Path, names: list[str]) -> dict[str, Any]:
