@@ -6,8 +6,10 @@ take a core and gigabytes at 500 Pods).
 it binds the Pod's IP on the admin port its ``sluice-proxy`` container declares and answers
 like a sidecar does: ``PUT /admin/config`` (the namespace's admin token, a configuration that
 validates as ``SidecarConfig``, answered with its version), ``GET /admin/config``,
-``/healthz`` and ``/readyz`` (503 until configured). Every accepted push is recorded with the
-time it arrived, so a benchmark reads when each Pod took a version instead of polling.
+``/healthz`` and ``/readyz`` (503 until configured), and ``GET /admin/circuits/transitions``
+(an empty log), which ``hold_transitions`` keeps unanswered until ``release_transitions`` (a
+slow sidecar, for a test). Every accepted push is recorded with the time it arrived, so a
+benchmark reads when each Pod took a version instead of polling.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class StandIns:
         self._tokens: dict[tuple[str, str], str] = {}  # (namespace, Secret) -> admin token
         self._changed = threading.Condition()
         self._runner: web.AppRunner | None = None
+        self._hold: asyncio.Event | None = None  # set: the transitions log answers again
+        self.transitions_held = threading.Event()  # a transitions request is being held
 
     def start(self) -> StandIns:
         self._thread.start()
@@ -71,6 +75,7 @@ class StandIns:
         app.router.add_get("/admin/config", self._get_config)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/admin/circuits/transitions", self._get_transitions)
         self._runner = web.AppRunner(app, access_log=None)
         self._call(self._runner.setup())
         return self
@@ -112,6 +117,16 @@ class StandIns:
             )
             self._tokens[key] = base64.b64decode(found["data"]["token"]).decode()
         return self._tokens[key]
+
+    def hold_transitions(self) -> None:
+        """From now on, requests for the transitions log wait for ``release_transitions``."""
+        self.transitions_held.clear()
+        self._hold = self._call(_new_event())
+
+    def release_transitions(self) -> None:
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            self._loop.call_soon_threadsafe(hold.set)
 
     # -- what a benchmark reads ------------------------------------------------------------
 
@@ -169,6 +184,17 @@ class StandIns:
             return web.json_response({"error": "unauthorized"}, status=401)
         return web.json_response({"version": pod.pushes[-1].version if pod.pushes else None})
 
+    async def _get_transitions(self, request: web.Request) -> web.Response:
+        pod = self._pod(request)
+        if request.headers.get("Authorization") != f"Bearer {pod.token}":
+            return web.json_response({"error": "unauthorized"}, status=401)
+        if (hold := self._hold) is not None:
+            self.transitions_held.set()
+            await hold.wait()
+        return web.json_response(
+            {"logId": "standin", "lastSequence": 0, "missed": 0, "transitions": []}
+        )
+
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -178,6 +204,10 @@ class StandIns:
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)
+
+
+async def _new_event() -> asyncio.Event:
+    return asyncio.Event()  # made in the stand-ins' loop, which waits on it
 
 
 def admin_port(slot: PodSlot) -> int:

@@ -85,6 +85,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.server_timeout = 300
     # Policies are level-based: react to the newest event at once rather than batching.
     settings.batching.batch_window = 0.01
+    # A policy's timers hold kopf's finalizer on it: one still running when the policy is
+    # deleted (a poll of slow sidecars) is checked again after this, not kopf's 60 s, so
+    # `kubectl delete` waits for the poll, not a minute (e2e/test_policy_deletion.py).
+    settings.background.cancellation_polling = 1.0
     _configure_peering(settings, operator_settings)
     kube = await Kube.connect()
     memo.metrics = metrics = OperatorMetrics()
