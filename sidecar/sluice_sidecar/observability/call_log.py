@@ -28,7 +28,7 @@ from sluice_sidecar.observability.logs import JsonFormatter, sole_handler
 logger = logging.getLogger("sluice.calls")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per call, and a frozen __init__ costs 5x
 class Completed:
     provider: str  # its display name in the text; "none" when no provider was reached
     display_name: str
