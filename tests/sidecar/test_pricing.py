@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 
-from sluice_sidecar.economics.pricing import BUNDLED, PRICES_AS_OF, PriceTable
+from sluice_sidecar.economics.pricing import BUNDLED, PRICES_AS_OF, Price, PriceTable
 
 
 def test_bundled_table_is_dated_and_covers_the_main_vendors() -> None:
@@ -66,3 +67,16 @@ def test_ollama_names_without_a_tag_are_local() -> None:
         price = PriceTable({}).lookup("ollama", model)
         assert price is not None and price.source == "local", model
     assert PriceTable({}).lookup(None, "mistral-large").input_per_1m > 0  # type: ignore[union-attr]
+
+
+def test_the_worst_cost_is_the_dearer_of_the_input_read_fresh_or_cached() -> None:
+    chooser = random.Random(13)
+    for _ in range(2000):
+        rates = [
+            Decimal(chooser.randint(0, 3000)) / chooser.choice((1, 10, 100, 1000)) for _ in "ioc"
+        ]
+        price = Price(rates[0], rates[1], rates[2], "policy")
+        prompt, output = chooser.randint(0, 200_000), chooser.randint(0, 50_000)
+        both = max(price.cost(prompt, output), price.cost(prompt, output, prompt))
+        worst = price.worst_cost(prompt, output)
+        assert worst == both and str(worst) == str(both)  # the same figure, written the same

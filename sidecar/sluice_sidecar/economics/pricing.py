@@ -51,6 +51,14 @@ class Price:
         )
         return total / MILLION
 
+    def worst_cost(self, input_tokens: int, output_tokens: int) -> Decimal:
+        """The most a call can cost before anyone knows whether the provider reads its input
+        from its cache: ``max`` of ``cost`` both ways, worked out once (the dearer way is
+        known from the two input prices)."""
+        if input_tokens <= 0 or self.cached_input_per_1m <= self.input_per_1m:
+            return self.cost(input_tokens, output_tokens)
+        return self.cost(input_tokens, output_tokens, input_tokens)
+
 
 def _price(values: tuple[Decimal, Decimal, Decimal], source: str) -> Price:
     zero = not any(values)

@@ -265,15 +265,8 @@ def worst_cost(call: Call, prompt_tokens: int, output_tokens: int) -> Decimal | 
     found = [prices.lookup(p.name, p.upstream_model(call.model)) for p in candidates]
     if not candidates:
         found = [prices.lookup(None, call.model)]
-    costs = [
-        # Whether the input is read from the provider's cache is up to the provider: both ways.
-        max(
-            price.cost(prompt_tokens, output_tokens),
-            price.cost(prompt_tokens, output_tokens, prompt_tokens),
-        )
-        for price in found
-        if price is not None
-    ]
+    # Whether the input is read from the provider's cache is up to the provider: both ways.
+    costs = [p.worst_cost(prompt_tokens, output_tokens) for p in found if p is not None]
     return max(costs, default=None)
 
 
