@@ -18,6 +18,11 @@ from sluice_sidecar.contract.pod import DATA_PORT
 pytestmark = pytest.mark.e2e
 LIMIT = Decimal("0.01")
 BUDGETS = "/apis/sluice.dev/v1alpha1/namespaces/{ns}/llmbudgets"
+# A hard budget admits a call only if its estimate still fits under the limit, so spend
+# reaches the limit (state Exceeded) only where the estimate is the actual cost. Priced on
+# output alone, with the simulator's answer cut at max_tokens, every call costs exactly its
+# estimate: OUTPUT_TOKENS * 400 / 1M = $0.002, and the limit is five calls.
+OUTPUT_TOKENS = 5
 
 
 def manifests(upstream: str) -> str:
@@ -28,7 +33,7 @@ def manifests(upstream: str) -> str:
         "spec": {
             "selector": {"matchLabels": {"app": "studio"}},
             "providers": [{"name": "sim", "type": "openai-compatible", "baseUrl": upstream}],
-            "pricing": {"sim-model": {"inputPer1M": 100, "outputPer1M": 100}},
+            "pricing": {"sim-model": {"inputPer1M": 0, "outputPer1M": 400}},
         },
     }
     budget = {
@@ -52,14 +57,23 @@ def call(slot, token: str | None = None) -> openai.types.chat.ChatCompletion:
     with client:
         return client.chat.completions.create(
             model="sim-model",
-            max_tokens=20,
+            max_tokens=OUTPUT_TOKENS,
             messages=[{"role": "user", "content": "a short line about rivers"}],
         )
 
 
-def own_spend(slot, token: str, budget: str) -> Decimal:
+def usage_row(slot, token: str, budget: str) -> dict:
     rows = sidecar_admin(slot, token, "/admin/usage")["budgets"]
-    return next(Decimal(r["spentUSD"]) for r in rows if r["budget"] == budget)
+    return next(r for r in rows if r["budget"] == budget)
+
+
+def own_spend(slot, token: str, budget: str) -> Decimal:
+    return Decimal(usage_row(slot, token, budget)["spentUSD"])
+
+
+def external_spend(slot, token: str, budget: str) -> Decimal:
+    """What the operator last told the sidecar the other replicas spent."""
+    return Decimal(usage_row(slot, token, budget)["externalUSD"])
 
 
 def budget_status(cp: ControlPlane, namespace: str) -> dict:
@@ -119,14 +133,16 @@ def test_two_replicas_summed_then_blocked_and_nothing_lost(
             break
     assert blocked, "sidecar A never hit the hard budget"
 
-    def b_refuses() -> bool:
-        try:
-            call(b)
-        except openai.RateLimitError as error:
-            return error.body["type"] == "budget_exceeded"  # type: ignore[index]
-        return False
-
-    wait_until(b_refuses, 30, what="sidecar B to refuse once the budget is exceeded elsewhere")
+    # B refuses once the operator has told it what A spent, not through spend of its own.
+    spent_a = own_spend(a, token, budget)
+    wait_until(
+        lambda: external_spend(b, token, budget) == spent_a,
+        30,
+        what=f"sidecar B to be told the ${spent_a} sidecar A spent",
+    )
+    with pytest.raises(openai.RateLimitError) as refused:
+        call(b)
+    assert refused.value.body["type"] == "budget_exceeded"  # type: ignore[index]
     status = wait_until(
         lambda: (
             (s := budget_status(control_plane, namespace)) and s.get("state") == "Exceeded" and s
