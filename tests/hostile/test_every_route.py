@@ -15,42 +15,40 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from tests.hostile.conftest import leaked, start_hostile_sidecar
+from tests.hostile.conftest import leaked
 from tests.hostile.outcomes import ROUTES, Route, call_route, check_answer
+from tests.support.hostile_deadlines import SLACK_S, deadline_for, sidecars_by_deadline
 from tests.support.hostile_upstream import BEHAVIOURS, HostileUpstream
 from tests.support.sidecar import SidecarHandle, close_test_sidecar
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-DEADLINE_S = 0.4
-SLACK_S = 0.6  # the 504 is answered at the deadline; this covers a busy machine, not a hang
-
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def sidecar(
+async def sidecars(
     hostile: HostileUpstream, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[SidecarHandle]:
-    handle = await start_hostile_sidecar(
-        hostile, tmp_path_factory.mktemp("secrets"), defaults={"timeoutSeconds": DEADLINE_S}
-    )
-    yield handle
-    await close_test_sidecar(handle)
+) -> AsyncIterator[dict[float, SidecarHandle]]:
+    handles = await sidecars_by_deadline(hostile, tmp_path_factory.mktemp("secrets"))
+    yield handles
+    for handle in handles.values():
+        await close_test_sidecar(handle)
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=[r.name for r in ROUTES])
 @pytest.mark.parametrize("behaviour", sorted(BEHAVIOURS))
 @pytest.mark.usefixtures("settled_fds")
 async def test_hostile_upstream_gets_a_prompt_answer_in_the_callers_format(
-    sidecar: SidecarHandle,
+    sidecars: dict[float, SidecarHandle],
     caplog: pytest.LogCaptureFixture,
     behaviour: str,
     route: Route,
 ) -> None:
     caplog.set_level(logging.DEBUG, "sluice")
+    deadline = deadline_for(behaviour)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    status, answer = await call_route(sidecar, route, behaviour)
-    assert loop.time() - started < DEADLINE_S + SLACK_S
+    status, answer = await call_route(sidecars[deadline], route, behaviour)
+    assert loop.time() - started < deadline + SLACK_S
     assert leaked(answer.decode("utf-8", "replace")) == []
     assert leaked(caplog.text) == []
     check_answer(behaviour, route, status, answer)
