@@ -9,9 +9,12 @@ natively in other processes. After a warm-up the counters are zeroed (``callgrin
 -z``), the requests are sent one after another on one keep-alive connection, and the counters
 are dumped (``-d``): what the target executed for exactly those requests.
 
-Figures: instructions per non-streamed chat completion, and per streamed one of ``--chunks``
-chunks; the chunk figure is the stream's excess over a call, divided by its chunks (a stream
-costs about what a call costs, plus its chunks).
+Figures: instructions per non-streamed chat completion, and per streamed one; the chunk figure
+is the stream's excess over a call, divided by the chunks relayed per stream (a stream costs
+about what a call costs, plus its chunks). Chunks are counted as the client receives them: the
+upstream sends each one ``--chunk-delay-ms`` after the last, so each reaches the target, and
+the client, as a read of its own. ``--chunks`` is only the simulator's most: it splits its short
+answer into at most that many pieces (15 reads per stream with the default prompt).
 
     PYTHONPATH=sidecar:. .venv/bin/python bench/instructions.py --baseline /tmp/base
 """
@@ -94,14 +97,21 @@ async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.
     raise RuntimeError(f"{url} not ready within {READY_S:.0f} s")
 
 
-async def requests(session: aiohttp.ClientSession, base: str, count: int, stream: bool) -> None:
+async def requests(session: aiohttp.ClientSession, base: str, count: int, stream: bool) -> int:
+    """Send ``count`` requests one after another; the reads their answers took, in all."""
     body = wrk.REQUEST_BODY | ({"stream": True} if stream else {})
     headers = {"Authorization": "Bearer test"}
+    reads = 0
     for _ in range(count):
         async with session.post(base + "/v1/chat/completions", json=body, headers=headers) as got:
-            data = await got.read()
+            parts = []
+            while part := await got.content.readany():
+                parts.append(part)
+            data = b"".join(parts)
+            reads += len(parts)
             if got.status != 200 or (stream and b"[DONE]" not in data):
                 raise RuntimeError(f"{base}: answered {got.status}: {data[:200]!r}")
+    return reads
 
 
 def counted(pid: int, workdir: Path, name: str, label: str) -> int:
@@ -130,15 +140,17 @@ async def measure(
             for label, stream in (("calls", False), ("streams", True)):
                 zero = ["callgrind_control", "-z", str(proc.pid)]
                 await asyncio.to_thread(subprocess.run, zero, check=True, capture_output=True)
-                await requests(session, base, args.calls, stream)
+                reads = await requests(session, base, args.calls, stream)
                 total = await asyncio.to_thread(counted, proc.pid, workdir, name, label)
                 found[label] = total / args.calls
+                found[f"{label}_reads"] = reads / args.calls
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
-    per_chunk = (found["streams"] - found["calls"]) / args.chunks
+    chunks = found["streams_reads"]
+    per_chunk = (found["streams"] - found["calls"]) / chunks
     return {"per_call": round(found["calls"]), "per_stream": round(found["streams"]),
-            "per_chunk": round(per_chunk)}  # fmt: skip
+            "per_chunk": round(per_chunk), "chunks": round(chunks, 1)}  # fmt: skip
 
 
 def start_simulator(chunks: int, delay_ms: float) -> tuple[subprocess.Popen[bytes], str]:
@@ -168,6 +180,8 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 env = {"PYTHONPATH": os.pathsep.join([str(tree / "sidecar"), str(tree)]),
                        "SLUICE_ADMIN_TOKEN": "bench"}  # fmt: skip
                 plans.append((name, *sidecar_argv(workdir, name, upstream), env))
+            if args.targets:
+                plans = [plan for plan in plans if plan[0] in args.targets.split(",")]
             for name, argv, base, ready, env in plans:
                 print(f"[instructions] {name} under callgrind", file=sys.stderr, flush=True)
                 results[name] = await measure(name, argv, base, ready, env, args, workdir)
@@ -179,11 +193,15 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100, help="requests counted per figure")
-    parser.add_argument("--chunks", type=int, default=50, help="content chunks per stream")
+    parser.add_argument("--chunks", type=int, default=50, help="content chunks per stream, at most")
     parser.add_argument(
         "--chunk-delay-ms", type=float, default=20.0, help="between two chunks of a stream"
     )
     parser.add_argument("--baseline", type=Path, help="also the sidecar of this source tree")
+    parser.add_argument(
+        "--targets",
+        help="measure only these, comma-separated (relay-uvloop, sidecar, sidecar-baseline)",
+    )
     parser.add_argument(
         "--no-user-agent", action="store_true", help="send no User-Agent (as wrk does)"
     )
@@ -191,10 +209,12 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()
     results = asyncio.run(run(args))
     print(f"load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after; "
-          f"{args.calls} requests per figure, {args.chunks} chunks per stream")  # fmt: skip
-    print("\n| target | instructions per call | per stream | per chunk |\n|---|---:|---:|---:|")
+          f"{args.calls} requests per figure")  # fmt: skip
+    print("\n| target | instructions per call | per stream | chunks per stream | per chunk |")
+    print("|---|---:|---:|---:|---:|")
     for name, row in results.items():
-        print(f"| {name} | {row['per_call']:,} | {row['per_stream']:,} | {row['per_chunk']:,} |")
+        print(f"| {name} | {row['per_call']:,} | {row['per_stream']:,} | {row['chunks']} "
+              f"| {row['per_chunk']:,} |")  # fmt: skip
 
 
 if __name__ == "__main__":
