@@ -337,10 +337,15 @@ def _log_completed(call: Call, status: int, elapsed_s: float) -> None:
 async def _relay(stream: web.StreamResponse, reply: UpstreamReply, handle: otel.CallHandle) -> None:
     assert reply.chunks is not None
     handle.chunk()
-    await stream.write(reply.first_chunk)
-    async for chunk in reply.chunks:
-        handle.chunk()
-        await stream.write(chunk)
+    write = stream.write
+    await write(reply.first_chunk)
+    if handle is otel.NO_CALL:  # export off: no per-chunk call into the telemetry
+        async for chunk in reply.chunks:
+            await write(chunk)
+    else:
+        async for chunk in reply.chunks:
+            handle.chunk()
+            await write(chunk)
     await stream.write_eof()
 
 

@@ -29,6 +29,7 @@ TOKENS_PER_MESSAGE = 4
 TOKENS_PER_REQUEST = 3
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 MAX_PENDING_EVENT_BYTES = 1024 * 1024  # a partial SSE event larger than this is passed on as is
+_USAGE, _USAGE_SPACED = b'"usage":{', b'"usage": {'  # a usage object, not "usage":null
 _EVENT_END = re.compile(rb"(\r?\n\r?\n)")  # SSE events end with a blank line, LF or CRLF
 
 
@@ -89,7 +90,13 @@ class SseUsageReader:
         return Usage(self._input, self._output, self._cached) if self.found else None
 
     def feed(self, chunk: bytes) -> bytes:
-        if not self._pending and chunk.endswith(b"\n\n") and not _has_usage(chunk):
+        if (
+            not self._pending
+            and chunk.endswith(b"\n\n")
+            # _has_usage inlined: on every chunk a call costs as much as a scan.
+            and chunk.find(_USAGE) < 0
+            and chunk.find(_USAGE_SPACED) < 0
+        ):
             return chunk  # the common chunk: whole events without usage, passed on uncopied
         # Only the new bytes (and the 3 before them, for a separator split across chunks) can
         # end an event: a stream trickled in small chunks costs linear time, not quadratic.
@@ -169,7 +176,9 @@ class SseUsageReader:
 
 def _has_usage(data: bytes) -> bool:
     # OpenAI repeats "usage":null in every chunk once usage is requested: skip those cheaply.
-    return b'"usage":{' in data or b'"usage": {' in data
+    # ``find``, not ``in``: bytes' ``in`` first tries its argument as an integer and clears
+    # the TypeError, which costs more than the scan (callgrind, CPython 3.11).
+    return data.find(_USAGE) >= 0 or data.find(_USAGE_SPACED) >= 0
 
 
 def _measure(value: Any, token_ids: bool) -> tuple[int, int]:
