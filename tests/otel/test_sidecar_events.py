@@ -126,6 +126,13 @@ async def test_with_export_off_the_apps_traceparent_reaches_the_provider_unchang
     assert llm.requests[-1].headers["traceparent"] == traceparent
 
 
+def calls_and_attempts(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls' server spans and their attempts' spans, as far as they are written."""
+    calls = [s for s in spans if s["kind"] == SERVER]
+    ids = {s["spanId"] for s in calls}
+    return calls + [s for s in spans if s.get("parentSpanId") in ids]
+
+
 async def test_a_failed_call_has_error_type_on_its_span_attempts_and_duration(
     collector: Collector, llm: SimulatedLLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -146,8 +153,11 @@ async def test_a_failed_call_has_error_type_on_its_span_attempts_and_duration(
     finally:
         await close_test_sidecar(sidecar)
 
+    # The collector writes each signal to its own file on its own flush: metrics written say
+    # nothing of the spans, so each is awaited.
     await wait_until(lambda: any(m["name"] == "gen_ai.client.operation.duration"
                                  for m in collector.metrics()))  # fmt: skip
+    await wait_until(lambda: len(calls_and_attempts(collector.spans())) >= 3)
     (call,) = [s for s in collector.spans() if s["kind"] == SERVER]
     code = attributes_of(call)["error.type"]
     assert attributes_of(call)["http.response.status_code"] == caught.value.status_code
