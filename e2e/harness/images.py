@@ -95,12 +95,15 @@ class Image:
         mounts = [Mount(source, target) for source, target in (volumes or {}).items()]
         return Container(self, argv, log_path, env or {}, mounts)
 
-    def exec(self, argv: Sequence[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` to completion in a throwaway container; output captured."""
+    def exec(
+        self, argv: Sequence[str], timeout: float = 60, mounts: Sequence[Mount] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` to completion in a throwaway container, with ``mounts``; output
+        captured (``tests/support/image_exec.py`` when the output must not be lost)."""
         container = self.create_container()
         try:
             return subprocess.run(
-                run_command(container, argv),
+                run_command(container, argv, mounts=mounts),
                 capture_output=True,
                 text=True,
                 timeout=timeout,

@@ -18,6 +18,7 @@ import pytest
 
 from e2e.harness import net
 from e2e.harness.images import Container, Image
+from tests.support.image_exec import exec_in
 from tests.support.sidecar import compile_policy, policy, provider_for
 from tests.support.simulator import SimulatedLLM
 
@@ -38,26 +39,27 @@ FIND_SPECS = (
 
 
 def test_operator_image_imports_every_operator_module(images: dict[str, Image]) -> None:
-    result = images["operator"].exec(["python3", "-c", IMPORT_EVERY_MODULE, "sluice_operator"])
+    result = exec_in(images["operator"], ["python3", "-c", IMPORT_EVERY_MODULE, "sluice_operator"])
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) >= 10  # every module of the package, handlers included
 
 
 def test_sidecar_image_imports_every_sidecar_module(images: dict[str, Image]) -> None:
-    result = images["sidecar"].exec(["python3", "-c", IMPORT_EVERY_MODULE, "sluice_sidecar"])
+    result = exec_in(images["sidecar"], ["python3", "-c", IMPORT_EVERY_MODULE, "sluice_sidecar"])
     assert result.returncode == 0, result.stderr
 
 
 def test_sidecar_image_ships_neither_the_operator_nor_build_tools(
     images: dict[str, Image],
 ) -> None:
-    present = images["sidecar"].exec(
-        ["python3", "-c", FIND_SPECS, "sluice_operator", "kopf", "kubernetes_asyncio", "pip"]
+    present = exec_in(
+        images["sidecar"],
+        ["python3", "-c", FIND_SPECS, "sluice_operator", "kopf", "kubernetes_asyncio", "pip"],
     )
     assert present.returncode == 0, present.stderr
     assert present.stdout.split() == []
     for image in images.values():
-        tools = image.exec(["sh", "-c", "command -v gcc cc make pip pip3 || true"])
+        tools = exec_in(image, ["sh", "-c", "command -v gcc cc make pip pip3 || true"])
         assert tools.stdout.split() == [], f"{image.name} ships {tools.stdout.split()}"
 
 
@@ -71,8 +73,8 @@ def test_images_run_as_a_numeric_non_root_user_and_carry_oci_labels(
         assert labels["org.opencontainers.image.title"] == f"sluice-{role}"
         assert labels["org.opencontainers.image.version"] == VERSION
         assert labels["org.opencontainers.image.source"].startswith("https://")
-        whoami = image.exec(["id", "-u"])
-        assert whoami.stdout.strip() == "65532"
+        whoami = exec_in(image, ["id", "-u"])
+        assert whoami.stdout.strip() == "65532", whoami.stderr
 
 
 async def test_sidecar_image_entrypoint_serves_health_and_proxies_a_call(
