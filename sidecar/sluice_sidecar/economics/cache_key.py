@@ -45,7 +45,7 @@ def credential_hash(headers: dict[str, str]) -> str:
 
 
 def _credential_material(headers: dict[str, str]) -> str:
-    return "\x00".join(headers.get(name, "") for name in CREDENTIAL_HEADERS)
+    return "\x00".join([headers.get(name, "") for name in CREDENTIAL_HEADERS])
 
 
 def _material_hash(material: str) -> str:

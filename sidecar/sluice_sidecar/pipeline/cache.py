@@ -238,9 +238,10 @@ def _bypass(call: Call, spec: CacheSpec) -> bool:
     headers = call.client_headers
     if headers.get("x-llm-cache", "").lower() == "bypass":
         return True
-    control = headers.get("cache-control", "").lower()
-    if any(directive in control for directive in BYPASS_DIRECTIVES):
-        return True
+    if control := headers.get("cache-control"):  # most calls send none: no scan
+        lowered = control.lower()
+        if any(directive in lowered for directive in BYPASS_DIRECTIVES):
+            return True
     mode = call.operation.cache_mode
     if mode == "off":
         return True
@@ -278,7 +279,7 @@ def _key_context(call: Call, credentials: str) -> KeyContext:
             operation.top_p,
             operation.force_preset,
         ),
-        tuple(headers.get(name, "") for name in VARIANT_HEADERS),
+        tuple([headers.get(name, "") for name in VARIANT_HEADERS]),
     )
 
 
