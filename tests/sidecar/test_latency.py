@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from sluice_sidecar.economics.latency_model import (
@@ -91,3 +93,18 @@ def test_predictions_remembered_are_bounded() -> None:
     assert sum(map(len, history._predicted.values())) == MAX_PREDICTED
     history.record("p", "op", 10, 1.0)  # drops the key's: room again
     assert history.predict("p", "op", 10).points == 1
+
+
+def test_the_rates_kept_sorted_are_those_of_the_points_kept() -> None:
+    chooser = random.Random(7)
+    history, fresh = LatencyHistory(), None
+    for step in range(3 * POINTS):
+        tokens = chooser.choice([1, 10, 500, chooser.randint(1, 10**6)])
+        seconds = chooser.choice([0.0, 1.0, chooser.random() * 30])  # ties and zeros too
+        history.record("p", "op", tokens, seconds)
+        if step % 7 == 0:  # predictions in between: the rates exist and are kept in step
+            fresh = LatencyHistory()
+            fresh.load(history.dump())  # the same points, sorted from scratch
+            for size in (1, 500, 10**5):
+                assert history.predict("p", "op", size) == fresh.predict("p", "op", size)
+    assert fresh is not None

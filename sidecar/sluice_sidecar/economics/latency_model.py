@@ -15,14 +15,15 @@ volume's confidence is multiplied by a factor that reaches ``NOISY_FACTOR`` at a
 ``dump``/``load`` give the saved form (``economics.latency_file`` keeps it in the state
 directory); ``load`` treats it as untrusted. ``in_flight`` lists the calls being served now.
 
-Every call asks for a prediction (a cache hit too): the sorted rates and the predictions by
-prompt size are kept per key until its next record. Bounded: ``POINTS`` per key, ``MAX_KEYS``
-keys (provider x operation come from the configuration), ``MAX_PREDICTED`` predictions in
-all. Used by the latency stage and ``GET /admin/estimate``.
+Every call asks for a prediction (a cache hit too): the rates are kept sorted as points come
+and go, and the predictions by prompt size are kept per key until its next record. Bounded:
+``POINTS`` per key, ``MAX_KEYS`` keys (provider x operation come from the configuration),
+``MAX_PREDICTED`` predictions in all. Used by the latency stage and ``GET /admin/estimate``.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ class LatencyHistory:
     def __init__(self) -> None:
         # (prompt tokens, seconds) per key; the rates are derived from them
         self._series: dict[tuple[str, str], deque[tuple[int, float]]] = {}
-        self._sorted: dict[tuple[str, str], list[float]] = {}  # per key, until the next record
+        self._sorted: dict[tuple[str, str], list[float]] = {}  # per key, the series' rates
         # Per key, until its next record: predictions by prompt size (sizes repeat).
         self._predicted: dict[tuple[str, str], dict[int, Prediction]] = {}
         self._predicted_count = 0
@@ -124,8 +125,14 @@ class LatencyHistory:
             if len(self._series) >= MAX_KEYS:
                 return
             series = self._series[key] = deque(maxlen=POINTS)
-        series.append((clamp_tokens(prompt_tokens), duration_s))
-        self._sorted.pop(key, None)
+        tokens = clamp_tokens(prompt_tokens)
+        rates = self._sorted.get(key)
+        if rates is not None:  # kept sorted in place: a sort per record cost 10 µs a call
+            if len(series) == series.maxlen:
+                old_tokens, old_seconds = series[0]  # the point the append will push out
+                del rates[bisect.bisect_left(rates, old_seconds / old_tokens)]
+            bisect.insort(rates, duration_s / tokens)
+        series.append((tokens, duration_s))
         if (dropped := self._predicted.pop(key, None)) is not None:
             self._predicted_count -= len(dropped)
         self.dirty = True
