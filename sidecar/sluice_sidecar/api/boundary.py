@@ -39,7 +39,9 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise MalformedRequest(f"request body is not valid JSON: {error}") from error
     if not isinstance(body, dict):
         raise MalformedRequest("request body must be a JSON object")
-    if nesting_depth(body) > MAX_JSON_DEPTH:
+    # A body cannot nest deeper than it has brackets (those in strings included): most bodies
+    # have fewer than the limit, and counting them costs a tenth of walking the document.
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and nesting_depth(body) > MAX_JSON_DEPTH:
         raise _too_deep()
     check_model(body.get("model"))
     return body

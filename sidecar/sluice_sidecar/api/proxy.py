@@ -213,13 +213,17 @@ async def _run(
 ) -> tuple[web.StreamResponse, int]:
     loop = asyncio.get_running_loop()
     operation = call.operation
-    warning = loop.call_later(call.warn_after_s, _warn_slow, state, call)
+    timer: asyncio.TimerHandle | None = None
     reply: UpstreamReply | None = None
     stream: web.StreamResponse | None = None
     interval = call.runtime.config.latency.heartbeat_seconds
     beats = Heartbeats(interval, lambda: _start_heartbeats(request, call)) if interval else None
     try:
-        async with asyncio.timeout_at(call.deadline):
+        async with asyncio.timeout(None) as deadline:
+            # One timer for the warning and the deadline: the deadline's own is armed only
+            # when the warning fires (a slow call); a timer costs about as much as a stage.
+            warn_at = call.started + call.warn_after_s
+            timer = loop.call_at(min(warn_at, call.deadline), _warn_slow, state, call, deadline)
             if call.stream and beats is not None:
                 reply = await beats.run(state.pipeline(call), lambda: heartbeat(call))
                 stream = beats.stream
@@ -257,7 +261,8 @@ async def _run(
         logger.exception("%s failed inside the sidecar", operation.name)
         error = SluiceError("internal error in the Sluice sidecar; see its log")
     finally:
-        warning.cancel()
+        if timer is not None:
+            timer.cancel()
         if reply is not None:
             reply.close()
     provider = call.provider.name if call.provider else "none"
@@ -403,7 +408,12 @@ def _seconds(value: float) -> str:
     return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"
 
 
-def _warn_slow(state: SidecarState, call: Call) -> None:
+def _warn_slow(state: SidecarState, call: Call, deadline: asyncio.Timeout) -> None:
+    """The call passed its warning point (or its deadline, when that comes first): warn, and
+    arm the deadline."""
+    deadline.reschedule(call.deadline)
+    if call.warn_after_s > call.timeout_s:
+        return  # the warning point lies past the deadline: the call never reaches it
     elapsed = asyncio.get_running_loop().time() - call.started
     state.metrics.timeout_warnings.labels(call.operation.name).inc()
     logger.warning(

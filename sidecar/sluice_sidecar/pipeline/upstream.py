@@ -43,6 +43,8 @@ DROPPED_REQUEST_HEADERS = frozenset(
     }
 )
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
+# A provider with its own key drops the caller's too.
+DROPPED_WITH_OWN_KEY = DROPPED_REQUEST_HEADERS | CREDENTIAL_HEADERS
 PRESET_KINDS = frozenset({"chat", "completions", "messages"})
 
 
@@ -56,11 +58,7 @@ def upstream_url(provider: Provider, call: Call) -> str:
 
 
 def upstream_headers(call: Call, provider: Provider) -> dict[str, str]:
-    drop = (
-        DROPPED_REQUEST_HEADERS | CREDENTIAL_HEADERS
-        if provider.auth_headers
-        else DROPPED_REQUEST_HEADERS
-    )
+    drop = DROPPED_WITH_OWN_KEY if provider.auth_headers else DROPPED_REQUEST_HEADERS
     headers = {k: v for k, v in call.client_headers.items() if k not in drop}
     headers.update(provider.extra_headers)
     headers.update(provider.auth_headers)
@@ -127,8 +125,11 @@ class UpstreamStage:
         sent = loop.time()
         if call.first_attempt_at is None:
             call.first_attempt_at = sent
+        limit = call.attempt_timeouts.get(provider.name)
         try:
-            async with attempt_limit(call.attempt_timeouts.get(provider.name)):
+            if limit is None:  # the usual case: no context manager to enter and leave
+                return await attempt.send(self._transport.send, request)
+            async with attempt_limit(limit):
                 return await attempt.send(self._transport.send, request)
         except UpstreamError as error:
             if may_be_billed(error):  # sent, and no answer came back: it may still be billed

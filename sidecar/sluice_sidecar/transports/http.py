@@ -75,7 +75,12 @@ NO_USER_AGENT = ("User-Agent",)
 
 
 def relayable_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}  # type: ignore[union-attr]
+    # Each name lowered once: this runs on every answer's headers.
+    return {
+        name: value
+        for key, value in headers.items()  # type: ignore[union-attr]
+        if (name := key.lower()) not in HOP_BY_HOP
+    }
 
 
 class HttpTransport:
@@ -146,10 +151,11 @@ class HttpTransport:
     async def _send(
         self, session: aiohttp.ClientSession, request: UpstreamRequest
     ) -> UpstreamReply:
-        secrets = _secrets(request)
+        # The credentials to mask (``_secrets``) are gathered only when an error needs them.
         try:
             response = await _request(session, request, self._proxies.for_url(request.url))
         except aiohttp.ClientConnectorError as error:
+            secrets = _secrets(request)
             raise TransientUpstreamError(
                 f"cannot connect to upstream {error.host}:{error.port}: {describe(error, secrets)}",
                 reason="connection error",
@@ -157,12 +163,12 @@ class HttpTransport:
             ) from error
         except (aiohttp.ClientError, TimeoutError) as error:
             raise TransientUpstreamError(
-                f"upstream connection failed: {describe(error, secrets)}",
+                f"upstream connection failed: {describe(error, _secrets(request))}",
                 reason="connection error",
             ) from error
         try:
             if response.status >= 300:
-                await _raise_for_status(response, secrets)
+                await _raise_for_status(response, _secrets(request))
             if request.stream:
                 return await _stream_reply(response, self._stream_idle_timeout_s)
             return await _json_reply(response, self._max_answer_bytes)
