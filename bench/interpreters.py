@@ -77,7 +77,7 @@ def pins() -> dict[str, str]:
     """The sidecar's dependencies and everything they pull in, at this venv's versions."""
     project = tomllib.loads((targets.REPO / "pyproject.toml").read_text())["project"]
     # The bench extra only where this venv has it (the tests' venv has not).
-    extras = [name for name in EXTRA_REQUIREMENTS if _installed(name)]
+    extras = [name for name in EXTRA_REQUIREMENTS if installed(name)]
     pending = [Requirement(text) for text in [*project["dependencies"], *extras]]
     found: dict[str, str] = {}
     while pending:
@@ -93,7 +93,7 @@ def pins() -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def _installed(name: str) -> bool:
+def installed(name: str) -> bool:
     try:
         importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

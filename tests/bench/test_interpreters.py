@@ -24,14 +24,6 @@ def bench(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, ModuleType]]:
         sys.modules.pop(name, None)
 
 
-def installed(name: str) -> bool:
-    try:
-        importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 def test_pins_hold_the_dependency_closure_at_this_venvs_versions(bench) -> None:
     pins = bench["interpreters"].pins()
     # Direct dependencies, what they pull in, and the bench extra the relay imports (where
@@ -39,7 +31,9 @@ def test_pins_hold_the_dependency_closure_at_this_venvs_versions(bench) -> None:
     for name in ("aiohttp", "uvloop", "multidict", "pydantic-core"):
         assert pins[name] == importlib.metadata.version(name)
     for name in bench["interpreters"].EXTRA_REQUIREMENTS:
-        assert pins.get(name) == (importlib.metadata.version(name) if installed(name) else None)
+        assert pins.get(name) == (
+            importlib.metadata.version(name) if bench["interpreters"].installed(name) else None
+        )
     assert "pytest" not in pins and "kopf" not in pins  # neither test nor operator extras
 
 
