@@ -99,11 +99,12 @@ class MeteringStage:
         raw = call.raw_body
         if raw is None:
             return _made_estimate(call)
-        runtime = call.runtime
-        made_for = (runtime, runtime.prices.generation())
-        if made_for != self._estimates_for:
+        runtime, generation = call.runtime, call.runtime.prices.generation()
+        made_for = self._estimates_for
+        # By identity: a Runtime compares field by field, and a new one is a new configuration.
+        if made_for is None or made_for[0] is not runtime or made_for[1] != generation:
             self._estimates.clear()
-            self._estimates_for = made_for
+            self._estimates_for = (runtime, generation)
         operation = call.operation
         # What the estimate depends on besides the body (the model is in it): the candidates
         # and their prices come from the runtime and the operation's name, the output bound
