@@ -86,7 +86,10 @@ async def _alone(sidecar: SidecarHandle, inputs: list[str]):
 
 
 async def test_waiting_calls_run_in_priority_order(llm_factory, sidecar_factory) -> None:
-    slow = await llm_factory(name="slow", latency_s=0.2)
+    slow = await llm_factory(name="slow")
+    # The first call holds the one slot until every other one is queued, however long queuing
+    # them takes on a busy machine (a fixed latency let it finish first under load).
+    slow.gate = asyncio.Event()
     sidecar = await sidecar_factory(
         policy(providers=[provider_for(slow)], queue={"maxConcurrent": 1})
     )
@@ -105,6 +108,7 @@ async def test_waiting_calls_run_in_priority_order(llm_factory, sidecar_factory)
         for depth, priority in enumerate(["low", "normal", "critical", "high"], start=1):
             tasks.append(asyncio.create_task(call(priority)))
             await wait_until(lambda depth=depth: queue.depth == depth)
+        slow.gate.set()
         await asyncio.gather(*tasks)
     order = [r.json["messages"][0]["content"] for r in slow.requests]
     assert order == ["first", "critical", "high", "normal", "low"]
